@@ -1,0 +1,691 @@
+//! The agent's JSON config file (`/etc/aggregator/config.json` by default) and its validation.
+//!
+//! RedFlag's own keys (`server_url`, `agent_id`, `token`, `refresh_token`, `check_in_interval`)
+//! are read as RedFlag writes them; other RedFlag keys (`logging`, `tags`, ...) are accepted and
+//! ignored, except `tls` and `proxy`, which are implemented. The `resilience` object is strict:
+//! an unknown key there is an error that names it, because a misspelt tuning knob that silently
+//! does nothing is worse than a refusal to start.
+//!
+//! Every error names the file, the field, what was wrong and, for syntax errors, the line and
+//! column. Nothing here panics on input. Writing the renewed token back lives in `store.rs`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::Url;
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::resilience::{BackoffConfig, BreakerConfig, Jitter, PolicyConfig};
+use crate::secret::Secret;
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/aggregator/config.json";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/redflag-agent";
+
+/// Largest config file the agent will read; a bigger one is certainly not a config file.
+pub const CONFIG_FILE_MAX_BYTES: u64 = 1024 * 1024;
+
+/// Recovery target from the seed document: back within 30 s of the server's return.
+pub const RECOVERY_TARGET: Duration = Duration::from_secs(30);
+
+/// Limits on every knob, so a typo cannot make the agent wait a year or retry a million times.
+pub mod limits {
+    pub const CHECK_IN_INTERVAL_MIN_SECONDS: f64 = 1.0;
+    pub const CHECK_IN_INTERVAL_WARN_BELOW_SECONDS: f64 = 30.0;
+    pub const CHECK_IN_INTERVAL_MAX_SECONDS: f64 = 86_400.0;
+    pub const MAX_RETRIES_MAX: f64 = 1_000.0;
+    pub const INITIAL_DELAY_MIN_SECONDS: f64 = 0.001;
+    pub const INITIAL_DELAY_MAX_SECONDS: f64 = 3_600.0;
+    pub const MAX_DELAY_MAX_MINUTES: f64 = 1_440.0;
+    pub const BACKOFF_FACTOR_MAX: f64 = 10.0;
+    pub const BREAKER_THRESHOLD_MAX: f64 = 10_000.0;
+    pub const BREAKER_TIMEOUT_MIN_MINUTES: f64 = 0.001 / 60.0;
+    pub const BREAKER_TIMEOUT_MAX_MINUTES: f64 = 1_440.0;
+    pub const REQUEST_TIMEOUT_MIN_SECONDS: f64 = 0.01;
+    pub const REQUEST_TIMEOUT_MAX_SECONDS: f64 = 600.0;
+    pub const RETRY_AFTER_MAX_MAX_SECONDS: f64 = 86_400.0;
+    pub const AGENT_ID_MAX_LEN: usize = 128;
+    pub const TOKEN_MAX_LEN: usize = 16 * 1024;
+}
+
+/// The defaults. Chosen so that the worst-case recovery after an outage of any length,
+/// `request_timeout + max(max_delay, breaker_timeout)`, is 10 + 15 = 25 s: inside the seed's
+/// 30 s target. The seed's own example values (5-minute caps) would allow 5 minutes.
+pub mod defaults {
+    pub const CHECK_IN_INTERVAL_SECONDS: f64 = 300.0;
+    pub const MAX_RETRIES: u32 = 5;
+    pub const INITIAL_DELAY_SECONDS: f64 = 1.0;
+    pub const MAX_DELAY_MINUTES: f64 = 0.25;
+    pub const BACKOFF_FACTOR: f64 = 2.0;
+    pub const CIRCUIT_BREAKER_THRESHOLD: u32 = 5;
+    pub const CIRCUIT_BREAKER_TIMEOUT_MINUTES: f64 = 0.25;
+    pub const REQUEST_TIMEOUT_SECONDS: f64 = 10.0;
+    pub const RETRY_AFTER_MAX_SECONDS: f64 = 60.0;
+    pub const HEALTH_CHECK: bool = true;
+}
+
+/// The keys `resilience` accepts; anything else is refused by name.
+pub const RESILIENCE_KEYS: &[&str] = &[
+    "max_retries",
+    "initial_delay_seconds",
+    "max_delay_minutes",
+    "backoff_factor",
+    "circuit_breaker_threshold",
+    "circuit_breaker_timeout_minutes",
+    "jitter",
+    "request_timeout_seconds",
+    "retry_after_max_seconds",
+    "health_check",
+];
+
+/// A config that passed validation, with durations resolved.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server_url: Url,
+    pub agent_id: String,
+    pub token: Secret,
+    pub refresh_token: Secret,
+    pub check_in_interval: Duration,
+    pub state_dir: PathBuf,
+    pub resilience: Resilience,
+    pub tls: Tls,
+    pub proxy: Option<Proxy>,
+    /// Legal but questionable settings, to be logged at start-up and shown by `check-config`.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resilience {
+    pub max_retries: u32,
+    pub initial_delay: Duration,
+    pub max_delay: Duration,
+    pub backoff_factor: f64,
+    pub circuit_breaker_threshold: u32,
+    pub circuit_breaker_timeout: Duration,
+    pub jitter: Jitter,
+    pub request_timeout: Duration,
+    pub retry_after_max: Duration,
+    pub health_check: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tls {
+    /// Extra CA certificate (PEM) to trust, for servers with a private CA.
+    pub ca_file: Option<PathBuf>,
+    /// Skip certificate verification entirely. Logged as a warning; for lab setups only.
+    pub insecure_skip_verify: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Proxy {
+    pub http: Option<String>,
+    pub https: Option<String>,
+    pub no_proxy: Option<String>,
+}
+
+/// Why a config was refused. `Display` gives the sentence an operator needs.
+#[derive(Debug)]
+pub enum ConfigError {
+    NotFound { path: PathBuf },
+    Unreadable { path: PathBuf, reason: String },
+    TooLarge { path: PathBuf, bytes: u64 },
+    Syntax { origin: String, line: usize, column: usize, reason: String },
+    Field { origin: String, field: String, reason: String },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::NotFound { path } => write!(
+                f,
+                "config file {} not found; create it (see the README) or pass --config FILE",
+                path.display()
+            ),
+            ConfigError::Unreadable { path, reason } => {
+                write!(f, "cannot read config file {}: {reason}", path.display())
+            }
+            ConfigError::TooLarge { path, bytes } => write!(
+                f,
+                "config file {} is {bytes} bytes; a config file is at most {CONFIG_FILE_MAX_BYTES} bytes",
+                path.display()
+            ),
+            ConfigError::Syntax { origin, line, column, reason } => {
+                write!(f, "{origin}: line {line}, column {column}: {reason}")
+            }
+            ConfigError::Field { origin, field, reason } => write!(f, "{origin}: {field} {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    /// The dotted name of the offending field, when the error is about one.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            ConfigError::Field { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+}
+
+// ---- the file as written -------------------------------------------------------------------
+
+#[derive(Deserialize, Default)]
+struct RawConfig {
+    server_url: Option<String>,
+    agent_id: Option<String>,
+    token: Option<String>,
+    refresh_token: Option<String>,
+    check_in_interval: Option<f64>,
+    state_dir: Option<String>,
+    resilience: Option<RawResilience>,
+    tls: Option<RawTls>,
+    proxy: Option<RawProxy>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawResilience {
+    max_retries: Option<f64>,
+    initial_delay_seconds: Option<f64>,
+    max_delay_minutes: Option<f64>,
+    backoff_factor: Option<f64>,
+    circuit_breaker_threshold: Option<f64>,
+    circuit_breaker_timeout_minutes: Option<f64>,
+    jitter: Option<String>,
+    request_timeout_seconds: Option<f64>,
+    retry_after_max_seconds: Option<f64>,
+    health_check: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawTls {
+    ca_file: Option<String>,
+    #[serde(default)]
+    insecure_skip_verify: bool,
+}
+
+#[derive(Deserialize, Default)]
+struct RawProxy {
+    #[serde(default)]
+    enabled: bool,
+    http: Option<String>,
+    https: Option<String>,
+    no_proxy: Option<String>,
+}
+
+// ---- loading -------------------------------------------------------------------------------
+
+impl Config {
+    /// Reads and validates the config file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = read_config_file(path)?;
+        Config::from_json_str(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates JSON text. `origin` names the source in error messages.
+    pub fn from_json_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let de = &mut serde_json::Deserializer::from_str(text);
+        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            json_error(origin, &path, &inner)
+        })?;
+        // Trailing garbage after the object.
+        let mut de = serde_json::Deserializer::from_str(text).into_iter::<Value>();
+        if let (Some(Ok(_)), Some(Err(e))) = (de.next(), de.next()) {
+            return Err(json_error(origin, ".", &e));
+        }
+        validate(raw, origin)
+    }
+
+    /// Validates an already-parsed JSON value (the simulation builds agent configs this way).
+    pub fn from_value(value: Value, origin: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            ConfigError::Field { origin: origin.to_string(), field: path, reason: clean_serde_message(&inner.to_string()) }
+        })?;
+        validate(raw, origin)
+    }
+
+    /// The resilience settings in the form the pure core takes.
+    pub fn policy(&self) -> PolicyConfig {
+        let r = &self.resilience;
+        PolicyConfig {
+            backoff: BackoffConfig {
+                initial_delay: r.initial_delay,
+                max_delay: r.max_delay,
+                factor: r.backoff_factor,
+                jitter: r.jitter,
+            },
+            breaker: BreakerConfig {
+                failure_threshold: r.circuit_breaker_threshold,
+                open_timeout: r.circuit_breaker_timeout,
+                half_open_max_probes: BreakerConfig::DEFAULT_HALF_OPEN_MAX_PROBES,
+            },
+            max_retries: r.max_retries,
+            check_in_interval: self.check_in_interval,
+            retry_after_max: r.retry_after_max,
+            health_check: r.health_check,
+        }
+    }
+
+    /// Worst-case time from the server's return to the agent's first successful check-in,
+    /// not counting Retry-After waits the server itself asks for: an attempt that started just
+    /// before the return can run for one request timeout, then the longest backoff or breaker
+    /// wait, then the health probe and check-in themselves (one more request timeout at most).
+    pub fn worst_case_recovery(&self) -> Duration {
+        let r = &self.resilience;
+        r.request_timeout + r.max_delay.max(r.circuit_breaker_timeout)
+    }
+
+    /// `check-config`'s listing: every effective setting, secrets redacted.
+    pub fn describe(&self) -> String {
+        let r = &self.resilience;
+        let mut out = String::new();
+        let mut line = |k: &str, v: String| out.push_str(&format!("{k:<34} {v}\n"));
+        line("server_url", self.server_url.to_string());
+        line("agent_id", self.agent_id.clone());
+        line("token", self.token.to_string());
+        line("refresh_token", self.refresh_token.to_string());
+        line("check_in_interval", secs(self.check_in_interval));
+        line("state_dir", self.state_dir.display().to_string());
+        line("resilience.max_retries", r.max_retries.to_string());
+        line("resilience.initial_delay_seconds", secs(r.initial_delay));
+        line("resilience.max_delay_minutes", format!("{} min ({})", r.max_delay.as_secs_f64() / 60.0, secs(r.max_delay)));
+        line("resilience.backoff_factor", r.backoff_factor.to_string());
+        line("resilience.circuit_breaker_threshold", r.circuit_breaker_threshold.to_string());
+        line(
+            "resilience.circuit_breaker_timeout_minutes",
+            format!("{} min ({})", r.circuit_breaker_timeout.as_secs_f64() / 60.0, secs(r.circuit_breaker_timeout)),
+        );
+        line("resilience.jitter", r.jitter.to_string());
+        line("resilience.request_timeout_seconds", secs(r.request_timeout));
+        line("resilience.retry_after_max_seconds", secs(r.retry_after_max));
+        line("resilience.health_check", r.health_check.to_string());
+        line("tls.ca_file", self.tls.ca_file.as_ref().map_or("(system roots)".into(), |p| p.display().to_string()));
+        line("tls.insecure_skip_verify", self.tls.insecure_skip_verify.to_string());
+        line(
+            "proxy",
+            match &self.proxy {
+                None => "(none)".into(),
+                Some(p) => format!("http={:?} https={:?} no_proxy={:?}", p.http, p.https, p.no_proxy),
+            },
+        );
+        line("worst-case recovery", format!("{} (target {})", secs(self.worst_case_recovery()), secs(RECOVERY_TARGET)));
+        out
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{}s", d.as_secs_f64())
+}
+
+fn read_config_file(path: &Path) -> Result<String, ConfigError> {
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => ConfigError::NotFound { path: path.to_path_buf() },
+        _ => ConfigError::Unreadable { path: path.to_path_buf(), reason: e.to_string() },
+    })?;
+    if meta.is_dir() {
+        return Err(ConfigError::Unreadable { path: path.to_path_buf(), reason: "it is a directory".into() });
+    }
+    if meta.len() > CONFIG_FILE_MAX_BYTES {
+        return Err(ConfigError::TooLarge { path: path.to_path_buf(), bytes: meta.len() });
+    }
+    let bytes = std::fs::read(path).map_err(|e| ConfigError::Unreadable { path: path.to_path_buf(), reason: e.to_string() })?;
+    String::from_utf8(bytes)
+        .map_err(|e| ConfigError::Unreadable { path: path.to_path_buf(), reason: format!("not UTF-8 text ({e})") })
+}
+
+/// serde_json errors end in " at line L column C"; we report position separately.
+fn clean_serde_message(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+fn json_error(origin: &str, path: &str, e: &serde_json::Error) -> ConfigError {
+    let reason = clean_serde_message(&e.to_string());
+    if e.is_syntax() || e.is_eof() || path == "." {
+        ConfigError::Syntax { origin: origin.to_string(), line: e.line(), column: e.column(), reason }
+    } else {
+        // A type error or an unknown key: name the field and the position.
+        let field = unknown_field_path(path, &reason);
+        ConfigError::Field {
+            origin: origin.to_string(),
+            field,
+            reason: format!("{reason} (line {}, column {})", e.line(), e.column()),
+        }
+    }
+}
+
+/// For "unknown field `x`" errors at `resilience`, the field is `resilience.x`.
+fn unknown_field_path(path: &str, reason: &str) -> String {
+    if let Some(rest) = reason.strip_prefix("unknown field `") {
+        if let Some(name) = rest.split('`').next() {
+            return if path == "." || path.is_empty() { name.to_string() } else { format!("{path}.{name}") };
+        }
+    }
+    path.to_string()
+}
+
+// ---- validation ----------------------------------------------------------------------------
+
+struct Check<'a> {
+    origin: &'a str,
+}
+
+impl Check<'_> {
+    fn err(&self, field: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Field { origin: self.origin.to_string(), field: field.to_string(), reason: reason.into() }
+    }
+
+    /// A finite number within `[min, max]`.
+    fn number(&self, field: &str, value: f64, min: f64, max: f64) -> Result<f64, ConfigError> {
+        if !value.is_finite() {
+            return Err(self.err(field, format!("must be a finite number, got {value}")));
+        }
+        if value < min {
+            return Err(self.err(field, format!("must be >= {min}, got {value}")));
+        }
+        if value > max {
+            return Err(self.err(field, format!("must be <= {max}, got {value}")));
+        }
+        Ok(value)
+    }
+
+    fn whole(&self, field: &str, value: f64, min: f64, max: f64) -> Result<u32, ConfigError> {
+        let v = self.number(field, value, min, max)?;
+        if v.fract() != 0.0 {
+            return Err(self.err(field, format!("must be a whole number, got {value}")));
+        }
+        Ok(v as u32)
+    }
+
+    fn required_string(&self, field: &str, value: Option<String>) -> Result<String, ConfigError> {
+        match value {
+            Some(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+            Some(_) => Err(self.err(field, "must not be empty")),
+            None => Err(self.err(field, "is missing; it is required")),
+        }
+    }
+}
+
+fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
+    use limits::*;
+    let c = Check { origin };
+    let mut warnings = Vec::new();
+
+    let url_text = c.required_string("server_url", raw.server_url)?;
+    let server_url = Url::parse(&url_text).map_err(|e| c.err("server_url", format!("is not a valid URL ({e}), got {url_text:?}")))?;
+    if !matches!(server_url.scheme(), "http" | "https") {
+        return Err(c.err("server_url", format!("must start with http:// or https://, got {url_text:?}")));
+    }
+    if server_url.host_str().is_none() {
+        return Err(c.err("server_url", format!("has no host, got {url_text:?}")));
+    }
+    if server_url.query().is_some() || server_url.fragment().is_some() {
+        return Err(c.err("server_url", format!("must not have a query or fragment, got {url_text:?}")));
+    }
+
+    let agent_id = c.required_string("agent_id", raw.agent_id)?;
+    if agent_id.len() > AGENT_ID_MAX_LEN {
+        return Err(c.err("agent_id", format!("is {} characters long; at most {AGENT_ID_MAX_LEN}", agent_id.len())));
+    }
+    if let Some(bad) = agent_id.chars().find(|ch| !(ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))) {
+        return Err(c.err("agent_id", format!("contains {bad:?}; use letters, digits, '-', '_' and '.' only")));
+    }
+
+    let token = Secret::new(raw.token.unwrap_or_default().trim());
+    let refresh_token = Secret::new(raw.refresh_token.unwrap_or_default().trim());
+    for (field, s) in [("token", &token), ("refresh_token", &refresh_token)] {
+        if s.expose().len() > TOKEN_MAX_LEN {
+            return Err(c.err(field, format!("is longer than {TOKEN_MAX_LEN} bytes")));
+        }
+        if s.expose().chars().any(|ch| ch.is_control() || ch == ' ') {
+            return Err(c.err(field, "contains spaces or control characters; copy it again from the server"));
+        }
+    }
+    if token.is_empty() && refresh_token.is_empty() {
+        return Err(c.err("token", "and refresh_token are both empty; register the agent first"));
+    }
+    if refresh_token.is_empty() {
+        warnings.push("refresh_token is empty: an expired token cannot be renewed and the agent will need re-registration".into());
+    }
+
+    let interval = c.number(
+        "check_in_interval",
+        raw.check_in_interval.unwrap_or(defaults::CHECK_IN_INTERVAL_SECONDS),
+        CHECK_IN_INTERVAL_MIN_SECONDS,
+        CHECK_IN_INTERVAL_MAX_SECONDS,
+    )?;
+    if interval < CHECK_IN_INTERVAL_WARN_BELOW_SECONDS {
+        warnings.push(format!(
+            "check_in_interval is {interval}s; below {CHECK_IN_INTERVAL_WARN_BELOW_SECONDS}s a large fleet loads the server heavily"
+        ));
+    }
+
+    let state_dir = PathBuf::from(raw.state_dir.unwrap_or_else(|| DEFAULT_STATE_DIR.to_string()));
+    if state_dir.as_os_str().is_empty() {
+        return Err(c.err("state_dir", "must not be empty"));
+    }
+
+    let resilience = validate_resilience(&c, raw.resilience.unwrap_or_default())?;
+
+    let tls = match raw.tls {
+        None => Tls::default(),
+        Some(t) => {
+            let ca_file = t.ca_file.filter(|s| !s.trim().is_empty()).map(PathBuf::from);
+            if t.insecure_skip_verify {
+                warnings.push("tls.insecure_skip_verify is true: the server's certificate is not checked".into());
+            }
+            Tls { ca_file, insecure_skip_verify: t.insecure_skip_verify }
+        }
+    };
+    let proxy = match raw.proxy {
+        Some(p) if p.enabled => {
+            for (field, v) in [("proxy.http", &p.http), ("proxy.https", &p.https)] {
+                if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
+                    Url::parse(v).map_err(|e| c.err(field, format!("is not a valid URL ({e}), got {v:?}")))?;
+                }
+            }
+            Some(Proxy { http: p.http.filter(|s| !s.is_empty()), https: p.https.filter(|s| !s.is_empty()), no_proxy: p.no_proxy })
+        }
+        _ => None,
+    };
+
+    let config = Config {
+        server_url,
+        agent_id,
+        token,
+        refresh_token,
+        check_in_interval: Duration::from_secs_f64(interval),
+        state_dir,
+        resilience,
+        tls,
+        proxy,
+        warnings,
+    };
+    let worst = config.worst_case_recovery();
+    let mut config = config;
+    if worst > RECOVERY_TARGET {
+        config.warnings.push(format!(
+            "with these resilience settings recovery after an outage can take up to {}s (request_timeout_seconds + max(max_delay, circuit_breaker_timeout)); the target is {}s",
+            worst.as_secs_f64(),
+            RECOVERY_TARGET.as_secs()
+        ));
+    }
+    Ok(config)
+}
+
+fn validate_resilience(c: &Check, r: RawResilience) -> Result<Resilience, ConfigError> {
+    use limits::*;
+    let max_retries =
+        c.whole("resilience.max_retries", r.max_retries.unwrap_or(defaults::MAX_RETRIES.into()), 1.0, MAX_RETRIES_MAX)?;
+    let initial = c.number(
+        "resilience.initial_delay_seconds",
+        r.initial_delay_seconds.unwrap_or(defaults::INITIAL_DELAY_SECONDS),
+        INITIAL_DELAY_MIN_SECONDS,
+        INITIAL_DELAY_MAX_SECONDS,
+    )?;
+    let max_delay_minutes = c.number(
+        "resilience.max_delay_minutes",
+        r.max_delay_minutes.unwrap_or(defaults::MAX_DELAY_MINUTES),
+        INITIAL_DELAY_MIN_SECONDS / 60.0,
+        MAX_DELAY_MAX_MINUTES,
+    )?;
+    if initial > max_delay_minutes * 60.0 {
+        return Err(c.err(
+            "resilience.initial_delay_seconds",
+            format!(
+                "must not exceed resilience.max_delay_minutes ({max_delay_minutes} min = {}s), got {initial}",
+                max_delay_minutes * 60.0
+            ),
+        ));
+    }
+    let factor = c.number(
+        "resilience.backoff_factor",
+        r.backoff_factor.unwrap_or(defaults::BACKOFF_FACTOR),
+        1.0,
+        BACKOFF_FACTOR_MAX,
+    )?;
+    let threshold = c.whole(
+        "resilience.circuit_breaker_threshold",
+        r.circuit_breaker_threshold.unwrap_or(defaults::CIRCUIT_BREAKER_THRESHOLD.into()),
+        1.0,
+        BREAKER_THRESHOLD_MAX,
+    )?;
+    let breaker_minutes = c.number(
+        "resilience.circuit_breaker_timeout_minutes",
+        r.circuit_breaker_timeout_minutes.unwrap_or(defaults::CIRCUIT_BREAKER_TIMEOUT_MINUTES),
+        BREAKER_TIMEOUT_MIN_MINUTES,
+        BREAKER_TIMEOUT_MAX_MINUTES,
+    )?;
+    let jitter = match r.jitter {
+        None => Jitter::default(),
+        Some(s) => s.parse::<Jitter>().map_err(|e| c.err("resilience.jitter", e))?,
+    };
+    let request_timeout = c.number(
+        "resilience.request_timeout_seconds",
+        r.request_timeout_seconds.unwrap_or(defaults::REQUEST_TIMEOUT_SECONDS),
+        REQUEST_TIMEOUT_MIN_SECONDS,
+        REQUEST_TIMEOUT_MAX_SECONDS,
+    )?;
+    let retry_after_max = c.number(
+        "resilience.retry_after_max_seconds",
+        r.retry_after_max_seconds.unwrap_or(defaults::RETRY_AFTER_MAX_SECONDS),
+        0.0,
+        RETRY_AFTER_MAX_MAX_SECONDS,
+    )?;
+    Ok(Resilience {
+        max_retries,
+        initial_delay: Duration::from_secs_f64(initial),
+        max_delay: Duration::from_secs_f64(max_delay_minutes * 60.0),
+        backoff_factor: factor,
+        circuit_breaker_threshold: threshold,
+        circuit_breaker_timeout: Duration::from_secs_f64(breaker_minutes * 60.0),
+        jitter,
+        request_timeout: Duration::from_secs_f64(request_timeout),
+        retry_after_max: Duration::from_secs_f64(retry_after_max),
+        health_check: r.health_check.unwrap_or(defaults::HEALTH_CHECK),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"{"server_url":"http://127.0.0.1:8080","agent_id":"a-1","token":"t","refresh_token":"r"}"#;
+
+    fn with_resilience(body: &str) -> String {
+        format!(
+            r#"{{"server_url":"http://127.0.0.1:8080","agent_id":"a-1","token":"t","refresh_token":"r",
+"resilience":{{{body}}}}}"#
+        )
+    }
+
+    fn err(text: &str) -> String {
+        Config::from_json_str(text, "test.json").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_meet_the_recovery_target() {
+        let c = Config::from_json_str(MINIMAL, "x").unwrap();
+        assert!(c.worst_case_recovery() < RECOVERY_TARGET);
+        assert_eq!(c.check_in_interval, Duration::from_secs(300));
+        assert_eq!(c.resilience.jitter, Jitter::Full);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn fractional_minutes() {
+        let c = Config::from_json_str(&with_resilience(r#""max_delay_minutes":0.05"#), "x").unwrap();
+        assert_eq!(c.resilience.max_delay, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        assert_eq!(
+            err(&with_resilience(r#""backoff_factor":0.5"#)),
+            "test.json: resilience.backoff_factor must be >= 1, got 0.5"
+        );
+        let e = err(&with_resilience(r#""max_retriez":3"#));
+        assert!(e.contains("resilience.max_retriez") && e.contains("line 2"), "{e}");
+        let e = err(&with_resilience(r#""max_retries":"five""#));
+        assert!(e.contains("resilience.max_retries") && e.contains("invalid type"), "{e}");
+        let e = err(&with_resilience(r#""max_retries":2.5"#));
+        assert!(e.contains("whole number"), "{e}");
+        let e = err(&with_resilience(r#""jitter":"fulll""#));
+        assert!(e.contains("resilience.jitter") && e.contains("fulll"), "{e}");
+        let e = err(r#"{"server_url":"ftp://x","agent_id":"a","token":"t"}"#);
+        assert!(e.contains("server_url"), "{e}");
+        let e = err(r#"{"agent_id":"a","token":"t"}"#);
+        assert!(e.contains("server_url is missing"), "{e}");
+        let e = err(r#"{"server_url":"http://x","agent_id":"a","token":"t","check_in_interval":0.5}"#);
+        assert!(e.contains("check_in_interval must be >= 1"), "{e}");
+    }
+
+    #[test]
+    fn syntax_errors_have_line_and_column() {
+        let e = err("{\n  \"server_url\": \"http://x\",\n  \"agent_id\" \"a\"\n}");
+        assert!(e.starts_with("test.json: line 3, column"), "{e}");
+        let e = err("{\"server_url\":\"http://x\"} trailing");
+        assert!(e.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn short_interval_warns() {
+        let c = Config::from_json_str(
+            r#"{"server_url":"http://x","agent_id":"a","token":"t","refresh_token":"r","check_in_interval":1}"#,
+            "x",
+        )
+        .unwrap();
+        assert!(c.warnings.iter().any(|w| w.contains("check_in_interval")));
+    }
+
+    #[test]
+    fn other_redflag_keys_are_ignored() {
+        let c = Config::from_json_str(
+            r#"{"server_url":"http://x","agent_id":"a","token":"t","refresh_token":"r",
+                "logging":{"level":"info"},"tags":["x"],"version":"0.1.20"}"#,
+            "x",
+        );
+        assert!(c.is_ok());
+    }
+
+    #[test]
+    fn describe_never_shows_tokens() {
+        let c = Config::from_json_str(
+            r#"{"server_url":"http://x","agent_id":"a","token":"SECRET-A","refresh_token":"SECRET-B"}"#,
+            "x",
+        )
+        .unwrap();
+        let d = c.describe();
+        assert!(!d.contains("SECRET"), "{d}");
+        assert!(!format!("{c:?}").contains("SECRET"));
+    }
+}

@@ -1,0 +1,218 @@
+//! What the check-in loop reports about itself: the [`Event`] type, the [`Observer`] hook, and
+//! the one function that turns events into `tracing` log lines.
+//!
+//! Every event is both logged (for operators) and handed to the observer (for the simulation's
+//! trace). The log lines carry the event's fields under the same names as the serialized event,
+//! with `event` naming the variant, so the live chaos harness can read an agent's
+//! `--log-format json` output back into the same `Event` values the simulation traces.
+//! Tokens never appear in any event.
+
+use serde::{Deserialize, Serialize};
+
+/// Which request of an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestKind {
+    Health,
+    Checkin,
+    Renew,
+}
+
+impl RequestKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestKind::Health => "health",
+            RequestKind::Checkin => "checkin",
+            RequestKind::Renew => "renew",
+        }
+    }
+}
+
+impl std::fmt::Display for RequestKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Everything the loop reports. Durations are in milliseconds so the serialized form is plain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    AgentStarted { agent_id: String, version: String },
+    /// A request is about to go out (health probes included).
+    RequestStarted { kind: RequestKind },
+    RequestFinished { kind: RequestKind, class: String, ok: bool, elapsed_ms: u64 },
+    /// An attempt failed; the next one is due after `delay_ms`.
+    AttemptFailed {
+        attempt: u32,
+        max_attempts: u32,
+        class: String,
+        verdict: String,
+        delay_ms: u64,
+        reason: String,
+        consecutive_failures: u32,
+    },
+    /// A check-in succeeded; the next one is due after `delay_ms`.
+    CheckinOk { commands: u32, delay_ms: u64 },
+    Breaker { from: String, to: String },
+    /// The first success after an outage.
+    Recovered { outage_ms: u64, failed_attempts: u32 },
+    /// The breaker refused to let an attempt out; the loop waits `wait_ms`.
+    BreakerRejected { wait_ms: u64 },
+    TokenRenewed { saved: bool },
+    /// The server refused the refresh token: the agent must be re-registered.
+    RenewalRejected { class: String },
+    CommandReceived { id: String, kind: String },
+    CommandSkipped { id: String, kind: String, reason: String },
+    /// Rapid polling was switched on (by the server's answer or a command) for `for_ms`.
+    RapidPolling { for_ms: u64 },
+    /// Saving the token or the status failed; the loop goes on.
+    StoreFailed { what: String, error: String },
+    /// The loop returned because it was asked to shut down.
+    Stopped,
+}
+
+impl Event {
+    /// The `event` tag, as serialized.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::AgentStarted { .. } => "agent_started",
+            Event::RequestStarted { .. } => "request_started",
+            Event::RequestFinished { .. } => "request_finished",
+            Event::AttemptFailed { .. } => "attempt_failed",
+            Event::CheckinOk { .. } => "checkin_ok",
+            Event::Breaker { .. } => "breaker",
+            Event::Recovered { .. } => "recovered",
+            Event::BreakerRejected { .. } => "breaker_rejected",
+            Event::TokenRenewed { .. } => "token_renewed",
+            Event::RenewalRejected { .. } => "renewal_rejected",
+            Event::CommandReceived { .. } => "command_received",
+            Event::CommandSkipped { .. } => "command_skipped",
+            Event::RapidPolling { .. } => "rapid_polling",
+            Event::StoreFailed { .. } => "store_failed",
+            Event::Stopped => "stopped",
+        }
+    }
+}
+
+/// Receives every event the loop emits, after it is logged. The simulation records them in
+/// its trace; production uses [`NoObserver`].
+pub trait Observer {
+    fn on_event(&mut self, event: &Event);
+}
+
+/// Logging only.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoObserver;
+
+impl Observer for NoObserver {
+    fn on_event(&mut self, _event: &Event) {}
+}
+
+fn secs(ms: u64) -> f64 {
+    ms as f64 / 1000.0
+}
+
+/// Writes one event as a log line. Levels: failures, breaker changes and recoveries are
+/// operator news (WARN/INFO); routine check-ins and single requests are DEBUG.
+pub fn log_event(agent: &str, e: &Event) {
+    use tracing::{debug, error, info, warn};
+    let event = e.name();
+    match e {
+        Event::AgentStarted { agent_id, version } => {
+            info!(event, agent_id, version, "redflag-agent {version} started for agent {agent_id}")
+        }
+        Event::RequestStarted { kind } => debug!(event, agent, kind = %kind, "{kind} request started"),
+        Event::RequestFinished { kind, class, ok, elapsed_ms } => {
+            debug!(event, agent, kind = %kind, class, ok, elapsed_ms, "{kind} request finished: {class} in {}s", secs(*elapsed_ms))
+        }
+        Event::AttemptFailed { attempt, max_attempts, class, verdict, delay_ms, reason, consecutive_failures } => warn!(
+            event,
+            agent,
+            attempt,
+            max_attempts,
+            class,
+            verdict,
+            delay_ms,
+            reason,
+            consecutive_failures,
+            "check-in failed (attempt {attempt}/{max_attempts}, {class}); next attempt in {}s ({reason})",
+            secs(*delay_ms)
+        ),
+        Event::CheckinOk { commands, delay_ms } => {
+            debug!(event, agent, commands, delay_ms, "checked in ({commands} commands); next check-in in {}s", secs(*delay_ms))
+        }
+        Event::Breaker { from, to } => match to.as_str() {
+            "open" => warn!(event, agent, from, to, "circuit breaker {from} -> {to}: pausing check-ins"),
+            _ => info!(event, agent, from, to, "circuit breaker {from} -> {to}"),
+        },
+        Event::Recovered { outage_ms, failed_attempts } => info!(
+            event,
+            agent,
+            outage_ms,
+            failed_attempts,
+            "server reachable again: recovered after an outage of {}s ({failed_attempts} failed attempts)",
+            secs(*outage_ms)
+        ),
+        Event::BreakerRejected { wait_ms } => {
+            debug!(event, agent, wait_ms, "circuit breaker open; next probe in {}s", secs(*wait_ms))
+        }
+        Event::TokenRenewed { saved } => match saved {
+            true => info!(event, agent, saved, "access token renewed and saved to the config file"),
+            false => warn!(event, agent, saved, "access token renewed but NOT saved to the config file; it is used for this run only"),
+        },
+        Event::RenewalRejected { class } => error!(
+            event,
+            agent,
+            class,
+            "the server refused the refresh token ({class}): this agent must be re-registered; it keeps trying at the regular interval"
+        ),
+        Event::CommandReceived { id, kind } => info!(event, agent, id, kind, "received command {id} ({kind})"),
+        Event::CommandSkipped { id, kind, reason } => {
+            warn!(event, agent, id, kind, reason, "skipped command {id} ({kind}): {reason}")
+        }
+        Event::RapidPolling { for_ms } => info!(event, agent, for_ms, "rapid polling for {}s", secs(*for_ms)),
+        Event::StoreFailed { what, error } => warn!(event, agent, what, error, "could not save {what}: {error}"),
+        Event::Stopped => info!(event, agent, "check-in loop stopped"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_match_the_serialized_tag() {
+        let samples = vec![
+            Event::AgentStarted { agent_id: "a".into(), version: "1".into() },
+            Event::RequestStarted { kind: RequestKind::Health },
+            Event::RequestFinished { kind: RequestKind::Renew, class: "ok".into(), ok: true, elapsed_ms: 1 },
+            Event::AttemptFailed {
+                attempt: 1,
+                max_attempts: 5,
+                class: "timeout".into(),
+                verdict: "retry".into(),
+                delay_ms: 1,
+                reason: "backoff".into(),
+                consecutive_failures: 1,
+            },
+            Event::CheckinOk { commands: 0, delay_ms: 1 },
+            Event::Breaker { from: "closed".into(), to: "open".into() },
+            Event::Recovered { outage_ms: 1, failed_attempts: 1 },
+            Event::BreakerRejected { wait_ms: 1 },
+            Event::TokenRenewed { saved: true },
+            Event::RenewalRejected { class: "http_401".into() },
+            Event::CommandReceived { id: "1".into(), kind: "x".into() },
+            Event::CommandSkipped { id: "1".into(), kind: "x".into(), reason: "r".into() },
+            Event::RapidPolling { for_ms: 1 },
+            Event::StoreFailed { what: "status".into(), error: "e".into() },
+            Event::Stopped,
+        ];
+        for e in samples {
+            let v = serde_json::to_value(&e).unwrap();
+            assert_eq!(v["event"], e.name());
+            let back: Event = serde_json::from_value(v).unwrap();
+            assert_eq!(back, e);
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! What the agent keeps on disk: the renewed token (written back into the config file) and
+//! its status (`state_dir/status.json`, read by `redflag-agent status`).
+//!
+//! [`Store`] is the loop's view; [`FileStore`] is production, [`MemoryStore`] serves tests and
+//! the simulation (where "disk" is a value that survives a simulated crash). Every write is
+//! atomic (temporary file in the same directory, fsync, rename, fsync of the directory) so a
+//! crash or a full disk never leaves a half-written config: the agent may lose a renewed
+//! token, never the whole file.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::secret::Secret;
+
+/// The file under `state_dir` that `status` reads.
+pub const STATUS_FILE_NAME: &str = "status.json";
+const STATUS_FILE_MAX_BYTES: u64 = 64 * 1024;
+
+/// The agent's status, as persisted after every attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Status {
+    pub agent_id: String,
+    /// RFC 3339 time of the last successful check-in.
+    pub last_success: Option<String>,
+    /// RFC 3339 time of the last attempt, successful or not.
+    pub last_attempt: Option<String>,
+    pub consecutive_failures: u32,
+    /// `closed`, `open` or `half_open`.
+    pub breaker: String,
+    /// Error class of the last failed attempt since the last success (`http_502`, ...).
+    pub last_error: Option<String>,
+    pub agent_version: String,
+}
+
+/// Where the loop persists what must outlive the process.
+pub trait Store {
+    /// Saves a renewed access token. On error the loop keeps using the token in memory.
+    fn save_token(&mut self, token: &Secret) -> Result<(), String>;
+    /// Saves the status after an attempt.
+    fn save_status(&mut self, status: &Status) -> Result<(), String>;
+}
+
+/// Production storage: the config file and `state_dir/status.json`.
+#[derive(Debug, Clone)]
+pub struct FileStore {
+    config_path: PathBuf,
+    status_path: PathBuf,
+}
+
+impl FileStore {
+    pub fn new(config_path: &Path, state_dir: &Path) -> Self {
+        FileStore { config_path: config_path.to_path_buf(), status_path: state_dir.join(STATUS_FILE_NAME) }
+    }
+
+    /// Creates `state_dir` if needed. An error is reported, not fatal: the agent runs without a
+    /// status file rather than not at all.
+    pub fn prepare(state_dir: &Path) -> Result<(), String> {
+        fs::create_dir_all(state_dir).map_err(|e| format!("cannot create state_dir {}: {e}", state_dir.display()))
+    }
+}
+
+impl Store for FileStore {
+    fn save_token(&mut self, token: &Secret) -> Result<(), String> {
+        rewrite_token(&self.config_path, token)
+    }
+
+    fn save_status(&mut self, status: &Status) -> Result<(), String> {
+        let mut bytes = serde_json::to_vec_pretty(status).map_err(|e| e.to_string())?;
+        bytes.push(b'\n');
+        write_atomic(&self.status_path, &bytes, 0o644)
+    }
+}
+
+/// Tests and the simulation: the latest token and status, in memory.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStore {
+    pub token: Option<Secret>,
+    pub status: Option<Status>,
+}
+
+impl Store for MemoryStore {
+    fn save_token(&mut self, token: &Secret) -> Result<(), String> {
+        self.token = Some(token.clone());
+        Ok(())
+    }
+
+    fn save_status(&mut self, status: &Status) -> Result<(), String> {
+        self.status = Some(status.clone());
+        Ok(())
+    }
+}
+
+/// Replaces `"token"` in the JSON config file at `path`, keeping every other key, their order,
+/// and mode 0600. Refuses (and changes nothing) if the file no longer holds a JSON object.
+pub fn rewrite_token(path: &Path, token: &Secret) -> Result<(), String> {
+    let text = fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut value: Value =
+        serde_json::from_str(&text).map_err(|e| format!("{} is no longer valid JSON ({e}); not rewriting it", path.display()))?;
+    let Some(obj) = value.as_object_mut() else {
+        return Err(format!("{} does not hold a JSON object; not rewriting it", path.display()));
+    };
+    obj.insert("token".into(), Value::String(token.expose().to_string()));
+    let mut bytes = serde_json::to_vec_pretty(&value).map_err(|e| e.to_string())?;
+    bytes.push(b'\n');
+    write_atomic(path, &bytes, 0o600)
+}
+
+/// Writes `bytes` to `path` atomically with the given mode: a temporary file in the same
+/// directory, fsync, rename over the target, fsync of the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path.file_name().ok_or_else(|| format!("{} is not a file path", path.display()))?;
+    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let result = (|| -> std::io::Result<()> {
+        let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+        // `mode` above is filtered by the umask; set it exactly.
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, path)?;
+        fs::File::open(&dir)?.sync_all()
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(format!("cannot write {}: {e}", path.display()));
+    }
+    Ok(())
+}
+
+/// Reads `state_dir/status.json`. `Ok(None)` when the agent has not written one yet.
+pub fn read_status(state_dir: &Path) -> Result<Option<Status>, String> {
+    let path = state_dir.join(STATUS_FILE_NAME);
+    let meta = match fs::metadata(&path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    if meta.len() > STATUS_FILE_MAX_BYTES {
+        return Err(format!("{} is {} bytes; not a status file", path.display(), meta.len()));
+    }
+    let text = fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    serde_json::from_str(&text).map(Some).map_err(|e| format!("{} is not a valid status file: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_rewrite_keeps_other_keys_and_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        fs::write(&path, r#"{"server_url":"http://x","token":"old","zeta":1,"agent_id":"a"}"#).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        rewrite_token(&path, &Secret::new("new")).unwrap();
+        let v: Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(v["token"], "new");
+        assert_eq!(v["zeta"], 1);
+        let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["server_url", "token", "zeta", "agent_id"]);
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn token_rewrite_refuses_a_broken_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        fs::write(&path, "{ broken").unwrap();
+        assert!(rewrite_token(&path, &Secret::new("new")).is_err());
+        assert_eq!(fs::read_to_string(&path).unwrap(), "{ broken");
+    }
+
+    #[test]
+    fn status_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read_status(dir.path()).unwrap(), None);
+        let mut store = FileStore::new(&dir.path().join("c.json"), dir.path());
+        let status = Status { agent_id: "a".into(), consecutive_failures: 3, breaker: "open".into(), ..Status::default() };
+        store.save_status(&status).unwrap();
+        assert_eq!(read_status(dir.path()).unwrap(), Some(status));
+    }
+}

@@ -1,0 +1,310 @@
+//! How requests reach the server: the [`Transport`] trait, and [`ReqwestTransport`], the
+//! production implementation.
+//!
+//! A transport does HTTP and nothing else: it sends one [`Request`], reads at most
+//! [`RESPONSE_BODY_MAX_BYTES`] of the answer *while* reading (a 64 MiB answer is abandoned at
+//! 1 MiB, never buffered), and maps every failure to a [`TransportError`] whose
+//! [`TransportError::outcome`] is the shared vocabulary of `resilience::classify`. The request
+//! timeout is *not* the transport's job: the check-in loop wraps every call in
+//! `tokio::time::timeout`, so both transports (this one and the simulation's hyper-over-turmoil
+//! one) time out identically.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::protocol::{AGENT_VERSION, RESPONSE_BODY_MAX_BYTES};
+use crate::resilience::Outcome;
+use crate::secret::Secret;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+        }
+    }
+}
+
+/// One request, relative to the server URL the transport was built with.
+#[derive(Clone)]
+pub struct Request {
+    pub method: Method,
+    /// Absolute path, starting with `/` (e.g. `/api/v1/agents/{id}/commands`).
+    pub path: String,
+    pub bearer: Option<Secret>,
+    /// A JSON body, sent with `Content-Type: application/json`.
+    pub json_body: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Request")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("bearer", &self.bearer)
+            .field("json_body_bytes", &self.json_body.as_ref().map(Vec::len))
+            .finish()
+    }
+}
+
+/// A complete answer. For non-2xx answers a body over the limit is dropped (the status is what
+/// matters); for 2xx answers it is an error, see [`TransportError::BodyTooLarge`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Response {
+    pub status: u16,
+    /// The raw `Retry-After` header, if any.
+    pub retry_after: Option<String>,
+    /// The raw `Date` header, if any (the reference for HTTP-date Retry-After values).
+    pub date: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// Why no complete answer arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransportError {
+    Refused,
+    Reset,
+    Timeout,
+    /// A 2xx answer's body passed [`RESPONSE_BODY_MAX_BYTES`]; reading stopped there.
+    BodyTooLarge,
+    /// DNS, TLS, protocol errors: anything else, with a description for the log.
+    Other(String),
+}
+
+impl TransportError {
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            TransportError::Refused => Outcome::Refused,
+            TransportError::Reset => Outcome::Reset,
+            TransportError::Timeout => Outcome::Timeout,
+            TransportError::BodyTooLarge => Outcome::BodyTooLarge,
+            TransportError::Other(_) => Outcome::Network,
+        }
+    }
+
+    /// Maps an I/O error the way every transport must: refused, reset/aborted/broken pipe/EOF
+    /// are themselves, a timed-out socket is a timeout, the rest is a network error.
+    pub fn from_io(e: &io::Error) -> TransportError {
+        match e.kind() {
+            io::ErrorKind::ConnectionRefused => TransportError::Refused,
+            io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::NotConnected => TransportError::Reset,
+            io::ErrorKind::TimedOut => TransportError::Timeout,
+            _ => TransportError::Other(e.to_string()),
+        }
+    }
+
+    /// Maps a hyper error (directly, or found in a reqwest error's source chain).
+    pub fn from_hyper(e: &hyper::Error) -> TransportError {
+        if let Some(io) = find_source::<io::Error>(e) {
+            return TransportError::from_io(io);
+        }
+        if e.is_incomplete_message() || e.is_closed() || e.is_canceled() {
+            TransportError::Reset
+        } else if e.is_timeout() {
+            TransportError::Timeout
+        } else {
+            TransportError::Other(e.to_string())
+        }
+    }
+}
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TransportError::Other(msg) => write!(f, "{}: {msg}", self.outcome().class()),
+            _ => write!(f, "{}", self.outcome().class()),
+        }
+    }
+}
+
+/// Finds the first error of type `E` in `e`'s source chain, `e` itself included.
+pub fn find_source<'a, E: StdError + 'static>(e: &'a (dyn StdError + 'static)) -> Option<&'a E> {
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(hit) = err.downcast_ref::<E>() {
+            return Some(hit);
+        }
+        cur = err.source();
+    }
+    None
+}
+
+/// Sends requests to the RedFlag server. Implementations: [`ReqwestTransport`] (production) and
+/// the simulation harness's hyper-over-turmoil transport.
+pub trait Transport {
+    /// Sends one request and reads its answer (body bounded by [`RESPONSE_BODY_MAX_BYTES`]).
+    /// Must be cancel-safe: the loop drops the future on timeout or shutdown.
+    fn send(&mut self, request: &Request) -> impl Future<Output = Result<Response, TransportError>>;
+}
+
+/// Accumulates a response body and refuses to grow past a limit, so that transports can stop
+/// reading (and drop the connection) the moment an answer is too large.
+#[derive(Debug)]
+pub struct BoundedBody {
+    buf: Vec<u8>,
+    limit: usize,
+}
+
+impl BoundedBody {
+    pub fn new(limit: usize) -> Self {
+        BoundedBody { buf: Vec::new(), limit }
+    }
+
+    /// Appends a chunk; `false` (and nothing appended) when it would pass the limit.
+    #[must_use]
+    pub fn push(&mut self, chunk: &[u8]) -> bool {
+        if self.buf.len() + chunk.len() > self.limit {
+            return false;
+        }
+        self.buf.extend_from_slice(chunk);
+        true
+    }
+
+    pub fn into_inner(self) -> Vec<u8> {
+        self.buf
+    }
+}
+
+/// The production transport: reqwest with rustls (ring), connection pooling with a short idle
+/// timeout so a stale pooled connection is dropped rather than reused for long, no redirects
+/// (a moved server is a configuration error, and following redirects could carry the token to
+/// another host), and no environment proxy unless the config's `proxy` says so.
+pub struct ReqwestTransport {
+    client: reqwest::Client,
+    base: String,
+}
+
+/// How long an idle pooled connection is kept. Short, so that a connection to a server that
+/// restarted (or a NAT entry that expired) is rarely reused.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT_MAX: Duration = Duration::from_secs(10);
+/// A CA file bigger than this is not a CA file.
+const CA_FILE_MAX_BYTES: u64 = 1024 * 1024;
+
+impl ReqwestTransport {
+    pub fn new(config: &Config) -> Result<Self, String> {
+        // reqwest is built without a default crypto provider (to use ring rather than
+        // aws-lc); install ring once per process. A second call fails harmlessly.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(config.resilience.request_timeout.min(CONNECT_TIMEOUT_MAX))
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_max_idle_per_host(1)
+            .tcp_keepalive(Duration::from_secs(30))
+            .tcp_nodelay(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(format!("redflag-agent/{AGENT_VERSION}"))
+            .http1_only();
+
+        if let Some(ca) = &config.tls.ca_file {
+            let meta = std::fs::metadata(ca).map_err(|e| format!("tls.ca_file {}: {e}", ca.display()))?;
+            if meta.len() > CA_FILE_MAX_BYTES {
+                return Err(format!("tls.ca_file {} is larger than {CA_FILE_MAX_BYTES} bytes", ca.display()));
+            }
+            let pem = std::fs::read(ca).map_err(|e| format!("tls.ca_file {}: {e}", ca.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("tls.ca_file {} is not a PEM certificate bundle: {e}", ca.display()))?;
+            if certs.is_empty() {
+                return Err(format!("tls.ca_file {} holds no certificates", ca.display()));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        if config.tls.insecure_skip_verify {
+            builder = builder.tls_danger_accept_invalid_certs(true);
+        }
+        match &config.proxy {
+            None => builder = builder.no_proxy(),
+            Some(p) => {
+                let no_proxy = p.no_proxy.as_deref().and_then(reqwest::NoProxy::from_string);
+                if let Some(url) = &p.http {
+                    let proxy = reqwest::Proxy::http(url).map_err(|e| format!("proxy.http: {e}"))?;
+                    builder = builder.proxy(proxy.no_proxy(no_proxy.clone()));
+                }
+                if let Some(url) = &p.https {
+                    let proxy = reqwest::Proxy::https(url).map_err(|e| format!("proxy.https: {e}"))?;
+                    builder = builder.proxy(proxy.no_proxy(no_proxy.clone()));
+                }
+            }
+        }
+        let client = builder.build().map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let base = config.server_url.as_str().trim_end_matches('/').to_string();
+        Ok(ReqwestTransport { client, base })
+    }
+
+    fn map_error(e: reqwest::Error) -> TransportError {
+        if e.is_timeout() {
+            return TransportError::Timeout;
+        }
+        if let Some(h) = find_source::<hyper::Error>(&e) {
+            return TransportError::from_hyper(h);
+        }
+        if let Some(io) = find_source::<io::Error>(&e) {
+            return TransportError::from_io(io);
+        }
+        // Describe the whole chain: reqwest's own message is often just "error sending request".
+        let mut msg = e.to_string();
+        let mut cur = e.source();
+        while let Some(s) = cur {
+            msg.push_str(": ");
+            msg.push_str(&s.to_string());
+            cur = s.source();
+        }
+        TransportError::Other(msg)
+    }
+}
+
+impl Transport for ReqwestTransport {
+    async fn send(&mut self, request: &Request) -> Result<Response, TransportError> {
+        let url = format!("{}{}", self.base, request.path);
+        let method = match request.method {
+            Method::Get => reqwest::Method::GET,
+            Method::Post => reqwest::Method::POST,
+        };
+        let mut req = self.client.request(method, url);
+        if let Some(token) = &request.bearer {
+            req = req.header(reqwest::header::AUTHORIZATION, format!("Bearer {}", token.expose()));
+        }
+        if let Some(body) = &request.json_body {
+            req = req.header(reqwest::header::CONTENT_TYPE, "application/json").body(body.clone());
+        }
+        let mut resp = req.send().await.map_err(Self::map_error)?;
+        let status = resp.status().as_u16();
+        let header = |name: reqwest::header::HeaderName| {
+            resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
+        };
+        let retry_after = header(reqwest::header::RETRY_AFTER);
+        let date = header(reqwest::header::DATE);
+        let success = (200..300).contains(&status);
+        if success && resp.content_length().is_some_and(|n| n > RESPONSE_BODY_MAX_BYTES as u64) {
+            return Err(TransportError::BodyTooLarge);
+        }
+        let mut body = BoundedBody::new(RESPONSE_BODY_MAX_BYTES);
+        while let Some(chunk) = resp.chunk().await.map_err(Self::map_error)? {
+            if !body.push(&chunk) {
+                // Stop reading; dropping `resp` closes the connection.
+                return match success {
+                    true => Err(TransportError::BodyTooLarge),
+                    false => Ok(Response { status, retry_after, date, body: Vec::new() }),
+                };
+            }
+        }
+        Ok(Response { status, retry_after, date, body: body.into_inner() })
+    }
+}
