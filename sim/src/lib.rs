@@ -16,6 +16,7 @@
 //! * `hyper_transport.rs`: the agent `Transport` over hyper, used inside turmoil.
 //! * `trace.rs`: the JSON Lines trace; `checks.rs`: the expectations, judged from the trace.
 //! * `report.rs`: the timeline and verdicts printed after a run; `sweep.rs`: many seeds at once.
+//! * `runner.rs`: one run end to end (simulate, then judge).
 //! * `clock.rs`: virtual time inside the simulation, real time outside.
 
 pub mod checks;
@@ -24,6 +25,7 @@ pub mod hyper_transport;
 pub mod net;
 pub mod proxy;
 pub mod report;
+pub mod runner;
 pub mod scenario;
 pub mod server_model;
 pub mod sweep;

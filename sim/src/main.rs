@@ -1,0 +1,237 @@
+//! The `redflag-sim` command line.
+//!
+//! * `run [FILE] [--seed N] [--trace PATH] [--json]`: one scenario, one seed (FILE defaults to
+//!   the embedded `scenarios/server-restart.toml`).
+//! * `sweep PATH... --seeds A..B [--jobs N] [--shard K/N]`: many scenarios and seeds.
+//! * `list [PATH...]`: the scenarios and their descriptions.
+//!
+//! Exit codes: 0 every expectation held; 1 an expectation failed; 2 invalid scenario or
+//! arguments; 3 the harness itself failed (a bug: please report it with the repro line).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use redflag_sim::report;
+use redflag_sim::runner::run_one;
+use redflag_sim::scenario::Scenario;
+use redflag_sim::sweep;
+use redflag_sim::trace::write_jsonl;
+
+const EXIT_FAILED: u8 = 1;
+const EXIT_INVALID: u8 = 2;
+const EXIT_HARNESS: u8 = 3;
+
+/// The scenario `run` uses when given no file.
+const DEFAULT_SCENARIO: &str = include_str!("../../scenarios/server-restart.toml");
+const DEFAULT_SCENARIO_PATH: &str = "scenarios/server-restart.toml";
+
+#[derive(Parser, Debug)]
+#[command(name = "redflag-sim", version, about = "Deterministic simulation and chaos harness for the RedFlag agent")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Simulate one scenario with one seed and judge its expectations.
+    Run {
+        /// Scenario file (default: the embedded scenarios/server-restart.toml).
+        file: Option<PathBuf>,
+        /// Seed for every RNG in the run (default: the scenario's `seed`).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Where to write the JSON Lines trace (default: a file in the system temp folder).
+        #[arg(long, value_name = "PATH")]
+        trace: Option<PathBuf>,
+        /// Print the report as JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run every scenario under every seed of a range, in parallel.
+    Sweep {
+        /// Scenario files, or folders of them.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Seed range: A..B (B excluded) or A..=B.
+        #[arg(long)]
+        seeds: String,
+        /// Parallel runs (default: every core).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Run only shard K of N (1-based), for spreading a sweep over machines.
+        #[arg(long, value_name = "K/N")]
+        shard: Option<String>,
+    },
+    /// List scenarios and their descriptions.
+    List {
+        /// Scenario files or folders (default: scenarios).
+        paths: Vec<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { file, seed, trace, json } => run(file.as_deref(), seed, trace, json),
+        Command::Sweep { paths, seeds, jobs, shard } => sweep_cmd(&paths, &seeds, jobs, shard.as_deref()),
+        Command::List { paths } => list(&paths),
+    }
+}
+
+fn load(file: Option<&Path>) -> Result<Scenario, String> {
+    match file {
+        Some(f) => Scenario::load(f).map_err(|e| e.to_string()),
+        None => Scenario::parse(DEFAULT_SCENARIO, Path::new(DEFAULT_SCENARIO_PATH)).map_err(|e| e.to_string()),
+    }
+}
+
+fn run(file: Option<&Path>, seed: Option<u64>, trace: Option<PathBuf>, json: bool) -> ExitCode {
+    let scenario = match load(file) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let seed = seed.unwrap_or(scenario.seed);
+    let result = match run_one(&scenario, seed) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("harness error: {e}\nrepro: {}", scenario.repro(seed));
+            return ExitCode::from(EXIT_HARNESS);
+        }
+    };
+    let trace_path = trace.unwrap_or_else(|| {
+        std::env::temp_dir().join("redflag-sim").join(format!("{}-seed-{seed}.jsonl", scenario.name))
+    });
+    let written = write_trace(&trace_path, &result.records);
+    if json {
+        let trace_str = written.as_ref().ok().map(|_| trace_path.display().to_string());
+        println!("{}", report::json(&scenario, &result, trace_str.as_deref()));
+    } else {
+        print!("{}", report::text(&scenario, &result));
+        match &written {
+            Ok(()) => println!("trace:  {} ({} lines)", trace_path.display(), result.records.len()),
+            Err(e) => println!("trace:  not written: {e}"),
+        }
+    }
+    if written.is_err() {
+        return ExitCode::from(EXIT_HARNESS);
+    }
+    if result.passed() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILED) }
+}
+
+fn write_trace(path: &Path, records: &[redflag_sim::trace::Record]) -> Result<(), String> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let file = std::fs::File::create(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    write_jsonl(records, &mut out).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    out.flush().map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn sweep_cmd(paths: &[PathBuf], seeds: &str, jobs: Option<usize>, shard: Option<&str>) -> ExitCode {
+    let parsed = (|| -> Result<_, String> {
+        let seeds = sweep::parse_seeds(seeds)?;
+        let shard = shard.map(sweep::parse_shard).transpose()?.unwrap_or((1, 1));
+        if jobs == Some(0) {
+            return Err("--jobs must be at least 1".into());
+        }
+        let files = sweep::collect_files(paths)?;
+        Ok((seeds, shard, files))
+    })();
+    let (seeds, shard, files) = match parsed {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let scenarios = match sweep::load_all(&files) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let jobs = jobs.unwrap_or_else(sweep::default_jobs);
+    let total = sweep::work_list(scenarios.len(), seeds.clone(), shard).len() as u64;
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} runs {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let started = std::time::Instant::now();
+    let summary = sweep::sweep(&scenarios, seeds.clone(), shard, jobs, &|done, failed| {
+        bar.set_position(done);
+        if failed > 0 {
+            bar.set_message(format!("({failed} failed)"));
+        }
+    });
+    bar.finish_and_clear();
+    let summary = match summary {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    println!(
+        "{} runs ({} scenarios x seeds {}..{}, shard {}/{}) on {jobs} threads in {:.1}s: {} passed, {} failed",
+        summary.runs,
+        scenarios.len(),
+        seeds.start,
+        seeds.end,
+        shard.0,
+        shard.1,
+        started.elapsed().as_secs_f64(),
+        summary.runs - summary.failures.len() as u64,
+        summary.failures.len()
+    );
+    for f in &summary.failures {
+        println!("FAIL {} seed {}", sweep::display_path(&f.file), f.seed);
+        for r in &f.reasons {
+            println!("     {r}");
+        }
+        println!("     repro: {}", f.repro);
+    }
+    if summary.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILED) }
+}
+
+fn list(paths: &[PathBuf]) -> ExitCode {
+    let paths = if paths.is_empty() { vec![PathBuf::from("scenarios")] } else { paths.to_vec() };
+    let files = match sweep::collect_files(&paths) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let mut invalid = false;
+    for f in files {
+        match Scenario::load(&f) {
+            Ok(s) => {
+                let live = if s.live { " [live]" } else { "" };
+                println!(
+                    "{:<28} {:>6} {:>5} agents  {}{live}",
+                    s.name,
+                    redflag_sim::scenario::fmt_duration(s.duration),
+                    s.fleet.agents,
+                    s.description
+                );
+            }
+            Err(e) => {
+                invalid = true;
+                println!("INVALID {e}");
+            }
+        }
+    }
+    if invalid { ExitCode::from(EXIT_INVALID) } else { ExitCode::SUCCESS }
+}

@@ -1,0 +1,934 @@
+//! Scenario files: the TOML schema, and its validation into a [`Scenario`].
+//!
+//! A scenario is one failure story: a fleet, agent config overrides, faults at simulated times,
+//! and the expectations that must hold. The full schema reference is `scenarios/README.md`.
+//! Validation is strict and every error names the file, the line and the offending word, with
+//! what was expected: a misspelt action or key must never be silently ignored, because a fault
+//! that is not applied makes a scenario pass for the wrong reason.
+//!
+//! This file only reads and checks. Applying faults is `world.rs` (simulation) and `live.rs`
+//! (real processes); judging expectations is `checks.rs`.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use redflag_agent::config::Config;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use toml::Spanned;
+
+/// Limits, so that a typo cannot ask for a billion agents or a century of simulated time.
+pub mod limits {
+    use std::time::Duration;
+    pub const AGENTS_MAX: u64 = 100_000;
+    pub const HOSTS_MAX: u64 = 1_000;
+    pub const DURATION_MAX: Duration = Duration::from_secs(30 * 24 * 3600);
+    pub const FAULTS_MAX: usize = 1_000;
+    pub const EXPECT_MAX: usize = 100;
+    pub const TICK_MIN: Duration = Duration::from_millis(1);
+    pub const TICK_MAX: Duration = Duration::from_secs(1);
+    pub const RETRY_AFTER_MAX_SECONDS: i64 = 86_400;
+    pub const SCENARIO_FILE_MAX_BYTES: u64 = 1024 * 1024;
+}
+
+/// The agent's check-in interval in a scenario that does not set one (RedFlag's default).
+pub const DEFAULT_CHECK_IN_INTERVAL_SECONDS: f64 = 300.0;
+/// `seed` when the file has none.
+pub const DEFAULT_SEED: u64 = 1;
+
+pub const ACTIONS: &[&str] = &[
+    "crash",
+    "restart",
+    "partition",
+    "latency",
+    "loss",
+    "http_status",
+    "slow",
+    "setup_mode",
+    "expire_tokens",
+    "revoke_refresh",
+];
+pub const CHECKS: &[&str] = &["recovers_within", "never_gives_up", "max_request_rate", "breaker_opens"];
+/// `[agent]` keys a scenario may override; the harness owns the rest (server_url, agent_id,
+/// token, refresh_token, state_dir).
+pub const AGENT_KEYS: &[&str] = &["check_in_interval", "resilience"];
+
+// ---- the validated scenario ----------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// The file it came from, for messages and repro lines.
+    pub path: PathBuf,
+    pub name: String,
+    pub description: String,
+    pub duration: Duration,
+    pub seed: u64,
+    pub tick: Option<Duration>,
+    /// Whether `redflag-sim live` may run it.
+    pub live: bool,
+    pub fleet: Fleet,
+    /// The `[agent]` table as JSON, merged over the harness's base config for every agent.
+    pub agent_overrides: Map<String, Value>,
+    /// The agent config every agent runs with (agent 0's, as validated).
+    pub agent_config: Config,
+    pub faults: Vec<Fault>,
+    pub expect: Vec<Expectation>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fleet {
+    pub agents: u32,
+    pub hosts: u32,
+}
+
+impl Fleet {
+    /// The agent host running agent `index` (agents are dealt round-robin).
+    pub fn host_of(&self, index: u32) -> u32 {
+        index % self.hosts
+    }
+
+    pub fn host_name(host: u32) -> String {
+        format!("agents-{host}")
+    }
+
+    pub fn agent_name(index: u32) -> String {
+        format!("agent-{index}")
+    }
+}
+
+/// Which host or hosts a fault hits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Target {
+    Server,
+    Proxy,
+    /// Every agent host.
+    Agents,
+    /// One agent host, `agents-N`.
+    AgentHost(u32),
+}
+
+impl Target {
+    /// The turmoil host names this target covers.
+    pub fn host_names(&self, fleet: &Fleet) -> Vec<String> {
+        match self {
+            Target::Server => vec!["server".into()],
+            Target::Proxy => vec!["proxy".into()],
+            Target::Agents => (0..fleet.hosts).map(Fleet::host_name).collect(),
+            Target::AgentHost(h) => vec![Fleet::host_name(*h)],
+        }
+    }
+
+    /// Whether agent host `host` is (part of) this target.
+    pub fn covers_agent_host(&self, host: u32) -> bool {
+        match self {
+            Target::Agents => true,
+            Target::AgentHost(h) => *h == host,
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Server => f.write_str("server"),
+            Target::Proxy => f.write_str("proxy"),
+            Target::Agents => f.write_str("agents"),
+            Target::AgentHost(h) => write!(f, "agents-{h}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Both,
+    /// target -> peer only.
+    To,
+    /// peer -> target only.
+    From,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Crash,
+    Restart,
+    Partition { peer: Target, direction: Direction },
+    Latency { peer: Target, delay: Duration },
+    Loss { peer: Target, rate: f64 },
+    HttpStatus { status: u16, retry_after_seconds: Option<u64> },
+    Slow { delay: Duration },
+    SetupMode,
+    ExpireTokens,
+    RevokeRefresh,
+}
+
+impl Action {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Crash => "crash",
+            Action::Restart => "restart",
+            Action::Partition { .. } => "partition",
+            Action::Latency { .. } => "latency",
+            Action::Loss { .. } => "loss",
+            Action::HttpStatus { .. } => "http_status",
+            Action::Slow { .. } => "slow",
+            Action::SetupMode => "setup_mode",
+            Action::ExpireTokens => "expire_tokens",
+            Action::RevokeRefresh => "revoke_refresh",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fault {
+    /// Position in the file (0-based), used in traces and reports.
+    pub index: usize,
+    pub line: usize,
+    pub at: Duration,
+    pub duration: Option<Duration>,
+    pub target: Target,
+    pub action: Action,
+}
+
+impl Fault {
+    /// When the fault's effect ends; `None` for a fault that lasts to the end of the run.
+    /// Instant actions (`restart`, `expire_tokens`) end when they start unless given a duration.
+    pub fn end(&self) -> Option<Duration> {
+        match (&self.action, self.duration) {
+            (_, Some(d)) => Some(self.at + d),
+            (Action::Restart | Action::ExpireTokens, None) => Some(self.at),
+            _ => None,
+        }
+    }
+
+    /// One line for timelines: `crash server for 40s`.
+    pub fn describe(&self) -> String {
+        let detail = match &self.action {
+            Action::Partition { peer, direction } => {
+                let arrow = match direction {
+                    Direction::Both => "<->",
+                    Direction::To => "->",
+                    Direction::From => "<-",
+                };
+                format!(" {arrow} {peer}")
+            }
+            Action::Latency { peer, delay } => format!(" <-> {peer} +{}", fmt_duration(*delay)),
+            Action::Loss { peer, rate } => format!(" <-> {peer} {}%", rate * 100.0),
+            Action::HttpStatus { status, retry_after_seconds: Some(s) } => format!(" {status} Retry-After {s}"),
+            Action::HttpStatus { status, retry_after_seconds: None } => format!(" {status}"),
+            Action::Slow { delay } => format!(" +{}", fmt_duration(*delay)),
+            _ => String::new(),
+        };
+        let span = match self.duration {
+            Some(d) => format!(" for {}", fmt_duration(d)),
+            None => String::new(),
+        };
+        format!("{} {}{}{}", self.action.name(), self.target, detail, span)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateAt {
+    Server,
+    Proxy,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Check {
+    RecoversWithin { within: Duration },
+    NeverGivesUp { max_gap: Option<Duration> },
+    MaxRequestRate { at: RateAt, limit_per_second: f64 },
+    BreakerOpens,
+}
+
+impl Check {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Check::RecoversWithin { .. } => "recovers_within",
+            Check::NeverGivesUp { .. } => "never_gives_up",
+            Check::MaxRequestRate { .. } => "max_request_rate",
+            Check::BreakerOpens => "breaker_opens",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expectation {
+    pub line: usize,
+    pub check: Check,
+}
+
+/// A scenario that could not be read. `Display`: `path:line: message`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScenarioError {
+    pub path: PathBuf,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{line}: {}", self.path.display(), self.message),
+            None => write!(f, "{}: {}", self.path.display(), self.message),
+        }
+    }
+}
+
+impl std::error::Error for ScenarioError {}
+
+pub fn fmt_duration(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+    } else {
+        humantime::format_duration(Duration::from_millis(d.as_millis() as u64)).to_string()
+    }
+}
+
+// ---- the file as written -------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScenario {
+    name: Spanned<String>,
+    #[serde(default)]
+    description: String,
+    duration: Spanned<String>,
+    seed: Option<Spanned<i64>>,
+    tick: Option<Spanned<String>>,
+    #[serde(default)]
+    live: bool,
+    fleet: Option<Spanned<RawFleet>>,
+    agent: Option<Spanned<toml::Table>>,
+    #[serde(default)]
+    faults: Vec<Spanned<RawFault>>,
+    #[serde(default)]
+    expect: Vec<Spanned<RawExpect>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFleet {
+    agents: Option<Spanned<i64>>,
+    hosts: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFault {
+    at: Spanned<String>,
+    action: Spanned<String>,
+    target: Spanned<String>,
+    duration: Option<Spanned<String>>,
+    peer: Option<Spanned<String>>,
+    direction: Option<Spanned<String>>,
+    delay: Option<Spanned<String>>,
+    rate: Option<Spanned<f64>>,
+    status: Option<Spanned<i64>>,
+    retry_after: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExpect {
+    check: Spanned<String>,
+    within: Option<Spanned<String>>,
+    max_gap: Option<Spanned<String>>,
+    at: Option<Spanned<String>>,
+    limit: Option<Spanned<f64>>,
+}
+
+// ---- reading -------------------------------------------------------------------------------
+
+impl Scenario {
+    /// Reads and validates a scenario file.
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let err = |message: String| ScenarioError { path: path.to_path_buf(), line: None, message };
+        let meta = std::fs::metadata(path).map_err(|e| err(format!("cannot read scenario file: {e}")))?;
+        if meta.len() > limits::SCENARIO_FILE_MAX_BYTES {
+            return Err(err(format!("is {} bytes; a scenario file is at most {}", meta.len(), limits::SCENARIO_FILE_MAX_BYTES)));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read scenario file: {e}")))?;
+        Scenario::parse(&text, path)
+    }
+
+    /// Validates scenario text; `path` is used in messages and repro lines.
+    pub fn parse(text: &str, path: &Path) -> Result<Scenario, ScenarioError> {
+        let p = Parser { text, path };
+        let raw: RawScenario = toml::from_str(text).map_err(|e| p.toml_error(&e))?;
+        p.scenario(raw)
+    }
+
+    /// The full JSON config of agent `index` in a run with `seed`, as the agent would read it
+    /// from its file.
+    pub fn agent_config_json(&self, index: u32, seed: u64, server_url: &str, state_dir: &str) -> Value {
+        agent_config_json(&self.agent_overrides, index, &initial_tokens(seed, index), server_url, state_dir)
+    }
+
+    /// The access and refresh tokens agent `index` is registered with at the start of a run.
+    pub fn initial_tokens(&self, index: u32) -> (String, String) {
+        initial_tokens(self.seed, index)
+    }
+
+    /// Host names of every agent host.
+    pub fn agent_hosts(&self) -> Vec<String> {
+        (0..self.fleet.hosts).map(Fleet::host_name).collect()
+    }
+
+    /// `redflag-sim run FILE --seed N`, for reports and sweeps.
+    pub fn repro(&self, seed: u64) -> String {
+        format!("cargo run --release -p redflag-sim -- run {} --seed {seed}", self.path.display())
+    }
+}
+
+/// Initial tokens are derived from the seed so that a run is reproducible, and differ per agent.
+pub fn initial_tokens(seed: u64, index: u32) -> (String, String) {
+    let mix = crate::world::mix_seed(seed, u64::from(index), 0x746f6b656e);
+    (format!("tok-{index}-{mix:016x}"), format!("ref-{index}-{:016x}", mix.rotate_left(29) ^ 0x5bd1_e995))
+}
+
+/// The harness's base config for agent `index`, with the scenario's overrides merged over it.
+pub fn agent_config_json(
+    overrides: &Map<String, Value>,
+    index: u32,
+    (token, refresh): &(String, String),
+    server_url: &str,
+    state_dir: &str,
+) -> Value {
+    let mut base = serde_json::json!({
+        "server_url": server_url,
+        "agent_id": Fleet::agent_name(index),
+        "token": token,
+        "refresh_token": refresh,
+        "check_in_interval": DEFAULT_CHECK_IN_INTERVAL_SECONDS,
+        "state_dir": state_dir,
+    });
+    merge(&mut base, &Value::Object(overrides.clone()));
+    base
+}
+
+fn merge(base: &mut Value, over: &Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                match b.get_mut(k) {
+                    Some(existing) if existing.is_object() && v.is_object() => merge(existing, v),
+                    _ => {
+                        b.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o.clone(),
+    }
+}
+
+fn toml_to_json(v: &toml::Value) -> Value {
+    match v {
+        toml::Value::String(s) => Value::String(s.clone()),
+        toml::Value::Integer(i) => Value::from(*i),
+        toml::Value::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
+        toml::Value::Boolean(b) => Value::Bool(*b),
+        toml::Value::Datetime(d) => Value::String(d.to_string()),
+        toml::Value::Array(a) => Value::Array(a.iter().map(toml_to_json).collect()),
+        toml::Value::Table(t) => Value::Object(t.iter().map(|(k, v)| (k.clone(), toml_to_json(v))).collect()),
+    }
+}
+
+struct Parser<'a> {
+    text: &'a str,
+    path: &'a Path,
+}
+
+impl Parser<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
+    }
+
+    fn at(&self, span: Range<usize>, message: impl Into<String>) -> ScenarioError {
+        ScenarioError { path: self.path.to_path_buf(), line: Some(self.line_of(span.start)), message: message.into() }
+    }
+
+    fn toml_error(&self, e: &toml::de::Error) -> ScenarioError {
+        let line = e.span().map(|s| self.line_of(s.start));
+        let mut message = e.message().trim().to_string();
+        // serde says "unknown variant"/"unknown field"; add which section when we can tell.
+        if message.starts_with("unknown field") {
+            message = format!("{message}. Check the spelling; see scenarios/README.md for the schema");
+        }
+        ScenarioError { path: self.path.to_path_buf(), line, message }
+    }
+
+    fn duration(&self, s: &Spanned<String>, what: &str) -> Result<Duration, ScenarioError> {
+        let d = humantime::parse_duration(s.get_ref().trim()).map_err(|e| {
+            self.at(s.span(), format!("{what} {:?} is not a duration ({e}); write it like \"45s\", \"10m\" or \"24h\"", s.get_ref()))
+        })?;
+        if d > limits::DURATION_MAX {
+            return Err(self.at(s.span(), format!("{what} {:?} is longer than the limit of 30 days", s.get_ref())));
+        }
+        Ok(d)
+    }
+
+    fn scenario(&self, raw: RawScenario) -> Result<Scenario, ScenarioError> {
+        let name = raw.name.get_ref().trim().to_string();
+        if name.is_empty() {
+            return Err(self.at(raw.name.span(), "name must not be empty"));
+        }
+        let duration = self.duration(&raw.duration, "duration")?;
+        if duration.is_zero() {
+            return Err(self.at(raw.duration.span(), "duration must be longer than zero"));
+        }
+        let seed = match &raw.seed {
+            None => DEFAULT_SEED,
+            Some(s) => u64::try_from(*s.get_ref()).map_err(|_| self.at(s.span(), format!("seed must be >= 0, got {}", s.get_ref())))?,
+        };
+        let tick = match &raw.tick {
+            None => None,
+            Some(t) => {
+                let d = self.duration(t, "tick")?;
+                if d < limits::TICK_MIN || d > limits::TICK_MAX {
+                    return Err(self.at(t.span(), format!("tick must be between 1ms and 1s, got {:?}", t.get_ref())));
+                }
+                Some(d)
+            }
+        };
+        let fleet = self.fleet(raw.fleet.as_ref())?;
+        let (agent_overrides, agent_config) = self.agent(raw.agent.as_ref())?;
+
+        if raw.faults.len() > limits::FAULTS_MAX {
+            return Err(self.at(raw.faults[limits::FAULTS_MAX].span(), format!("more than {} faults", limits::FAULTS_MAX)));
+        }
+        let faults = raw
+            .faults
+            .iter()
+            .enumerate()
+            .map(|(i, f)| self.fault(i, f, &fleet, duration))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        if raw.expect.len() > limits::EXPECT_MAX {
+            return Err(self.at(raw.expect[limits::EXPECT_MAX].span(), format!("more than {} expectations", limits::EXPECT_MAX)));
+        }
+        let expect = raw.expect.iter().map(|e| self.expect(e)).collect::<Result<Vec<_>, _>>()?;
+
+        Ok(Scenario {
+            path: self.path.to_path_buf(),
+            name,
+            description: raw.description.trim().to_string(),
+            duration,
+            seed,
+            tick,
+            live: raw.live,
+            fleet,
+            agent_overrides,
+            agent_config,
+            faults,
+            expect,
+        })
+    }
+
+    fn fleet(&self, raw: Option<&Spanned<RawFleet>>) -> Result<Fleet, ScenarioError> {
+        let Some(raw) = raw else { return Ok(Fleet { agents: 1, hosts: 1 }) };
+        let f = raw.get_ref();
+        let count = |v: &Option<Spanned<i64>>, what: &str, max: u64| -> Result<u32, ScenarioError> {
+            match v {
+                None => Ok(1),
+                Some(n) => match u64::try_from(*n.get_ref()) {
+                    Ok(x) if (1..=max).contains(&x) => Ok(x as u32),
+                    _ => Err(self.at(n.span(), format!("fleet.{what} must be between 1 and {max}, got {}", n.get_ref()))),
+                },
+            }
+        };
+        let agents = count(&f.agents, "agents", limits::AGENTS_MAX)?;
+        let hosts = count(&f.hosts, "hosts", limits::HOSTS_MAX)?;
+        if hosts > agents {
+            let span = f.hosts.as_ref().map_or(raw.span(), |h| h.span());
+            return Err(self.at(span, format!("fleet.hosts ({hosts}) must not exceed fleet.agents ({agents}): every agent host runs at least one agent")));
+        }
+        Ok(Fleet { agents, hosts })
+    }
+
+    fn agent(&self, raw: Option<&Spanned<toml::Table>>) -> Result<(Map<String, Value>, Config), ScenarioError> {
+        let (table, span) = match raw {
+            Some(t) => (t.get_ref().clone(), t.span()),
+            None => (toml::Table::new(), 0..0),
+        };
+        for key in table.keys() {
+            if !AGENT_KEYS.contains(&key.as_str()) {
+                let line_span = self.key_span(&span, key).unwrap_or(span.clone());
+                let owned = ["server_url", "agent_id", "token", "refresh_token", "state_dir"];
+                let message = if owned.contains(&key.as_str()) {
+                    format!("[agent] key {key:?} is set by the harness and cannot be overridden")
+                } else {
+                    format!("unknown [agent] key {key:?}; expected one of: {}", AGENT_KEYS.join(", "))
+                };
+                return Err(self.at(line_span, message));
+            }
+        }
+        let overrides = match toml_to_json(&toml::Value::Table(table)) {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        let json = agent_config_json(&overrides, 0, &initial_tokens(0, 0), "http://proxy", "/var/lib/redflag-agent");
+        let config = Config::from_value(json, "[agent]").map_err(|e| {
+            let field = e.field().unwrap_or("").to_string();
+            let last = field.rsplit('.').next().unwrap_or("");
+            let line_span = if last.is_empty() { None } else { self.key_span(&span, last) };
+            let message = e.to_string();
+            self.at(line_span.unwrap_or(span.clone()), message)
+        })?;
+        Ok((overrides, config))
+    }
+
+    /// Where `key = ...` is written inside `within` (an `[agent]` table's span), if anywhere.
+    fn key_span(&self, within: &Range<usize>, key: &str) -> Option<Range<usize>> {
+        let region = self.text.get(within.clone())?;
+        let mut offset = within.start;
+        for line in region.split_inclusive('\n') {
+            let trimmed = line.trim_start();
+            if let Some(rest) = trimmed.strip_prefix(key) {
+                if rest.trim_start().starts_with('=') {
+                    return Some(offset..offset + line.len());
+                }
+            }
+            offset += line.len();
+        }
+        None
+    }
+
+    fn target(&self, s: &Spanned<String>, fleet: &Fleet, what: &str) -> Result<Target, ScenarioError> {
+        let v = s.get_ref().trim();
+        let target = match v {
+            "server" => Target::Server,
+            "proxy" => Target::Proxy,
+            "agents" => Target::Agents,
+            other => match other.strip_prefix("agents-").and_then(|n| n.parse::<u32>().ok()) {
+                Some(h) if h < fleet.hosts => Target::AgentHost(h),
+                Some(_) => {
+                    return Err(self.at(
+                        s.span(),
+                        format!("{what} {other:?} does not exist: the fleet has agents-0 .. agents-{} ({} hosts)", fleet.hosts - 1, fleet.hosts),
+                    ));
+                }
+                None => {
+                    return Err(self.at(
+                        s.span(),
+                        format!("unknown {what} {other:?}; expected \"server\", \"proxy\", \"agents\" or an agent host \"agents-N\""),
+                    ));
+                }
+            },
+        };
+        Ok(target)
+    }
+
+    fn fault(&self, index: usize, raw: &Spanned<RawFault>, fleet: &Fleet, run: Duration) -> Result<Fault, ScenarioError> {
+        let f = raw.get_ref();
+        let line = self.line_of(raw.span().start);
+        let at = self.duration(&f.at, "at")?;
+        if at >= run {
+            return Err(self.at(f.at.span(), format!("fault at {:?} is not before the end of the run ({})", f.at.get_ref(), fmt_duration(run))));
+        }
+        let duration = match &f.duration {
+            None => None,
+            Some(d) => {
+                let d2 = self.duration(d, "duration")?;
+                if d2.is_zero() {
+                    return Err(self.at(d.span(), "a fault's duration must be longer than zero; leave it out for a permanent fault"));
+                }
+                Some(d2)
+            }
+        };
+        let target = self.target(&f.target, fleet, "target")?;
+        let action_name = f.action.get_ref().trim();
+        if !ACTIONS.contains(&action_name) {
+            return Err(self.at(f.action.span(), format!("unknown action {action_name:?}; expected one of: {}", ACTIONS.join(", "))));
+        }
+
+        // Which extra keys each action takes; anything else is an error naming the key.
+        let allowed: &[&str] = match action_name {
+            "partition" => &["peer", "direction"],
+            "latency" => &["peer", "delay"],
+            "loss" => &["peer", "rate"],
+            "http_status" => &["status", "retry_after"],
+            "slow" => &["delay"],
+            _ => &[],
+        };
+        let present: [(&str, Option<Range<usize>>); 6] = [
+            ("peer", f.peer.as_ref().map(|v| v.span())),
+            ("direction", f.direction.as_ref().map(|v| v.span())),
+            ("delay", f.delay.as_ref().map(|v| v.span())),
+            ("rate", f.rate.as_ref().map(|v| v.span())),
+            ("status", f.status.as_ref().map(|v| v.span())),
+            ("retry_after", f.retry_after.as_ref().map(|v| v.span())),
+        ];
+        for (key, span) in present {
+            if let Some(span) = span {
+                if !allowed.contains(&key) {
+                    let takes = if allowed.is_empty() { "no extra keys".to_string() } else { allowed.join(", ") };
+                    return Err(self.at(span, format!("key {key:?} does not apply to action {action_name:?} (it takes {takes})")));
+                }
+            }
+        }
+        if action_name == "restart" && duration.is_some() {
+            let span = f.duration.as_ref().map(|d| d.span()).unwrap_or(raw.span());
+            return Err(self.at(span, "action \"restart\" is an instant crash and restart and takes no duration; use \"crash\" with a duration for a longer outage"));
+        }
+
+        let peer = || -> Result<Target, ScenarioError> {
+            let peer = match &f.peer {
+                None => Target::Proxy,
+                Some(p) => self.target(p, fleet, "peer")?,
+            };
+            let overlap = peer == target
+                || (peer == Target::Agents && matches!(target, Target::AgentHost(_)))
+                || (target == Target::Agents && matches!(peer, Target::AgentHost(_)));
+            if overlap {
+                let span = f.peer.as_ref().map_or(f.target.span(), |p| p.span());
+                return Err(self.at(span, format!("peer {peer} is the target itself; a network fault needs two different sides (peer defaults to \"proxy\")")));
+            }
+            Ok(peer)
+        };
+        let required_delay = || -> Result<Duration, ScenarioError> {
+            match &f.delay {
+                None => Err(self.at(f.action.span(), format!("action {action_name:?} needs a delay, like delay = \"3s\""))),
+                Some(d) => self.duration(d, "delay"),
+            }
+        };
+        let server_only = |name: &str| -> Result<(), ScenarioError> {
+            if target != Target::Server {
+                return Err(self.at(f.target.span(), format!("action {name:?} changes the server; its target must be \"server\", got {:?}", f.target.get_ref())));
+            }
+            Ok(())
+        };
+
+        let action = match action_name {
+            "crash" => Action::Crash,
+            "restart" => Action::Restart,
+            "partition" => {
+                let direction = match f.direction.as_ref().map(|d| (d.get_ref().trim(), d.span())) {
+                    None | Some(("both", _)) => Direction::Both,
+                    Some(("to", _)) => Direction::To,
+                    Some(("from", _)) => Direction::From,
+                    Some((other, span)) => {
+                        return Err(self.at(span, format!("unknown direction {other:?}; expected \"both\", \"to\" or \"from\"")));
+                    }
+                };
+                Action::Partition { peer: peer()?, direction }
+            }
+            "latency" => Action::Latency { peer: peer()?, delay: required_delay()? },
+            "loss" => {
+                let rate = f.rate.as_ref().ok_or_else(|| self.at(f.action.span(), "action \"loss\" needs a rate between 0 and 1, like rate = 0.3"))?;
+                let r = *rate.get_ref();
+                if !(r > 0.0 && r <= 1.0) {
+                    return Err(self.at(rate.span(), format!("rate must be above 0 and at most 1, got {r}")));
+                }
+                Action::Loss { peer: peer()?, rate: r }
+            }
+            "http_status" => {
+                if !matches!(target, Target::Proxy | Target::Server) {
+                    return Err(self.at(f.target.span(), "action \"http_status\" is answered by the proxy; its target must be \"proxy\" (or \"server\")"));
+                }
+                let status = f.status.as_ref().ok_or_else(|| self.at(f.action.span(), "action \"http_status\" needs a status, like status = 502"))?;
+                let s = *status.get_ref();
+                if !(100..=599).contains(&s) {
+                    return Err(self.at(status.span(), format!("status must be an HTTP status between 100 and 599, got {s}")));
+                }
+                let retry_after_seconds = match &f.retry_after {
+                    None => None,
+                    Some(r) if (0..=limits::RETRY_AFTER_MAX_SECONDS).contains(r.get_ref()) => Some(*r.get_ref() as u64),
+                    Some(r) => {
+                        return Err(self.at(r.span(), format!("retry_after must be between 0 and {} seconds, got {}", limits::RETRY_AFTER_MAX_SECONDS, r.get_ref())));
+                    }
+                };
+                Action::HttpStatus { status: s as u16, retry_after_seconds }
+            }
+            "slow" => {
+                server_only("slow")?;
+                Action::Slow { delay: required_delay()? }
+            }
+            "setup_mode" => {
+                server_only("setup_mode")?;
+                Action::SetupMode
+            }
+            "expire_tokens" => {
+                server_only("expire_tokens")?;
+                Action::ExpireTokens
+            }
+            "revoke_refresh" => {
+                server_only("revoke_refresh")?;
+                Action::RevokeRefresh
+            }
+            _ => unreachable!("checked against ACTIONS above"),
+        };
+        Ok(Fault { index, line, at, duration, target, action })
+    }
+
+    fn expect(&self, raw: &Spanned<RawExpect>) -> Result<Expectation, ScenarioError> {
+        let e = raw.get_ref();
+        let line = self.line_of(raw.span().start);
+        let name = e.check.get_ref().trim();
+        if !CHECKS.contains(&name) {
+            return Err(self.at(e.check.span(), format!("unknown check {name:?}; expected one of: {}", CHECKS.join(", "))));
+        }
+        let allowed: &[&str] = match name {
+            "recovers_within" => &["within"],
+            "never_gives_up" => &["max_gap"],
+            "max_request_rate" => &["at", "limit"],
+            _ => &[],
+        };
+        let present = [
+            ("within", e.within.as_ref().map(|v| v.span())),
+            ("max_gap", e.max_gap.as_ref().map(|v| v.span())),
+            ("at", e.at.as_ref().map(|v| v.span())),
+            ("limit", e.limit.as_ref().map(|v| v.span())),
+        ];
+        for (key, span) in present {
+            if let Some(span) = span {
+                if !allowed.contains(&key) {
+                    let takes = if allowed.is_empty() { "no extra keys".to_string() } else { allowed.join(", ") };
+                    return Err(self.at(span, format!("key {key:?} does not apply to check {name:?} (it takes {takes})")));
+                }
+            }
+        }
+        let check = match name {
+            "recovers_within" => {
+                let w = e.within.as_ref().ok_or_else(|| self.at(e.check.span(), "check \"recovers_within\" needs within, like within = \"30s\""))?;
+                Check::RecoversWithin { within: self.duration(w, "within")? }
+            }
+            "never_gives_up" => Check::NeverGivesUp { max_gap: e.max_gap.as_ref().map(|g| self.duration(g, "max_gap")).transpose()? },
+            "max_request_rate" => {
+                let at = match e.at.as_ref().map(|a| (a.get_ref().trim(), a.span())) {
+                    Some(("server", _)) => RateAt::Server,
+                    Some(("proxy", _)) => RateAt::Proxy,
+                    Some((other, span)) => return Err(self.at(span, format!("unknown at {other:?}; expected \"server\" or \"proxy\""))),
+                    None => return Err(self.at(e.check.span(), "check \"max_request_rate\" needs at = \"server\" or \"proxy\"")),
+                };
+                let limit = e.limit.as_ref().ok_or_else(|| self.at(e.check.span(), "check \"max_request_rate\" needs a limit (requests per second)"))?;
+                let l = *limit.get_ref();
+                if !(l.is_finite() && l > 0.0) {
+                    return Err(self.at(limit.span(), format!("limit must be a positive number of requests per second, got {l}")));
+                }
+                Check::MaxRequestRate { at, limit_per_second: l }
+            }
+            "breaker_opens" => Check::BreakerOpens,
+            _ => unreachable!("checked against CHECKS above"),
+        };
+        Ok(Expectation { line, check })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "server-restart"
+description = "the server is rebuilt"
+duration = "20m"
+seed = 7
+
+[fleet]
+agents = 4
+hosts = 2
+
+[agent]
+check_in_interval = 30
+[agent.resilience]
+initial_delay_seconds = 1
+max_delay_minutes = 0.25
+
+[[faults]]
+at = "5m"
+action = "crash"
+target = "server"
+duration = "40s"
+
+[[faults]]
+at = "10m"
+action = "partition"
+target = "agents-1"
+direction = "to"
+duration = "1m"
+
+[[expect]]
+check = "recovers_within"
+within = "30s"
+
+[[expect]]
+check = "max_request_rate"
+at = "server"
+limit = 50
+"#;
+
+    fn parse(text: &str) -> Result<Scenario, ScenarioError> {
+        Scenario::parse(text, Path::new("t.toml"))
+    }
+
+    fn error(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn reads_a_full_scenario() {
+        let s = parse(GOOD).unwrap();
+        assert_eq!(s.name, "server-restart");
+        assert_eq!(s.duration, Duration::from_secs(1200));
+        assert_eq!(s.seed, 7);
+        assert_eq!(s.fleet, Fleet { agents: 4, hosts: 2 });
+        assert_eq!(s.agent_config.check_in_interval, Duration::from_secs(30));
+        assert_eq!(s.agent_config.resilience.max_delay, Duration::from_secs(15));
+        assert_eq!(s.faults.len(), 2);
+        assert_eq!(s.faults[0].line, 17);
+        assert_eq!(s.faults[0].end(), Some(Duration::from_secs(340)));
+        assert_eq!(s.faults[1].action, Action::Partition { peer: Target::Proxy, direction: Direction::To });
+        assert_eq!(s.faults[1].target, Target::AgentHost(1));
+        assert_eq!(s.expect[1].check, Check::MaxRequestRate { at: RateAt::Server, limit_per_second: 50.0 });
+    }
+
+    #[test]
+    fn misspelt_action_names_the_word_and_line() {
+        let e = error(&GOOD.replace("action = \"crash\"", "action = \"crsh\""));
+        assert!(e.starts_with("t.toml:19:") && e.contains("\"crsh\""), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_name_the_word_and_line() {
+        let e = error(&GOOD.replace("duration = \"40s\"", "duraton = \"40s\""));
+        assert!(e.starts_with("t.toml:21:") && e.contains("duraton"), "{e}");
+        let e = error(&GOOD.replace("seed = 7", "sed = 7"));
+        assert!(e.starts_with("t.toml:5:") && e.contains("sed"), "{e}");
+        let e = error(&GOOD.replace("initial_delay_seconds = 1", "initial_delay_secs = 1"));
+        assert!(e.contains("initial_delay_secs") && e.starts_with("t.toml:14:"), "{e}");
+        let e = error(&GOOD.replace("check_in_interval = 30", "check_interval = 30"));
+        assert!(e.contains("check_interval") && e.starts_with("t.toml:12:"), "{e}");
+        let e = error(&GOOD.replace("check = \"recovers_within\"", "check = \"recovers\""));
+        assert!(e.contains("\"recovers\"") && e.starts_with("t.toml:31:"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_their_line() {
+        let e = error(&GOOD.replace("max_delay_minutes = 0.25", "max_delay_minutes = 0.25\nbackoff_factor = 0.5"));
+        assert!(e.contains("resilience.backoff_factor must be >= 1") && e.starts_with("t.toml:16:"), "{e}");
+        let e = error(&GOOD.replace("at = \"5m\"", "at = \"5 minutes-ish\""));
+        assert!(e.starts_with("t.toml:18:") && e.contains("not a duration"), "{e}");
+        let e = error(&GOOD.replace("target = \"agents-1\"", "target = \"agents-2\""));
+        assert!(e.contains("agents-2") && e.contains("does not exist"), "{e}");
+        let e = error(&GOOD.replace("direction = \"to\"", "delay = \"1s\""));
+        assert!(e.contains("\"delay\" does not apply to action \"partition\""), "{e}");
+        let e = error(&GOOD.replace("at = \"10m\"", "at = \"30m\""));
+        assert!(e.contains("not before the end"), "{e}");
+    }
+
+    #[test]
+    fn agent_configs_merge_overrides() {
+        let s = parse(GOOD).unwrap();
+        let v = s.agent_config_json(3, 9, "http://proxy", "/x");
+        assert_eq!(v["token"], initial_tokens(9, 3).0);
+        assert_eq!(v["agent_id"], "agent-3");
+        assert_eq!(v["check_in_interval"], 30);
+        assert_eq!(v["resilience"]["initial_delay_seconds"], 1);
+        assert_eq!(v["resilience"]["max_delay_minutes"], 0.25);
+    }
+}

@@ -1,0 +1,643 @@
+//! The simulated world: builds a turmoil simulation from a scenario and steps it to the end,
+//! applying and reverting faults at their simulated times.
+//!
+//! Hosts: `server` (the RedFlag server model), `proxy` (the nginx-like proxy in front of it)
+//! and `agents-0` .. `agents-{hosts-1}`, each running its share of the fleet's agent loops,
+//! dealt round-robin. Every agent is the production `CheckinLoop`, unchanged, over the
+//! hyper-over-turmoil transport, with its own config, tokens and seeded RNG.
+//!
+//! What survives a crash is what would survive one in reality: the server's database and each
+//! agent's config file (its renewed token) live outside the host closures; everything inside a
+//! host (open connections, rate-limit windows, loop state) starts afresh when it restarts.
+//!
+//! A crashed host is modelled as a dead *process* on a live machine (`kill -9`): its software is
+//! replaced by an idle one that listens on nothing, so connections to it are refused and the
+//! proxy answers 502, as nginx does. A dead machine or a cut cable is a `partition`.
+//!
+//! Determinism: one seed feeds turmoil's RNG, the server's token generator, the proxy's loss
+//! RNG and every agent's RNG; the epoch is fixed; faults apply between steps, in file order.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use redflag_agent::checkin::{CheckinLoop, Host, Settings};
+use redflag_agent::config::Config;
+use redflag_agent::events::{Event, Observer};
+use redflag_agent::protocol::Metrics;
+use redflag_agent::secret::Secret;
+use redflag_agent::store::{Status, Store};
+use turmoil::Sim;
+
+use crate::clock::{self, SIM_EPOCH_UNIX_SECONDS};
+use crate::hyper_transport::HyperTransport;
+use crate::net::{Net, TurmoilNet};
+use crate::proxy::{PROXY_PORT, ProxyControl, ProxyMode, run_proxy};
+use crate::scenario::{Action, Direction, Fault, Fleet, Scenario, Target};
+use crate::server_model::{SERVER_PORT, ServerDb, ServerModes, run_server};
+use crate::trace::{Record, SimEvent, TraceEvent, TraceSink};
+
+/// The simulation tick when the scenario sets none: fine enough that link latencies and
+/// sub-second delays keep their shape, coarse enough that long runs stay fast.
+pub const DEFAULT_TICK: Duration = Duration::from_millis(10);
+/// Runs longer than this get a coarser default tick (100 ms): a 24-hour outage does not need
+/// 10 ms resolution to judge a 30 s recovery.
+pub const LONG_RUN: Duration = Duration::from_secs(2 * 3600);
+pub const LONG_RUN_TICK: Duration = Duration::from_millis(100);
+/// Link latency between any two hosts when no fault says otherwise (uniform-ish in this range).
+pub const LINK_LATENCY_MIN: Duration = Duration::from_millis(1);
+pub const LINK_LATENCY_MAX: Duration = Duration::from_millis(20);
+/// Turmoil's per-socket message buffers and listen backlog. Large enough for a 1,000-agent
+/// fleet's burst of connections in one tick.
+const TCP_CAPACITY: usize = 1 << 16;
+/// Agents start spread over this window (or their check-in interval, if shorter), so a fleet
+/// does not open every connection in the same tick.
+const START_SPREAD_MAX: Duration = Duration::from_secs(10);
+
+/// What a run produced.
+pub struct RunOutput {
+    /// The trace, ordered by time.
+    pub records: Vec<Record>,
+    pub steps: u64,
+}
+
+/// A 64-bit mix (splitmix64 over the inputs): independent-looking seeds for each RNG in a run.
+pub fn mix_seed(seed: u64, a: u64, b: u64) -> u64 {
+    let mut z = seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The tick a scenario runs with.
+pub fn tick_for(scenario: &Scenario) -> Duration {
+    scenario.tick.unwrap_or(if scenario.duration > LONG_RUN { LONG_RUN_TICK } else { DEFAULT_TICK })
+}
+
+/// Runs `scenario` with `seed` to its end and returns the trace.
+pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutput, String> {
+    let tick = tick_for(scenario);
+    let mut builder = turmoil::Builder::new();
+    builder
+        .simulation_duration(scenario.duration + Duration::from_secs(3600))
+        .tick_duration(tick)
+        .rng_seed(seed)
+        .epoch(clock::sim_epoch())
+        .tcp_capacity(TCP_CAPACITY)
+        .min_message_latency(LINK_LATENCY_MIN)
+        .max_message_latency(LINK_LATENCY_MAX);
+    let mut sim = builder.build();
+
+    let trace = TraceSink::new(SIM_EPOCH_UNIX_SECONDS * 1000);
+    let world = Shared::new(scenario, seed, trace.clone());
+    register_hosts(&world, &mut sim);
+    trace.record_at(
+        0,
+        &world.names.harness,
+        None,
+        TraceEvent::Sim(SimEvent::RunStarted {
+            scenario: scenario.name.clone(),
+            seed,
+            agents: scenario.fleet.agents,
+            hosts: scenario.fleet.hosts,
+        }),
+    );
+
+    let mut faults = FaultState::new(scenario);
+    let schedule = schedule(scenario);
+    let mut next = 0;
+    let mut steps = 0u64;
+    while sim.elapsed() < scenario.duration {
+        let now = sim.elapsed();
+        while next < schedule.len() && schedule[next].0 <= now {
+            let (_, phase, index) = schedule[next];
+            let fault = &scenario.faults[index];
+            let t_ms = ms(now);
+            match phase {
+                Phase::Apply => faults.apply(&mut sim, &world, fault, t_ms),
+                Phase::EndEarlier | Phase::EndInstant => faults.end(&mut sim, &world, fault, t_ms),
+            }
+            next += 1;
+        }
+        sim.step().map_err(|e| format!("simulation error at {}ms: {e}", ms(sim.elapsed())))?;
+        steps += 1;
+    }
+    trace.record_at(ms(scenario.duration), &world.names.harness, None, TraceEvent::Sim(SimEvent::RunEnded));
+    drop(sim);
+    let mut records = trace.take();
+    // Hosts run one after another within a step, each through its whole tick, so lines from
+    // one step can be out of time order. A stable sort keeps same-time lines in run order.
+    records.sort_by_key(|r| r.t_ms);
+    Ok(RunOutput { records, steps })
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    /// A fault that began earlier ends: before anything begins at the same time.
+    EndEarlier,
+    Apply,
+    /// A fault with no duration ends right after it was applied.
+    EndInstant,
+}
+
+/// Fault starts and ends in the order they are applied.
+fn schedule(scenario: &Scenario) -> Vec<(Duration, Phase, usize)> {
+    let mut events = Vec::new();
+    for f in &scenario.faults {
+        events.push((f.at, Phase::Apply, f.index));
+        match f.end() {
+            Some(end) if end == f.at => events.push((end, Phase::EndInstant, f.index)),
+            Some(end) => events.push((end, Phase::EndEarlier, f.index)),
+            None => {}
+        }
+    }
+    events.sort();
+    events
+}
+
+/// Interned names, so trace lines share their strings.
+struct Names {
+    harness: Arc<str>,
+    server: Arc<str>,
+    proxy: Arc<str>,
+    hosts: Vec<Arc<str>>,
+    agents: Vec<Arc<str>>,
+}
+
+/// What the world keeps outside the hosts: it survives crashes.
+struct Shared {
+    names: Names,
+    trace: TraceSink,
+    db: ServerDb,
+    modes: ServerModes,
+    proxy: ProxyControl,
+    /// Hosts whose software is "dead" (crashed and not yet restarted).
+    down: Rc<RefCell<BTreeMap<String, u32>>>,
+    agents: Vec<Rc<AgentSlot>>,
+    seed: u64,
+    fleet: Fleet,
+}
+
+/// One agent's life across host restarts: its config, its "disk", its restart count.
+struct AgentSlot {
+    index: u32,
+    config: Config,
+    disk: Rc<RefCell<Disk>>,
+    generation: RefCell<u64>,
+    start_delay: Duration,
+}
+
+/// What an agent persists: the renewed token (its config file) and its status file.
+#[derive(Default)]
+struct Disk {
+    token: Option<Secret>,
+    status: Option<Status>,
+}
+
+#[derive(Clone)]
+struct DiskStore(Rc<RefCell<Disk>>);
+
+impl Store for DiskStore {
+    fn save_token(&mut self, token: &Secret) -> Result<(), String> {
+        self.0.borrow_mut().token = Some(token.clone());
+        Ok(())
+    }
+
+    fn save_status(&mut self, status: &Status) -> Result<(), String> {
+        self.0.borrow_mut().status = Some(status.clone());
+        Ok(())
+    }
+}
+
+/// An agent host's clock and metrics: virtual wall time, no system metrics.
+struct SimHost;
+
+impl Host for SimHost {
+    fn wall_clock(&self) -> std::time::SystemTime {
+        clock::wall_clock()
+    }
+
+    fn metrics(&self, _into: &mut Metrics) {}
+}
+
+/// Records an agent's events in the trace under its host and name.
+struct TraceObserver {
+    trace: TraceSink,
+    host: Arc<str>,
+    agent: Arc<str>,
+}
+
+impl Observer for TraceObserver {
+    fn on_event(&mut self, event: &Event) {
+        self.trace.record(&self.host, Some(&self.agent), TraceEvent::Agent(event.clone()));
+    }
+}
+
+impl Shared {
+    fn new(scenario: &Scenario, seed: u64, trace: TraceSink) -> Rc<Shared> {
+        let fleet = scenario.fleet;
+        let names = Names {
+            harness: "harness".into(),
+            server: "server".into(),
+            proxy: "proxy".into(),
+            hosts: (0..fleet.hosts).map(|h| Arc::from(Fleet::host_name(h))).collect(),
+            agents: (0..fleet.agents).map(|i| Arc::from(Fleet::agent_name(i))).collect(),
+        };
+        let db = ServerDb::new(mix_seed(seed, 1, 0));
+        let interval = scenario.agent_config.check_in_interval;
+        let spread = interval.min(START_SPREAD_MAX);
+        let agents = (0..fleet.agents)
+            .map(|i| {
+                let json = scenario.agent_config_json(i, seed, "http://proxy", "/var/lib/redflag-agent");
+                // The template was validated when the scenario was read; only names and tokens
+                // differ per agent.
+                let config = Config::from_value(json, "[agent]").expect("agent config validated with the scenario");
+                let (token, refresh) = scenario.initial_tokens(i);
+                db.register(&config.agent_id, &token, &refresh);
+                let start_delay = spread.mul_f64((mix_seed(seed, u64::from(i), 2) % 10_000) as f64 / 10_000.0);
+                Rc::new(AgentSlot {
+                    index: i,
+                    config,
+                    disk: Rc::default(),
+                    generation: RefCell::new(0),
+                    start_delay,
+                })
+            })
+            .collect();
+        Rc::new(Shared {
+            names,
+            trace,
+            db,
+            modes: ServerModes::default(),
+            proxy: ProxyControl::new(mix_seed(seed, 3, 0)),
+            down: Rc::default(),
+            agents,
+            seed,
+            fleet,
+        })
+    }
+
+    fn is_down(&self, host: &str) -> bool {
+        self.down.borrow().get(host).copied().unwrap_or(0) > 0
+    }
+}
+
+/// Registers the server, the proxy and the agent hosts. Each host's software first checks
+/// whether its process is "dead" (crashed and not yet restarted) and idles if so.
+fn register_hosts(shared: &Rc<Shared>, sim: &mut Sim<'_>) {
+    {
+        let world = shared.clone();
+        sim.host("server", move || {
+            let world = world.clone();
+            async move {
+                if world.is_down("server") {
+                    return idle().await;
+                }
+                let listener = <TurmoilNet as Net>::bind(SocketAddr::from(([0, 0, 0, 0], SERVER_PORT))).await?;
+                run_server::<TurmoilNet>(listener, world.db.clone(), world.modes.clone(), world.trace.clone(), world.names.server.clone())
+                    .await
+            }
+        });
+
+        let world = shared.clone();
+        sim.host("proxy", move || {
+            let world = world.clone();
+            async move {
+                if world.is_down("proxy") {
+                    return idle().await;
+                }
+                let listener = <TurmoilNet as Net>::bind(SocketAddr::from(([0, 0, 0, 0], PROXY_PORT))).await?;
+                run_proxy::<TurmoilNet>(
+                    listener,
+                    "server".to_string(),
+                    SERVER_PORT,
+                    world.proxy.clone(),
+                    world.trace.clone(),
+                    world.names.proxy.clone(),
+                )
+                .await
+            }
+        });
+
+        for h in 0..shared.fleet.hosts {
+            let world = shared.clone();
+            let name = Fleet::host_name(h);
+            sim.host(name.as_str(), move || {
+                let world = world.clone();
+                async move {
+                    let host_name = world.names.hosts[h as usize].clone();
+                    if world.is_down(&host_name) {
+                        return idle().await;
+                    }
+                    for slot in world.agents.iter().filter(|s| world.fleet.host_of(s.index) == h) {
+                        spawn_agent(&world, slot.clone(), host_name.clone());
+                    }
+                    idle().await
+                }
+            });
+        }
+    }
+}
+
+/// Software that does nothing, forever: a host whose process is dead.
+async fn idle() -> Result<(), Box<dyn std::error::Error>> {
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+/// Starts one agent loop on the current host, with a supervisor that records in the trace if
+/// the loop ever ends (it must not).
+fn spawn_agent(world: &Rc<Shared>, slot: Rc<AgentSlot>, host: Arc<str>) {
+    let generation = {
+        let mut g = slot.generation.borrow_mut();
+        *g += 1;
+        *g
+    };
+    let agent_name = world.names.agents[slot.index as usize].clone();
+    let mut settings = Settings::from_config(&slot.config);
+    if let Some(token) = &slot.disk.borrow().token {
+        settings.token = token.clone();
+    }
+    let transport = match HyperTransport::<TurmoilNet>::new(slot.config.server_url.as_str()) {
+        Ok(t) => t,
+        Err(e) => {
+            world.trace.record(&host, Some(&agent_name), TraceEvent::Sim(SimEvent::LoopEnded { reason: format!("transport: {e}") }));
+            return;
+        }
+    };
+    let rng = StdRng::seed_from_u64(mix_seed(world.seed, u64::from(slot.index) + 1, generation));
+    let observer = TraceObserver { trace: world.trace.clone(), host: host.clone(), agent: agent_name.clone() };
+    let agent = CheckinLoop::new(settings, transport, DiskStore(slot.disk.clone()), SimHost, observer, rng);
+    let start_delay = slot.start_delay;
+    let task = tokio::task::spawn_local(async move {
+        tokio::time::sleep(start_delay).await;
+        agent.run(std::future::pending()).await;
+    });
+    let trace = world.trace.clone();
+    tokio::task::spawn_local(async move {
+        let reason = match task.await {
+            Ok(()) => "the loop returned".to_string(),
+            Err(e) if e.is_panic() => format!("the loop panicked: {}", panic_message(e.into_panic())),
+            // Cancelled: the host crashed, which is not the loop's doing.
+            Err(_) => return,
+        };
+        trace.record(&host, Some(&agent_name), TraceEvent::Sim(SimEvent::LoopEnded { reason }));
+    });
+}
+
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic".into()
+    }
+}
+
+/// Which faults are in effect, so that overlapping faults on the same thing end together:
+/// an effect is reverted when the last fault holding it ends.
+struct FaultState {
+    /// Directed links cut, with how many faults cut them.
+    cuts: BTreeMap<(String, String), u32>,
+    /// Links with extra latency: the faults holding them, latest last.
+    latency: BTreeMap<(String, String), Vec<(usize, Duration)>>,
+    loss: BTreeMap<(String, String), Vec<(usize, f64)>>,
+    /// Proxy modes and server modes in effect, latest last.
+    proxy_modes: Vec<(usize, ProxyMode)>,
+    server_status: Vec<(usize, (u16, Option<u64>))>,
+    slow: Vec<(usize, Duration)>,
+    setup: Vec<usize>,
+    revoke: Vec<usize>,
+    fleet: Fleet,
+}
+
+impl FaultState {
+    fn new(scenario: &Scenario) -> Self {
+        FaultState {
+            cuts: BTreeMap::new(),
+            latency: BTreeMap::new(),
+            loss: BTreeMap::new(),
+            proxy_modes: Vec::new(),
+            server_status: Vec::new(),
+            slow: Vec::new(),
+            setup: Vec::new(),
+            revoke: Vec::new(),
+            fleet: scenario.fleet,
+        }
+    }
+
+    /// Every (target host, peer host) pair of a network fault.
+    fn pairs(&self, target: Target, peer: Target) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for a in target.host_names(&self.fleet) {
+            for b in peer.host_names(&self.fleet) {
+                out.push((a.clone(), b));
+            }
+        }
+        out
+    }
+
+    fn record(world: &Shared, t_ms: u64, fault: &Fault, applied: bool) {
+        let action = fault.action.name().to_string();
+        let target = fault.target.to_string();
+        let event = if applied {
+            SimEvent::FaultApplied { fault: fault.index, action, target }
+        } else {
+            SimEvent::FaultEnded { fault: fault.index, action, target }
+        };
+        world.trace.record_at(t_ms, &world.names.harness, None, TraceEvent::Sim(event));
+    }
+
+    fn apply(&mut self, sim: &mut Sim<'_>, world: &Rc<Shared>, fault: &Fault, t_ms: u64) {
+        Self::record(world, t_ms, fault, true);
+        match &fault.action {
+            Action::Crash => {
+                for host in fault.target.host_names(&self.fleet) {
+                    let newly = {
+                        let mut down = world.down.borrow_mut();
+                        let n = down.entry(host.clone()).or_insert(0);
+                        *n += 1;
+                        *n == 1
+                    };
+                    if newly {
+                        // Kill the software, then boot the host into its dead-process state.
+                        sim.crash(host.as_str());
+                        sim.bounce(host.as_str());
+                        world.trace.record_at(t_ms, &Arc::from(host.as_str()), None, TraceEvent::Sim(SimEvent::HostCrashed));
+                    }
+                }
+            }
+            Action::Restart => {
+                for host in fault.target.host_names(&self.fleet) {
+                    let name: Arc<str> = Arc::from(host.as_str());
+                    world.trace.record_at(t_ms, &name, None, TraceEvent::Sim(SimEvent::HostCrashed));
+                    sim.crash(host.as_str());
+                    sim.bounce(host.as_str());
+                    if !world.is_down(&host) {
+                        world.trace.record_at(t_ms, &name, None, TraceEvent::Sim(SimEvent::HostRestarted));
+                    }
+                }
+            }
+            Action::Partition { peer, direction } => {
+                for (a, b) in self.pairs(fault.target, *peer) {
+                    let dirs: Vec<(String, String)> = match direction {
+                        Direction::Both => vec![(a.clone(), b.clone()), (b, a)],
+                        Direction::To => vec![(a, b)],
+                        Direction::From => vec![(b, a)],
+                    };
+                    for (from, to) in dirs {
+                        let n = self.cuts.entry((from.clone(), to.clone())).or_insert(0);
+                        *n += 1;
+                        if *n == 1 {
+                            sim.partition_oneway(from.as_str(), to.as_str());
+                        }
+                    }
+                }
+            }
+            Action::Latency { peer, delay } => {
+                for pair in self.pairs(fault.target, *peer) {
+                    self.latency.entry(pair.clone()).or_default().push((fault.index, *delay));
+                    sim.set_link_latency(pair.0.as_str(), pair.1.as_str(), *delay);
+                }
+            }
+            Action::Loss { peer, rate } => {
+                for pair in self.pairs(fault.target, *peer) {
+                    self.loss.entry(pair.clone()).or_default().push((fault.index, *rate));
+                    sim.set_link_fail_rate(pair.0.as_str(), pair.1.as_str(), *rate);
+                }
+            }
+            Action::HttpStatus { status, retry_after_seconds } => match fault.target {
+                Target::Server => {
+                    self.server_status.push((fault.index, (*status, *retry_after_seconds)));
+                    world.modes.set_http_status(Some((*status, *retry_after_seconds)));
+                }
+                _ => {
+                    let mode = ProxyMode::HttpStatus { status: *status, retry_after_seconds: *retry_after_seconds };
+                    self.proxy_modes.push((fault.index, mode.clone()));
+                    world.proxy.set_mode(mode);
+                }
+            },
+            Action::Slow { delay } => {
+                self.slow.push((fault.index, *delay));
+                world.modes.set_slow(Some(*delay));
+            }
+            Action::SetupMode => {
+                // The server restarts into setup mode: a fresh process, unconfigured.
+                self.setup.push(fault.index);
+                world.modes.set_setup_mode(true);
+                if !world.is_down("server") {
+                    sim.crash("server");
+                    sim.bounce("server");
+                    world.trace.record_at(t_ms, &world.names.server, None, TraceEvent::Sim(SimEvent::HostCrashed));
+                    world.trace.record_at(t_ms, &world.names.server, None, TraceEvent::Sim(SimEvent::HostRestarted));
+                }
+            }
+            Action::ExpireTokens => world.db.expire_all_tokens(),
+            Action::RevokeRefresh => {
+                self.revoke.push(fault.index);
+                world.modes.set_revoke_refresh(true);
+            }
+        }
+    }
+
+    fn end(&mut self, sim: &mut Sim<'_>, world: &Rc<Shared>, fault: &Fault, t_ms: u64) {
+        match &fault.action {
+            Action::Crash => {
+                for host in fault.target.host_names(&self.fleet) {
+                    let revived = {
+                        let mut down = world.down.borrow_mut();
+                        match down.get_mut(&host) {
+                            Some(n) if *n > 1 => {
+                                *n -= 1;
+                                false
+                            }
+                            Some(_) => {
+                                down.remove(&host);
+                                true
+                            }
+                            None => false,
+                        }
+                    };
+                    if revived {
+                        sim.bounce(host.as_str());
+                        world.trace.record_at(t_ms, &Arc::from(host.as_str()), None, TraceEvent::Sim(SimEvent::HostRestarted));
+                    }
+                }
+            }
+            Action::Restart | Action::ExpireTokens => {}
+            Action::Partition { peer, direction } => {
+                for (a, b) in self.pairs(fault.target, *peer) {
+                    let dirs: Vec<(String, String)> = match direction {
+                        Direction::Both => vec![(a.clone(), b.clone()), (b, a)],
+                        Direction::To => vec![(a, b)],
+                        Direction::From => vec![(b, a)],
+                    };
+                    for (from, to) in dirs {
+                        if let Some(n) = self.cuts.get_mut(&(from.clone(), to.clone())) {
+                            *n -= 1;
+                            if *n == 0 {
+                                self.cuts.remove(&(from.clone(), to.clone()));
+                                sim.repair_oneway(from.as_str(), to.as_str());
+                            }
+                        }
+                    }
+                }
+            }
+            Action::Latency { peer, .. } => {
+                for pair in self.pairs(fault.target, *peer) {
+                    let held = self.latency.entry(pair.clone()).or_default();
+                    held.retain(|(i, _)| *i != fault.index);
+                    match held.last() {
+                        Some((_, d)) => sim.set_link_latency(pair.0.as_str(), pair.1.as_str(), *d),
+                        None => {
+                            sim.set_link_latency(pair.0.as_str(), pair.1.as_str(), LINK_LATENCY_MIN);
+                            sim.set_link_max_message_latency(pair.0.as_str(), pair.1.as_str(), LINK_LATENCY_MAX);
+                        }
+                    }
+                }
+            }
+            Action::Loss { peer, .. } => {
+                for pair in self.pairs(fault.target, *peer) {
+                    let held = self.loss.entry(pair.clone()).or_default();
+                    held.retain(|(i, _)| *i != fault.index);
+                    let rate = held.last().map_or(0.0, |(_, r)| *r);
+                    sim.set_link_fail_rate(pair.0.as_str(), pair.1.as_str(), rate);
+                }
+            }
+            Action::HttpStatus { .. } => match fault.target {
+                Target::Server => {
+                    self.server_status.retain(|(i, _)| *i != fault.index);
+                    world.modes.set_http_status(self.server_status.last().map(|(_, s)| *s));
+                }
+                _ => {
+                    self.proxy_modes.retain(|(i, _)| *i != fault.index);
+                    world.proxy.set_mode(self.proxy_modes.last().map_or(ProxyMode::Pass, |(_, m)| m.clone()));
+                }
+            },
+            Action::Slow { .. } => {
+                self.slow.retain(|(i, _)| *i != fault.index);
+                world.modes.set_slow(self.slow.last().map(|(_, d)| *d));
+            }
+            Action::SetupMode => {
+                self.setup.retain(|i| *i != fault.index);
+                world.modes.set_setup_mode(!self.setup.is_empty());
+            }
+            Action::RevokeRefresh => {
+                self.revoke.retain(|i| *i != fault.index);
+                world.modes.set_revoke_refresh(!self.revoke.is_empty());
+            }
+        }
+        Self::record(world, t_ms, fault, false);
+    }
+}
