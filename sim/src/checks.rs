@@ -423,7 +423,7 @@ fn faults_observed(idx: &TraceIndex, scenario: &Scenario, tol: u64) -> Vec<Verdi
             let mut total = 0;
             for (_, v) in covered {
                 total += 1;
-                if v.starts.iter().any(|&t| t >= start && t <= until.max(end)) {
+                if v.starts.iter().any(|&t| t >= start) {
                     restarted += 1;
                 } else if !v.requests.iter().any(|&t| t > start + tol) {
                     silent += 1;

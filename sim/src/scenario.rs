@@ -367,11 +367,6 @@ impl Scenario {
         agent_config_json(&self.agent_overrides, index, &initial_tokens(seed, index), server_url, state_dir)
     }
 
-    /// The access and refresh tokens agent `index` is registered with at the start of a run.
-    pub fn initial_tokens(&self, index: u32) -> (String, String) {
-        initial_tokens(self.seed, index)
-    }
-
     /// Host names of every agent host.
     pub fn agent_hosts(&self) -> Vec<String> {
         (0..self.fleet.hosts).map(Fleet::host_name).collect()

@@ -11,8 +11,15 @@
 //! host (open connections, rate-limit windows, loop state) starts afresh when it restarts.
 //!
 //! A crashed host is modelled as a dead *process* on a live machine (`kill -9`): its software is
-//! replaced by an idle one that listens on nothing, so connections to it are refused and the
-//! proxy answers 502, as nginx does. A dead machine or a cut cable is a `partition`.
+//! replaced by one that serves nothing, so every connection to it fails at once and the proxy
+//! answers 502, as nginx does. A dead machine or a cut cable is a `partition`.
+//!
+//! Why "fails at once" is an accepted-then-closed connection rather than a refused one: turmoil
+//! 0.7.2 never frees the client socket (and its ephemeral port) of a connect that is refused or
+//! cancelled, so a proxy probing a dead server every few seconds for a day would run out of
+//! ports. Accepting and closing reaches the same end (the proxy's upstream request fails
+//! immediately, the proxy answers 502) without the leak. Connects that time out in a partition
+//! still leak one port each, which is why the ephemeral port range is widened below.
 //!
 //! Determinism: one seed feeds turmoil's RNG, the server's token generator, the proxy's loss
 //! RNG and every agent's RNG; the epoch is fixed; faults apply between steps, in file order.
@@ -58,6 +65,8 @@ const TCP_CAPACITY: usize = 1 << 16;
 /// Agents start spread over this window (or their check-in interval, if shorter), so a fleet
 /// does not open every connection in the same tick.
 const START_SPREAD_MAX: Duration = Duration::from_secs(10);
+/// Every port above the well-known ones is ephemeral (see the module comment on leaks).
+const EPHEMERAL_PORTS: std::ops::RangeInclusive<u16> = 1024..=65535;
 
 /// What a run produced.
 pub struct RunOutput {
@@ -90,6 +99,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutput, String> {
         .rng_seed(seed)
         .epoch(clock::sim_epoch())
         .tcp_capacity(TCP_CAPACITY)
+        .ephemeral_ports(EPHEMERAL_PORTS)
         .min_message_latency(LINK_LATENCY_MIN)
         .max_message_latency(LINK_LATENCY_MAX);
     let mut sim = builder.build();
@@ -262,7 +272,7 @@ impl Shared {
                 // The template was validated when the scenario was read; only names and tokens
                 // differ per agent.
                 let config = Config::from_value(json, "[agent]").expect("agent config validated with the scenario");
-                let (token, refresh) = scenario.initial_tokens(i);
+                let (token, refresh) = crate::scenario::initial_tokens(seed, i);
                 db.register(&config.agent_id, &token, &refresh);
                 let start_delay = spread.mul_f64((mix_seed(seed, u64::from(i), 2) % 10_000) as f64 / 10_000.0);
                 Rc::new(AgentSlot {
@@ -301,7 +311,7 @@ fn register_hosts(shared: &Rc<Shared>, sim: &mut Sim<'_>) {
             let world = world.clone();
             async move {
                 if world.is_down("server") {
-                    return idle().await;
+                    return dead_process(Some(SERVER_PORT)).await;
                 }
                 let listener = <TurmoilNet as Net>::bind(SocketAddr::from(([0, 0, 0, 0], SERVER_PORT))).await?;
                 run_server::<TurmoilNet>(listener, world.db.clone(), world.modes.clone(), world.trace.clone(), world.names.server.clone())
@@ -314,7 +324,7 @@ fn register_hosts(shared: &Rc<Shared>, sim: &mut Sim<'_>) {
             let world = world.clone();
             async move {
                 if world.is_down("proxy") {
-                    return idle().await;
+                    return dead_process(Some(PROXY_PORT)).await;
                 }
                 let listener = <TurmoilNet as Net>::bind(SocketAddr::from(([0, 0, 0, 0], PROXY_PORT))).await?;
                 run_proxy::<TurmoilNet>(
@@ -337,7 +347,7 @@ fn register_hosts(shared: &Rc<Shared>, sim: &mut Sim<'_>) {
                 async move {
                     let host_name = world.names.hosts[h as usize].clone();
                     if world.is_down(&host_name) {
-                        return idle().await;
+                        return dead_process(None).await;
                     }
                     for slot in world.agents.iter().filter(|s| world.fleet.host_of(s.index) == h) {
                         spawn_agent(&world, slot.clone(), host_name.clone());
@@ -349,10 +359,21 @@ fn register_hosts(shared: &Rc<Shared>, sim: &mut Sim<'_>) {
     }
 }
 
-/// Software that does nothing, forever: a host whose process is dead.
+/// Software that does nothing, forever.
 async fn idle() -> Result<(), Box<dyn std::error::Error>> {
     std::future::pending::<()>().await;
     Ok(())
+}
+
+/// A host whose process is dead: connections to its service port fail at once (accepted and
+/// closed before a byte is read; see the module comment for why not refused).
+async fn dead_process(port: Option<u16>) -> Result<(), Box<dyn std::error::Error>> {
+    let Some(port) = port else { return idle().await };
+    let listener = <TurmoilNet as Net>::bind(SocketAddr::from(([0, 0, 0, 0], port))).await?;
+    loop {
+        let (stream, _) = <TurmoilNet as Net>::accept(&listener).await?;
+        drop(stream);
+    }
 }
 
 /// Starts one agent loop on the current host, with a supervisor that records in the trace if
