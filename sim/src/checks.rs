@@ -4,8 +4,9 @@
 //! give the same verdicts for the same observations. Checks:
 //!
 //! * `recovers_within`: after each fault window ends (overlapping faults merged, ending when the
-//!   last ends), every agent completes a check-in within `within`, unless another fault begins
-//!   first.
+//!   last ends), every agent the faults disturbed completes a check-in within `within`, unless
+//!   another fault begins first. (An agent that slept through a fault at its regular interval
+//!   had nothing to recover from.)
 //! * `never_gives_up`: during every fault window each agent keeps sending requests (health
 //!   probes included) with no gap above `max_gap` (default: the longest wait its config allows
 //!   plus one request timeout), and no agent loop ever ends.
@@ -235,9 +236,10 @@ pub fn evaluate(scenario: &Scenario, records: &[Record], tolerance: Duration) ->
         .iter()
         .map(|e| {
             let (subject, result) = match &e.check {
-                Check::RecoversWithin { within } => {
-                    (format!("recovers_within {}", fmt_duration(*within)), recovers_within(&idx, *within, tol))
-                }
+                Check::RecoversWithin { within } => (
+                    format!("recovers_within {}", fmt_duration(*within)),
+                    recovers_within(&idx, *within, scenario.agent_config.resilience.request_timeout, tol),
+                ),
                 Check::NeverGivesUp { max_gap } => {
                     let default_gap = scenario.agent_config.policy().max_wait() + scenario.agent_config.resilience.request_timeout;
                     let gap = max_gap.unwrap_or(default_gap);
@@ -263,11 +265,26 @@ pub fn evaluate(scenario: &Scenario, records: &[Record], tolerance: Duration) ->
     out
 }
 
-fn recovers_within(idx: &TraceIndex, within: Duration, tol: u64) -> Result<String, String> {
+/// Whether the faults in `[start, end]` reached this agent: one of its requests failed in the
+/// window (or up to one request timeout after it, for requests sent inside it), or its own host
+/// or loop went down and came back. An agent that slept through a fault at its regular
+/// interval had nothing to recover from; `never_gives_up` and the implicit "observed" check
+/// cover agents that should have noticed.
+fn disturbed(idx: &TraceIndex, view: &AgentView, start: u64, end: u64, request_timeout_ms: u64) -> bool {
+    let until = end + request_timeout_ms;
+    let failed = view.failed_requests.iter().any(|&t| t >= start && t <= until);
+    let restarted = view.starts.iter().skip(1).any(|&t| t >= start && t <= until);
+    let host_down = view.host.as_deref().is_some_and(|h| idx.host_down_during(h, start, end));
+    failed || restarted || host_down
+}
+
+fn recovers_within(idx: &TraceIndex, within: Duration, request_timeout: Duration, tol: u64) -> Result<String, String> {
     let within_ms = within.as_millis() as u64;
+    let timeout_ms = request_timeout.as_millis() as u64 + tol;
     let windows = idx.merged_windows();
     let mut failures = Vec::new();
     let mut judged = 0;
+    let mut undisturbed = 0usize;
     let mut slowest: Option<(u64, String, u64)> = None;
     for (n, (_, w)) in windows.iter().enumerate() {
         let Some(end) = w.end_ms else { continue };
@@ -275,6 +292,10 @@ fn recovers_within(idx: &TraceIndex, within: Duration, tol: u64) -> Result<Strin
         let deadline = end + within_ms + tol;
         judged += 1;
         for (name, view) in &idx.agents {
+            if !disturbed(idx, view, w.start_ms, end, timeout_ms) {
+                undisturbed += 1;
+                continue;
+            }
             match idx.first_success_after(view, end) {
                 Some(t) if t <= deadline => {
                     let took = t - end;
@@ -305,13 +326,19 @@ fn recovers_within(idx: &TraceIndex, within: Duration, tol: u64) -> Result<Strin
     if judged == 0 {
         return Ok("no fault window ended during the run; nothing to recover from".into());
     }
-    let (took, who, end) = slowest.unwrap_or((0, "-".into(), 0));
-    Ok(format!(
-        "every agent checked in within {} after each of {judged} fault window(s); slowest {who}, {} after {}",
+    let Some((took, who, end)) = slowest else {
+        return Err(format!("no agent was disturbed by any of the {judged} fault window(s), so none could recover"));
+    };
+    let mut reason = format!(
+        "every disturbed agent checked in within {} after each of {judged} fault window(s); slowest {who}, {} after {}",
         fmt_duration(within),
         secs(took),
         at(end)
-    ))
+    );
+    if undisturbed > 0 {
+        reason.push_str(&format!(" ({undisturbed} agent-window(s) undisturbed: no failed request, nothing to recover from)"));
+    }
+    Ok(reason)
 }
 
 fn never_gives_up(idx: &TraceIndex, scenario: &Scenario, max_gap: Duration, tol: u64) -> Result<String, String> {
