@@ -364,9 +364,13 @@ fn json_error(origin: &str, path: &str, e: &serde_json::Error) -> ConfigError {
 }
 
 /// For "unknown field `x`" errors at `resilience`, the field is `resilience.x`.
+/// (serde_path_to_error's path usually ends at the unknown key already; do not name it twice.)
 fn unknown_field_path(path: &str, reason: &str) -> String {
     if let Some(rest) = reason.strip_prefix("unknown field `") {
         if let Some(name) = rest.split('`').next() {
+            if path == name || path.ends_with(&format!(".{name}")) {
+                return path.to_string();
+            }
             return if path == "." || path.is_empty() { name.to_string() } else { format!("{path}.{name}") };
         }
     }

@@ -1,0 +1,160 @@
+//! The command line, run as the real binary: `check-config` on broken files (a bad value, an
+//! unknown key inside `resilience`, malformed JSON, a missing file) exits non-zero with an
+//! error naming the field, line or path; on a good file it exits 0 and prints the effective
+//! settings without tokens; `run` refuses a broken file the same way. `status` after a run
+//! prints the last successful check-in, the consecutive failures and the breaker state. Text
+//! logs written to a pipe (journald, a file) carry no terminal colour codes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+/// Writes `text` as the config file and runs `check-config` on it.
+fn check_config(h: &Harness, text: &str) -> CliOutput {
+    write_file(&h.config_path, text);
+    h.cli(&["check-config"])
+}
+
+fn assert_refused(out: &CliOutput, must_name: &[&str]) {
+    assert!(matches!(out.code, Some(c) if c != 0), "exit code {:?} for a broken config\n{out:?}", out.code);
+    for what in must_name {
+        assert!(out.stderr.contains(what), "the error does not name {what:?}: {}", out.stderr);
+    }
+}
+
+#[test]
+fn check_config_accepts_a_good_file_and_prints_the_effective_settings_without_tokens() {
+    let h = Harness::new("cfg-good");
+    h.write_config();
+    let out = h.cli(&["check-config"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    for line in [
+        "server_url",
+        &h.secrets.agent_id,
+        "resilience.max_retries",
+        "resilience.initial_delay_seconds",
+        "0.2s",
+        "resilience.max_delay_minutes",
+        "3s",
+        "resilience.circuit_breaker_threshold",
+        "resilience.request_timeout_seconds",
+        "resilience.jitter",
+    ] {
+        assert!(out.stdout.contains(line), "{line:?} missing from:\n{}", out.stdout);
+    }
+    // check_in_interval 1 is legal, with a warning.
+    assert!(out.stdout.contains("warning") && out.stdout.contains("check_in_interval"), "{}", out.stdout);
+    for secret in h.secrets.all() {
+        assert!(!out.stdout.contains(secret) && !out.stderr.contains(secret), "a token was printed:\n{}", out.stdout);
+    }
+}
+
+#[test]
+fn check_config_names_the_field_with_a_bad_value() {
+    let mut h = Harness::new("cfg-bad-value");
+    h.config["resilience"]["backoff_factor"] = json!(0.5);
+    let out = check_config(&h, &serde_json::to_string_pretty(&h.config).unwrap());
+    assert_refused(&out, &["resilience.backoff_factor", "0.5", h.config_path.to_str().unwrap()]);
+
+    let mut h = Harness::new("cfg-bad-interval");
+    h.config["check_in_interval"] = json!(0.5);
+    let out = check_config(&h, &serde_json::to_string_pretty(&h.config).unwrap());
+    assert_refused(&out, &["check_in_interval", "0.5"]);
+
+    let mut h = Harness::new("cfg-bad-type");
+    h.config["resilience"]["max_retries"] = json!("five");
+    let out = check_config(&h, &serde_json::to_string_pretty(&h.config).unwrap());
+    assert_refused(&out, &["resilience.max_retries"]);
+}
+
+#[test]
+fn check_config_names_an_unknown_key_inside_resilience() {
+    let mut h = Harness::new("cfg-unknown");
+    h.config["resilience"]["max_retriez"] = json!(3);
+    let out = check_config(&h, &serde_json::to_string_pretty(&h.config).unwrap());
+    assert_refused(&out, &["resilience.max_retriez unknown field", "expected one of"]);
+    assert!(!out.stderr.contains("max_retriez.max_retriez"), "the field is named twice: {}", out.stderr);
+}
+
+#[test]
+fn check_config_gives_the_line_of_malformed_json() {
+    let h = Harness::new("cfg-syntax");
+    let text = "{\n  \"server_url\": \"http://127.0.0.1:1\",\n  \"agent_id\": \"a\",\n  \"token\" \"t\"\n}\n";
+    let out = check_config(&h, text);
+    assert_refused(&out, &["line 4", "column", h.config_path.to_str().unwrap()]);
+}
+
+#[test]
+fn check_config_names_a_missing_file() {
+    let h = Harness::new("cfg-missing");
+    let missing = h.dir.path().join("no-such-config.json");
+    let out = run_cli(&["--config", missing.to_str().unwrap(), "check-config"]);
+    assert_refused(&out, &[missing.to_str().unwrap()]);
+}
+
+#[test]
+fn run_refuses_a_broken_config_and_names_the_field() {
+    let mut h = Harness::new("run-bad");
+    h.config["resilience"]["jitter"] = json!("fulll");
+    h.write_config();
+    let out = h.cli(&["run"]);
+    assert_refused(&out, &["resilience.jitter", "fulll"]);
+    assert_eq!(h.server.requests().len(), 0, "a refused config still reached the server");
+}
+
+#[test]
+fn status_shows_last_check_in_consecutive_failures_and_breaker_state_after_a_run() {
+    let h = Harness::new("status");
+    h.write_config();
+    let before = h.cli(&["status"]);
+    assert_eq!(before.code, Some(0), "{before:?}");
+    assert!(before.stdout.contains("no status recorded yet"), "{}", before.stdout);
+
+    let mut agent = Agent::spawn(&h.config_path, LogFormat::Json, "debug");
+    assert!(wait_until(SOON, || h.server.successful_checkins() >= 1), "no check-in\n{}", agent.tail());
+    // Make it fail until the breaker opens, and wait for that to reach the status file.
+    h.server.set_all(Reply::Status(502));
+    let field = |out: &CliOutput, name: &str| -> String {
+        out.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|rest| rest.trim().to_string())
+            .unwrap_or_else(|| panic!("no {name:?} line in:\n{}", out.stdout))
+    };
+    assert!(
+        wait_until(SOON, || {
+            let out = h.cli(&["status"]);
+            out.code == Some(0) && out.stdout.contains("circuit breaker:") && field(&out, "circuit breaker:") == "open"
+        }),
+        "the status never showed an open breaker\n{}",
+        agent.tail()
+    );
+    agent.signal(libc::SIGTERM);
+    assert!(agent.wait_exit(Duration::from_secs(10)).is_some(), "the agent did not stop");
+
+    let out = h.cli(&["status"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(field(&out, "agent:"), h.secrets.agent_id);
+    let last = field(&out, "last successful check-in:");
+    assert_ne!(last, "never", "{}", out.stdout);
+    assert!(humantime::parse_rfc3339_weak(last.split(' ').next().unwrap()).is_ok(), "not a time: {last:?}");
+    let failures: u32 = field(&out, "consecutive failures:").parse().expect("a number of failures");
+    assert!(failures >= 3, "{failures} consecutive failures with a breaker that opens after 3\n{}", out.stdout);
+    assert_eq!(field(&out, "circuit breaker:"), "open", "{}", out.stdout);
+    assert_eq!(field(&out, "last error:"), "http_502", "{}", out.stdout);
+    for secret in h.secrets.all() {
+        assert!(!out.stdout.contains(secret), "status printed a token");
+    }
+}
+
+#[test]
+fn text_logs_to_a_pipe_carry_no_terminal_escape_codes() {
+    let h = Harness::new("text-log");
+    let agent = h.spawn(LogFormat::Text);
+    assert!(wait_until(SOON, || agent.stderr().contains("checked in")), "no check-in logged\n{}", agent.tail());
+    let stderr = agent.stderr();
+    assert!(!stderr.contains('\x1b'), "ANSI escape codes in a log that is not a terminal:\n{stderr:?}");
+}
