@@ -79,7 +79,7 @@ const FLEET: FleetWorkload = FleetWorkload {
 /// makes at least `(duration - spread) / interval` of them. Runs check they saw most of these
 /// answered (90%; 70% through a crash).
 fn polls_expected(w: &FleetWorkload) -> u64 {
-    let after_start = w.duration.saturating_sub(START_SPREAD_MAX);
+    let after_start = w.duration.saturating_sub(world::START_SPREAD_MAX);
     u64::from(w.agents) * (after_start.as_secs() / w.check_in_interval.as_secs())
 }
 
@@ -357,12 +357,6 @@ criterion_main!(benches);
 // Everything below is the "same workload without the harness": what turmoil and hyper cost on
 // their own. Keep it as small as the workload allows; it must never grow resilience logic.
 
-/// Mirrors of `sim/src/world.rs`'s private settings (keep in step): turmoil's per-socket buffers
-/// and backlog, the ephemeral port range, and the window agents' first check-ins are spread over.
-const TCP_CAPACITY: usize = 1 << 16;
-const EPHEMERAL_PORTS: std::ops::RangeInclusive<u16> = 1024..=65535;
-const START_SPREAD_MAX: Duration = Duration::from_secs(10);
-
 /// What the bare server answers: an empty command list, as the server model does.
 const COMMANDS_BODY: &[u8] = br#"{"commands":[],"rapid_polling":null}"#;
 
@@ -371,16 +365,8 @@ type BoxError = Box<dyn Error + Send + Sync>;
 /// Runs `w.agents` plain polling loops for `w.duration` of simulated time and returns how many
 /// polls were answered 200.
 fn bare_polling(w: &FleetWorkload, seed: u64) -> Result<u64, String> {
-    let mut builder = turmoil::Builder::new();
-    builder
-        .simulation_duration(w.duration + Duration::from_secs(3600))
-        .tick_duration(world::DEFAULT_TICK)
-        .rng_seed(seed)
-        .tcp_capacity(TCP_CAPACITY)
-        .ephemeral_ports(EPHEMERAL_PORTS)
-        .min_message_latency(world::LINK_LATENCY_MIN)
-        .max_message_latency(world::LINK_LATENCY_MAX);
-    let mut sim = builder.build();
+    // The world's own network settings, so only the software on the hosts differs.
+    let mut sim = world::turmoil_builder(w.duration, world::DEFAULT_TICK, seed).build();
     let answered = Rc::new(Cell::new(0u64));
 
     sim.host("server", || async {
@@ -413,7 +399,7 @@ fn bare_polling(w: &FleetWorkload, seed: u64) -> Result<u64, String> {
                 for i in (h..agents).step_by(hosts as usize) {
                     tokio::task::spawn_local(poll_forever(
                         i,
-                        start_delay(seed, i, interval),
+                        world::start_delay(seed, i, interval),
                         interval,
                         answered.clone(),
                     ));
@@ -429,12 +415,6 @@ fn bare_polling(w: &FleetWorkload, seed: u64) -> Result<u64, String> {
     }
     drop(sim);
     Ok(answered.get())
-}
-
-/// The world's start offset for agent `i` (see `Shared::new` in `sim/src/world.rs`).
-fn start_delay(seed: u64, i: u32, interval: Duration) -> Duration {
-    let spread = interval.min(START_SPREAD_MAX);
-    spread.mul_f64((world::mix_seed(seed, u64::from(i), 2) % 10_000) as f64 / 10_000.0)
 }
 
 /// Serves one HTTP/1 request on `stream` and closes it (keep-alive off, as the proxy model does).

@@ -61,12 +61,12 @@ pub const LINK_LATENCY_MIN: Duration = Duration::from_millis(1);
 pub const LINK_LATENCY_MAX: Duration = Duration::from_millis(20);
 /// Turmoil's per-socket message buffers and listen backlog. Large enough for a 1,000-agent
 /// fleet's burst of connections in one tick.
-const TCP_CAPACITY: usize = 1 << 16;
+pub const TCP_CAPACITY: usize = 1 << 16;
 /// Agents start spread over this window (or their check-in interval, if shorter), so a fleet
 /// does not open every connection in the same tick.
-const START_SPREAD_MAX: Duration = Duration::from_secs(10);
+pub const START_SPREAD_MAX: Duration = Duration::from_secs(10);
 /// Every port above the well-known ones is ephemeral (see the module comment on leaks).
-const EPHEMERAL_PORTS: std::ops::RangeInclusive<u16> = 1024..=65535;
+pub const EPHEMERAL_PORTS: std::ops::RangeInclusive<u16> = 1024..=65535;
 
 /// What a run produced.
 pub struct RunOutput {
@@ -89,12 +89,12 @@ pub fn tick_for(scenario: &Scenario) -> Duration {
     scenario.tick.unwrap_or(if scenario.duration > LONG_RUN { LONG_RUN_TICK } else { DEFAULT_TICK })
 }
 
-/// Runs `scenario` with `seed` to its end and returns the trace.
-pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutput, String> {
-    let tick = tick_for(scenario);
+/// A turmoil builder with the world's network: tick, seed, fixed epoch, link latency, socket
+/// capacity and ephemeral ports. (The benches build their bare baseline on the same network.)
+pub fn turmoil_builder(duration: Duration, tick: Duration, seed: u64) -> turmoil::Builder {
     let mut builder = turmoil::Builder::new();
     builder
-        .simulation_duration(scenario.duration + Duration::from_secs(3600))
+        .simulation_duration(duration + Duration::from_secs(3600))
         .tick_duration(tick)
         .rng_seed(seed)
         .epoch(clock::sim_epoch())
@@ -102,7 +102,20 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutput, String> {
         .ephemeral_ports(EPHEMERAL_PORTS)
         .min_message_latency(LINK_LATENCY_MIN)
         .max_message_latency(LINK_LATENCY_MAX);
-    let mut sim = builder.build();
+    builder
+}
+
+/// When agent `index` starts in a run with `seed`: spread over its check-in interval, at most
+/// [`START_SPREAD_MAX`], so a fleet does not open every connection in the same tick.
+pub fn start_delay(seed: u64, index: u32, check_in_interval: Duration) -> Duration {
+    let spread = check_in_interval.min(START_SPREAD_MAX);
+    spread.mul_f64((mix_seed(seed, u64::from(index), 2) % 10_000) as f64 / 10_000.0)
+}
+
+/// Runs `scenario` with `seed` to its end and returns the trace.
+pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutput, String> {
+    let tick = tick_for(scenario);
+    let mut sim = turmoil_builder(scenario.duration, tick, seed).build();
 
     let trace = TraceSink::new(SIM_EPOCH_UNIX_SECONDS * 1000);
     let world = Shared::new(scenario, seed, trace.clone());
@@ -265,7 +278,6 @@ impl Shared {
         };
         let db = ServerDb::new(mix_seed(seed, 1, 0));
         let interval = scenario.agent_config.check_in_interval;
-        let spread = interval.min(START_SPREAD_MAX);
         let agents = (0..fleet.agents)
             .map(|i| {
                 let json = scenario.agent_config_json(i, seed, "http://proxy", "/var/lib/redflag-agent");
@@ -274,7 +286,7 @@ impl Shared {
                 let config = Config::from_value(json, "[agent]").expect("agent config validated with the scenario");
                 let (token, refresh) = crate::scenario::initial_tokens(seed, i);
                 db.register(&config.agent_id, &token, &refresh);
-                let start_delay = spread.mul_f64((mix_seed(seed, u64::from(i), 2) % 10_000) as f64 / 10_000.0);
+                let start_delay = start_delay(seed, i, interval);
                 Rc::new(AgentSlot {
                     index: i,
                     config,
