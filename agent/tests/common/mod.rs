@@ -241,6 +241,11 @@ impl StandIn {
         s.renew = reply;
     }
 
+    /// The standing reply for `GET /health`.
+    pub fn set_health(&self, reply: Reply) {
+        self.lock().health = reply;
+    }
+
     /// Replies for the next check-ins, one each, before the standing reply applies again.
     pub fn script_commands(&self, replies: impl IntoIterator<Item = Reply>) {
         self.lock().commands_script.extend(replies);
