@@ -481,6 +481,22 @@ impl FaultState {
         out
     }
 
+    /// The one-way links a partition cuts: (from, to) host pairs.
+    fn directed_links(&self, target: Target, peer: Target, direction: Direction) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (a, b) in self.pairs(target, peer) {
+            match direction {
+                Direction::Both => {
+                    out.push((a.clone(), b.clone()));
+                    out.push((b, a));
+                }
+                Direction::To => out.push((a, b)),
+                Direction::From => out.push((b, a)),
+            }
+        }
+        out
+    }
+
     fn record(world: &Shared, t_ms: u64, fault: &Fault, applied: bool) {
         let action = fault.action.name().to_string();
         let target = fault.target.to_string();
@@ -523,18 +539,11 @@ impl FaultState {
                 }
             }
             Action::Partition { peer, direction } => {
-                for (a, b) in self.pairs(fault.target, *peer) {
-                    let dirs: Vec<(String, String)> = match direction {
-                        Direction::Both => vec![(a.clone(), b.clone()), (b, a)],
-                        Direction::To => vec![(a, b)],
-                        Direction::From => vec![(b, a)],
-                    };
-                    for (from, to) in dirs {
-                        let n = self.cuts.entry((from.clone(), to.clone())).or_insert(0);
-                        *n += 1;
-                        if *n == 1 {
-                            sim.partition_oneway(from.as_str(), to.as_str());
-                        }
+                for (from, to) in self.directed_links(fault.target, *peer, *direction) {
+                    let n = self.cuts.entry((from.clone(), to.clone())).or_insert(0);
+                    *n += 1;
+                    if *n == 1 {
+                        sim.partition_oneway(from.as_str(), to.as_str());
                     }
                 }
             }
@@ -610,19 +619,12 @@ impl FaultState {
             }
             Action::Restart | Action::ExpireTokens => {}
             Action::Partition { peer, direction } => {
-                for (a, b) in self.pairs(fault.target, *peer) {
-                    let dirs: Vec<(String, String)> = match direction {
-                        Direction::Both => vec![(a.clone(), b.clone()), (b, a)],
-                        Direction::To => vec![(a, b)],
-                        Direction::From => vec![(b, a)],
-                    };
-                    for (from, to) in dirs {
-                        if let Some(n) = self.cuts.get_mut(&(from.clone(), to.clone())) {
-                            *n -= 1;
-                            if *n == 0 {
-                                self.cuts.remove(&(from.clone(), to.clone()));
-                                sim.repair_oneway(from.as_str(), to.as_str());
-                            }
+                for link in self.directed_links(fault.target, *peer, *direction) {
+                    if let Some(n) = self.cuts.get_mut(&link) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.cuts.remove(&link);
+                            sim.repair_oneway(link.0.as_str(), link.1.as_str());
                         }
                     }
                 }
