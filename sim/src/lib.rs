@@ -18,10 +18,13 @@
 //! * `report.rs`: the timeline and verdicts printed after a run; `sweep.rs`: many seeds at once.
 //! * `runner.rs`: one run end to end (simulate, then judge).
 //! * `clock.rs`: virtual time inside the simulation, real time outside.
+//! * `live/`: the live chaos mode (`serve`, `proxy`, `live`): the same scenarios against real
+//!   processes, sockets and kills.
 
 pub mod checks;
 pub mod clock;
 pub mod hyper_transport;
+pub mod live;
 pub mod net;
 pub mod proxy;
 pub mod report;

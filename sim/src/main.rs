@@ -4,6 +4,8 @@
 //!   the embedded `scenarios/server-restart.toml`).
 //! * `sweep PATH... --seeds A..B [--jobs N] [--shard K/N]`: many scenarios and seeds.
 //! * `list [PATH...]`: the scenarios and their descriptions.
+//! * `serve`, `proxy`, `live FILE`: the live chaos mode (`redflag_sim::live`): the server model
+//!   and the fault proxy as real processes, and a scenario run against real agent processes.
 //!
 //! Exit codes: 0 every expectation held; 1 an expectation failed; 2 invalid scenario or
 //! arguments; 3 the harness itself failed (a bug: please report it with the repro line).
@@ -72,6 +74,12 @@ enum Command {
         /// Scenario files or folders (default: scenarios).
         paths: Vec<PathBuf>,
     },
+    /// Run the RedFlag server model on a real socket (live mode), with a chaos control API.
+    Serve(redflag_sim::live::ServeArgs),
+    /// Run the fault proxy on real sockets (live mode), controlled over HTTP.
+    Proxy(redflag_sim::live::ProxyArgs),
+    /// Run a `live = true` scenario against real redflag-agent processes, in wall-clock time.
+    Live(redflag_sim::live::LiveArgs),
 }
 
 fn main() -> ExitCode {
@@ -80,6 +88,9 @@ fn main() -> ExitCode {
         Command::Run { file, seed, trace, json } => run(file.as_deref(), seed, trace, json),
         Command::Sweep { paths, seeds, jobs, shard } => sweep_cmd(&paths, &seeds, jobs, shard.as_deref()),
         Command::List { paths } => list(&paths),
+        Command::Serve(args) => ExitCode::from(redflag_sim::live::server_process::main(args)),
+        Command::Proxy(args) => ExitCode::from(redflag_sim::live::proxy_process::main(args)),
+        Command::Live(args) => ExitCode::from(redflag_sim::live::orchestrator::main(args)),
     }
 }
 

@@ -1,0 +1,120 @@
+//! `redflag-sim serve`: the RedFlag server model on a real socket, with its database in a file
+//! and a chaos control API on a separate loopback address.
+//!
+//! The database (agents, tokens, refresh tokens, queued commands) is saved to `--data` after
+//! every change, atomically, so a server killed with SIGKILL and started again on the same file
+//! keeps it, as a real server keeps its database. Everything else (the rate limiter, open
+//! connections, and the chaos modes, which belong to whoever injects faults) starts afresh;
+//! `--modes` lets the live orchestrator restart a server with the modes still in effect.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use http::{Method, StatusCode};
+
+use super::control_http::{self, Handler, error, require_loopback};
+use super::modes::{self, ServerModesSpec};
+use super::service::{self, EXIT_INVALID};
+use crate::net::TokioNet;
+use crate::server_model::{ServerDb, ServerModes, run_server};
+
+const CONTROL_HELP: &str = "\
+Chaos control API (on --control, which must be a loopback address; peers that are not on
+loopback are answered 403):
+  GET  /modes            the switches in effect, as JSON
+  PUT  /modes            set every switch at once; a missing key means off:
+                         {\"slow_ms\":1500,\"setup_mode\":false,\"revoke_refresh\":false,
+                          \"http_status\":{\"status\":503,\"retry_after\":5}}
+  POST /expire_tokens    every access token becomes invalid; renewal still works
+Requests answered on --listen are traced as JSON Lines to --trace (t_ms in Unix ms).";
+
+/// `redflag-sim serve`.
+#[derive(clap::Args, Debug, Clone)]
+#[command(after_help = CONTROL_HELP)]
+pub struct ServeArgs {
+    /// Address of the RedFlag agent API (`/api/v1/agents/...`, `/health`).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The database file: read when it exists, created otherwise, saved after every change.
+    #[arg(long, value_name = "FILE")]
+    pub data: PathBuf,
+    /// Loopback address of the chaos control API.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8079")]
+    pub control: SocketAddr,
+    /// Append a JSON Lines trace of every answered request here.
+    #[arg(long, value_name = "PATH")]
+    pub trace: Option<PathBuf>,
+    /// Seed of the tokens a new database issues.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Switches to start with, as the JSON `PUT /modes` takes.
+    #[arg(long, value_name = "JSON")]
+    pub modes: Option<String>,
+}
+
+/// Runs `redflag-sim serve` until SIGTERM/SIGINT; the exit code.
+pub fn main(args: ServeArgs) -> u8 {
+    service::init_logging();
+    if let Err(e) = require_loopback(&args.control, "--control") {
+        eprintln!("error: {e}");
+        return EXIT_INVALID;
+    }
+    let initial = match &args.modes {
+        None => ServerModesSpec::default(),
+        Some(json) => match modes::parse::<ServerModesSpec>(json.as_bytes(), ServerModesSpec::validate) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("error: --modes: {e}");
+                return EXIT_INVALID;
+            }
+        },
+    };
+    let db = match ServerDb::open(&args.data, args.seed) {
+        Ok(db) => db,
+        Err(e) => {
+            eprintln!("error: --data: {e}");
+            return EXIT_INVALID;
+        }
+    };
+    let server_modes = ServerModes::default();
+    initial.apply_to(&server_modes);
+    service::run(args.trace.clone(), move |trace| async move {
+        let listener = service::bind(args.listen, "agent API").await?;
+        let control = service::bind(args.control, "control API").await?;
+        eprintln!(
+            "redflag-sim serve: agent API on {}, control API on {}, database {}",
+            args.listen,
+            args.control,
+            args.data.display()
+        );
+        let handler = control_handler(db.clone(), server_modes.clone());
+        let control_task = tokio::task::spawn_local(control_http::serve_control(control, handler));
+        let served = run_server::<TokioNet>(listener, db, server_modes, trace, "server".into()).await;
+        control_task.abort();
+        served.map_err(|e| format!("server: {e}"))
+    })
+}
+
+fn control_handler(db: ServerDb, server_modes: ServerModes) -> Handler {
+    Rc::new(move |method: &Method, path: &str, body: &[u8]| match (method.as_str(), path) {
+        ("GET", "/modes") => (StatusCode::OK, json(&ServerModesSpec::read(&server_modes))),
+        ("PUT", "/modes") => match modes::parse::<ServerModesSpec>(body, ServerModesSpec::validate) {
+            Ok(spec) => {
+                spec.apply_to(&server_modes);
+                (StatusCode::OK, json(&ServerModesSpec::read(&server_modes)))
+            }
+            Err(e) => error(StatusCode::BAD_REQUEST, e),
+        },
+        ("POST", "/expire_tokens") => {
+            db.expire_all_tokens();
+            (StatusCode::OK, serde_json::json!({ "expired": db.agent_ids().len() }))
+        }
+        (_, "/modes" | "/expire_tokens") => error(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {path}")),
+        _ => error(StatusCode::NOT_FOUND, format!("no {path}; try GET|PUT /modes or POST /expire_tokens")),
+    })
+}
+
+fn json<T: serde::Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
