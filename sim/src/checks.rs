@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redflag_agent::events::Event;
+use redflag_agent::events::{Event, RequestKind};
 use serde::Serialize;
 
 use crate::scenario::{Action, Check, Fleet, RateAt, Scenario, Target, fmt_duration};
@@ -74,6 +74,10 @@ struct AgentView {
     requests: Vec<u64>,
     failed_requests: Vec<u64>,
     successes: Vec<u64>,
+    /// For each success, when its check-in request was sent.
+    success_sent: Vec<u64>,
+    /// When the latest check-in request was sent (to pair it with its outcome).
+    checkin_sent: u64,
     breaker_opened: Vec<u64>,
     ended: Vec<(u64, String)>,
 }
@@ -138,9 +142,17 @@ impl TraceIndex {
             view.host.get_or_insert_with(|| r.host.clone());
             match e {
                 Event::AgentStarted { .. } => view.starts.push(r.t_ms),
-                Event::RequestStarted { .. } => view.requests.push(r.t_ms),
+                Event::RequestStarted { kind } => {
+                    view.requests.push(r.t_ms);
+                    if *kind == RequestKind::Checkin {
+                        view.checkin_sent = r.t_ms;
+                    }
+                }
                 Event::RequestFinished { ok: false, .. } => view.failed_requests.push(r.t_ms),
-                Event::CheckinOk { .. } => view.successes.push(r.t_ms),
+                Event::CheckinOk { .. } => {
+                    view.successes.push(r.t_ms);
+                    view.success_sent.push(view.checkin_sent.min(r.t_ms));
+                }
                 Event::Breaker { to, .. } if to == "open" => view.breaker_opened.push(r.t_ms),
                 _ => {}
             }
@@ -181,6 +193,12 @@ impl TraceIndex {
     fn first_success_after(&self, agent: &AgentView, t: u64) -> Option<u64> {
         let i = agent.successes.partition_point(|&s| s < t);
         agent.successes.get(i).copied()
+    }
+
+    /// The first check-in of `agent` whose request was sent at or after `t` (a request already
+    /// in flight when a fault struck says nothing about the fault).
+    fn first_success_sent_after(&self, agent: &AgentView, t: u64) -> Option<u64> {
+        agent.success_sent.iter().zip(&agent.successes).find(|(sent, _)| **sent >= t).map(|(_, done)| *done)
     }
 
     /// Recoveries after each merged window that ended.
@@ -435,8 +453,10 @@ fn faults_observed(idx: &TraceIndex, scenario: &Scenario, tol: u64) -> Vec<Verdi
             continue;
         };
         let end = end.unwrap_or(idx.run_end_ms);
-        // Until the first success by any agent after the fault ended (or the end of the run).
-        let until = idx.agents.values().filter_map(|v| idx.first_success_after(v, end)).min().unwrap_or(idx.run_end_ms);
+        // Until the first success by any agent sent after the fault ended (or the end of the
+        // run). A check-in already in flight when an instant fault struck does not count.
+        let until =
+            idx.agents.values().filter_map(|v| idx.first_success_sent_after(v, end)).min().unwrap_or(idx.run_end_ms);
         let agent_side = matches!(f.target, Target::Agents | Target::AgentHost(_)) && matches!(f.action, Action::Crash | Action::Restart);
         let result = if agent_side {
             // The agents on the crashed hosts were really stopped: their loops started again

@@ -552,7 +552,7 @@ impl Parser<'_> {
         };
         for key in table.keys() {
             if !AGENT_KEYS.contains(&key.as_str()) {
-                let line_span = self.key_span(&span, key).unwrap_or(span.clone());
+                let line_span = self.key_in_table("agent", key).unwrap_or(span.clone());
                 let owned = ["server_url", "agent_id", "token", "refresh_token", "state_dir"];
                 let message = if owned.contains(&key.as_str()) {
                     format!("[agent] key {key:?} is set by the harness and cannot be overridden")
@@ -568,29 +568,43 @@ impl Parser<'_> {
         };
         let json = agent_config_json(&overrides, 0, &initial_tokens(0, 0), "http://proxy", "/var/lib/redflag-agent");
         let config = Config::from_value(json, "[agent]").map_err(|e| {
-            let field = e.field().unwrap_or("").to_string();
-            let last = field.rsplit('.').next().unwrap_or("");
-            let line_span = if last.is_empty() { None } else { self.key_span(&span, last) };
+            let line_span = e.field().and_then(|field| self.agent_field_span(field));
             let message = e.to_string();
             self.at(line_span.unwrap_or(span.clone()), message)
         })?;
         Ok((overrides, config))
     }
 
-    /// Where `key = ...` is written inside `within` (an `[agent]` table's span), if anywhere.
-    fn key_span(&self, within: &Range<usize>, key: &str) -> Option<Range<usize>> {
-        let region = self.text.get(within.clone())?;
-        let mut offset = within.start;
-        for line in region.split_inclusive('\n') {
-            let trimmed = line.trim_start();
-            if let Some(rest) = trimmed.strip_prefix(key) {
-                if rest.trim_start().starts_with('=') {
-                    return Some(offset..offset + line.len());
+    /// Where `key = ...` is written directly under the header `[table]` (dotted, like
+    /// `agent.resilience`), if anywhere. Used to put a line number on errors found after
+    /// parsing, such as the agent config's validation.
+    fn key_in_table(&self, table: &str, key: &str) -> Option<Range<usize>> {
+        let mut current = String::new();
+        let mut offset = 0;
+        for line in self.text.split_inclusive('\n') {
+            let code = line.split('#').next().unwrap_or("").trim();
+            if code.starts_with('[') {
+                current = code.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+            } else if current == table {
+                if let Some(rest) = code.strip_prefix(key) {
+                    if rest.trim_start().starts_with('=') {
+                        return Some(offset..offset + line.len());
+                    }
                 }
             }
             offset += line.len();
         }
         None
+    }
+
+    /// The line of an agent config field (`check_in_interval`, `resilience.backoff_factor`).
+    fn agent_field_span(&self, field: &str) -> Option<Range<usize>> {
+        match field.split_once('.') {
+            None => self.key_in_table("agent", field),
+            Some((table, key)) => self
+                .key_in_table(&format!("agent.{table}"), key)
+                .or_else(|| self.key_in_table("agent", table)),
+        }
     }
 
     fn target(&self, s: &Spanned<String>, fleet: &Fleet, what: &str) -> Result<Target, ScenarioError> {
