@@ -10,7 +10,6 @@
 //! Exit codes: 0 every expectation held; 1 an expectation failed; 2 invalid scenario or
 //! arguments; 3 the harness itself failed (a bug: please report it with the repro line).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -21,7 +20,7 @@ use redflag_sim::report;
 use redflag_sim::runner::run_one;
 use redflag_sim::scenario::Scenario;
 use redflag_sim::sweep;
-use redflag_sim::trace::write_jsonl;
+use redflag_sim::trace::write_jsonl_file;
 
 const EXIT_FAILED: u8 = 1;
 const EXIT_INVALID: u8 = 2;
@@ -120,7 +119,7 @@ fn run(file: Option<&Path>, seed: Option<u64>, trace: Option<PathBuf>, json: boo
     let trace_path = trace.unwrap_or_else(|| {
         std::env::temp_dir().join("redflag-sim").join(format!("{}-seed-{seed}.jsonl", scenario.name))
     });
-    let written = write_trace(&trace_path, &result.records);
+    let written = write_jsonl_file(&trace_path, &result.records);
     if json {
         let trace_str = written.as_ref().ok().map(|_| trace_path.display().to_string());
         println!("{}", report::json(&scenario, &result, trace_str.as_deref()));
@@ -137,15 +136,6 @@ fn run(file: Option<&Path>, seed: Option<u64>, trace: Option<PathBuf>, json: boo
     if result.passed() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILED) }
 }
 
-fn write_trace(path: &Path, records: &[redflag_sim::trace::Record]) -> Result<(), String> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
-    let file = std::fs::File::create(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    let mut out = std::io::BufWriter::new(file);
-    write_jsonl(records, &mut out).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    out.flush().map_err(|e| format!("cannot write {}: {e}", path.display()))
-}
 
 fn sweep_cmd(paths: &[PathBuf], seeds: &str, jobs: Option<usize>, shard: Option<&str>) -> ExitCode {
     let parsed = (|| -> Result<_, String> {

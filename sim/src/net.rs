@@ -46,6 +46,62 @@ pub trait Net: 'static {
     fn abort(stream: Self::Stream);
 }
 
+/// Connections a server-side model (the server, the proxy) holds open at once.
+pub const CONNECTIONS_MAX: usize = 10_000;
+/// Accept errors in a row after which a model gives up (its host "crashes").
+const ACCEPT_ERRORS_MAX: u32 = 1000;
+/// Pause after an accept error (EMFILE and friends), so a failing accept does not spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// The accept-loop bookkeeping both server-side models share: the open connections (owned,
+/// so that dropping the model's future aborts them all, like `kill -9`), a bound on how many,
+/// and a bound on consecutive accept errors.
+pub struct Connections {
+    tasks: tokio::task::JoinSet<()>,
+    accept_errors: u32,
+    who: &'static str,
+}
+
+impl Connections {
+    /// `who` names the model in logs and errors (`server`, `proxy`).
+    pub fn new(who: &'static str) -> Self {
+        Connections { tasks: tokio::task::JoinSet::new(), accept_errors: 0, who }
+    }
+
+    /// Takes one accept's result: `Ok(Some(stream))` to serve it, `Ok(None)` to accept again
+    /// (an error was paused over, or the connection was closed at once because too many are
+    /// open), `Err` after [`ACCEPT_ERRORS_MAX`] errors in a row.
+    pub async fn admit<S>(&mut self, accepted: io::Result<(S, SocketAddr)>) -> Result<Option<S>, Box<dyn std::error::Error>> {
+        while self.tasks.try_join_next().is_some() {}
+        let stream = match accepted {
+            Ok((stream, _peer)) => {
+                self.accept_errors = 0;
+                stream
+            }
+            Err(e) => {
+                self.accept_errors += 1;
+                if self.accept_errors >= ACCEPT_ERRORS_MAX {
+                    return Err(format!("{}: {} accept errors in a row, last: {e}", self.who, self.accept_errors).into());
+                }
+                tracing::warn!(error = %e, "{}: accept failed", self.who);
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                return Ok(None);
+            }
+        };
+        if self.tasks.len() >= CONNECTIONS_MAX {
+            tracing::warn!("{}: {CONNECTIONS_MAX} connections open; closing a new one", self.who);
+            drop(stream);
+            return Ok(None);
+        }
+        Ok(Some(stream))
+    }
+
+    /// Serves an admitted connection on a local task owned by this set.
+    pub fn spawn(&mut self, serve: impl std::future::Future<Output = ()> + 'static) {
+        self.tasks.spawn_local(serve);
+    }
+}
+
 /// Turmoil's simulated network (`turmoil::net`). Must be used from inside a turmoil host.
 ///
 /// One correction to turmoil's TCP: when the network drops a SYN (a `partition`, or a link's

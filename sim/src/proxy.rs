@@ -44,7 +44,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
-use crate::net::Net;
+use crate::net::{Connections, Net};
 use crate::server_model::{agent_id_from_path, http_date};
 use crate::trace::{SimEvent, TraceEvent, TraceSink};
 
@@ -59,8 +59,6 @@ pub const UPSTREAM_READ_TIMEOUT: Duration = Duration::from_secs(60);
 pub const CLIENT_BODY_MAX_BYTES: usize = 1024 * 1024;
 /// nginx's `client_header_timeout` default.
 pub const CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
-/// Connections handled at once (blackholed ones included); beyond this a new one is closed.
-pub const CONNECTIONS_MAX: usize = 10_000;
 /// The longest a blackholed connection is held open (the client has long given up by then).
 pub const BLACKHOLE_HOLD_MAX: Duration = Duration::from_secs(60 * 60);
 /// The longest [`ProxyMode::Latency`] delay.
@@ -71,9 +69,6 @@ pub const RESET_WAIT_MAX: Duration = Duration::from_secs(10);
 /// Rebinding after [`ProxyMode::Refuse`]: attempts and the pause between them.
 const REBIND_ATTEMPTS_MAX: u32 = 100;
 const REBIND_PAUSE: Duration = Duration::from_millis(100);
-/// Consecutive accept errors before the proxy gives up.
-const ACCEPT_ERRORS_MAX: u32 = 1000;
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// What the proxy does with the next connection.
 #[derive(Debug, Clone, PartialEq)]
@@ -189,10 +184,9 @@ pub async fn run_proxy<N: Net>(
     .map_err(|e| format!("proxy: invalid upstream host {upstream_host:?}: {e}"))?;
     let upstream = Rc::new(Upstream { host: upstream_host, port: upstream_port, host_header, trace, me: host });
     // Owned here, so that dropping this future aborts every connection with it.
-    let mut connections = tokio::task::JoinSet::new();
+    let mut connections = Connections::new("proxy");
     let mut modes = control.0.mode.subscribe();
     let mut listener = Some(listener);
-    let mut accept_errors = 0u32;
     loop {
         let refuse = matches!(*modes.borrow_and_update(), ProxyMode::Refuse);
         let Some(bound) = &listener else {
@@ -214,30 +208,10 @@ pub async fn run_proxy<N: Net>(
             _ = modes.changed() => continue,
             accepted = N::accept(bound) => accepted,
         };
-        while connections.try_join_next().is_some() {}
-        let stream = match accepted {
-            Ok((stream, _peer)) => {
-                accept_errors = 0;
-                stream
-            }
-            Err(e) => {
-                accept_errors += 1;
-                if accept_errors >= ACCEPT_ERRORS_MAX {
-                    return Err(format!("proxy: {accept_errors} accept errors in a row, last: {e}").into());
-                }
-                tracing::warn!(error = %e, "proxy: accept failed");
-                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-                continue;
-            }
-        };
-        if connections.len() >= CONNECTIONS_MAX {
-            tracing::warn!("proxy: {CONNECTIONS_MAX} connections open; closing a new one");
-            drop(stream);
-            continue;
-        }
+        let Some(stream) = connections.admit(accepted).await? else { continue };
         let plan = control.plan();
         let upstream = upstream.clone();
-        connections.spawn_local(async move {
+        connections.spawn(async move {
             match plan {
                 Plan::Blackhole => blackhole(stream).await,
                 Plan::Reset => reset::<N>(stream).await,

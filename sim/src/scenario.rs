@@ -279,6 +279,34 @@ impl fmt::Display for ScenarioError {
 
 impl std::error::Error for ScenarioError {}
 
+/// The order in which a scenario's faults begin and end, at the same instant: a fault that
+/// began earlier ends before anything begins ("A ends, B begins"), and a fault with no
+/// duration ends right after it began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    EndEarlier,
+    Apply,
+    EndInstant,
+}
+
+impl Scenario {
+    /// Every fault start and end, in the order the simulation and the live mode apply them:
+    /// `(when, phase, fault index)`.
+    pub fn schedule(&self) -> Vec<(Duration, Phase, usize)> {
+        let mut events = Vec::new();
+        for f in &self.faults {
+            events.push((f.at, Phase::Apply, f.index));
+            match f.end() {
+                Some(end) if end == f.at => events.push((end, Phase::EndInstant, f.index)),
+                Some(end) => events.push((end, Phase::EndEarlier, f.index)),
+                None => {}
+            }
+        }
+        events.sort();
+        events
+    }
+}
+
 pub fn fmt_duration(d: Duration) -> String {
     if d.subsec_millis() == 0 {
         humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()

@@ -49,7 +49,7 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 
 use crate::clock;
-use crate::net::Net;
+use crate::net::{Connections, Net};
 use crate::trace::{SimEvent, TraceEvent, TraceSink};
 
 /// The port the server listens on, in simulation and by default in live mode.
@@ -69,8 +69,6 @@ pub const REQUEST_BODY_MAX_BYTES: usize = 64 * 1024;
 pub const COMMAND_QUEUE_MAX: usize = 1024;
 /// Agents the database holds.
 pub const AGENTS_MAX: usize = 1_000_000;
-/// Connections served at once; a connection beyond this is closed at once.
-pub const CONNECTIONS_MAX: usize = 10_000;
 /// The longest the slow mode holds a response.
 pub const SLOW_DELAY_MAX: Duration = Duration::from_secs(60 * 60);
 /// How long a connection may take to send a request's headers (also closes idle keep-alive
@@ -80,9 +78,6 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DB_FILE_MAX_BYTES: u64 = 256 * 1024 * 1024;
 /// A Retry-After the http_status mode sends is capped at one day.
 pub const RETRY_AFTER_MAX_SECONDS: u64 = 24 * 60 * 60;
-/// Consecutive accept errors (file descriptors exhausted, ...) before the server gives up.
-const ACCEPT_ERRORS_MAX: u32 = 1000;
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 // ---- the database ---------------------------------------------------------------------------
 
@@ -652,33 +647,12 @@ pub async fn run_server<N: Net>(
     let app = App { db, modes, limiter: Arc::new(Mutex::new(RateLimiter::default())) };
     let routes = router(app.clone());
     // Owned here, so that dropping this future aborts every connection with it.
-    let mut connections = tokio::task::JoinSet::new();
-    let mut accept_errors = 0u32;
+    let mut connections = Connections::new("server");
     loop {
         let accepted = N::accept(&listener).await;
-        while connections.try_join_next().is_some() {}
-        let stream = match accepted {
-            Ok((stream, _peer)) => {
-                accept_errors = 0;
-                stream
-            }
-            Err(e) => {
-                accept_errors += 1;
-                if accept_errors >= ACCEPT_ERRORS_MAX {
-                    return Err(format!("server: {accept_errors} accept errors in a row, last: {e}").into());
-                }
-                tracing::warn!(error = %e, "server: accept failed");
-                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
-                continue;
-            }
-        };
-        if connections.len() >= CONNECTIONS_MAX {
-            tracing::warn!("server: {CONNECTIONS_MAX} connections open; closing a new one");
-            drop(stream);
-            continue;
-        }
+        let Some(stream) = connections.admit(accepted).await? else { continue };
         let (app, routes, trace, host) = (app.clone(), routes.clone(), trace.clone(), host.clone());
-        connections.spawn_local(async move {
+        connections.spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let (app, routes, trace, host) = (app.clone(), routes.clone(), trace.clone(), host.clone());
                 async move { Ok::<_, Infallible>(answer(&app, routes, &trace, &host, req).await) }

@@ -153,6 +153,15 @@ pub fn write_jsonl<W: Write>(records: &[Record], mut out: W) -> io::Result<()> {
     out.flush()
 }
 
+/// Writes records as a JSON Lines file at `path`, creating its folder if needed.
+pub fn write_jsonl_file(path: &std::path::Path, records: &[Record]) -> Result<(), String> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let file = std::fs::File::create(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    write_jsonl(records, io::BufWriter::new(file)).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
 /// Reads JSON Lines back (used by tests and by the live mode's merge of process traces).
 pub fn read_jsonl(text: &str) -> Result<Vec<Record>, String> {
     text.lines()

@@ -45,7 +45,7 @@ use crate::clock::{self, SIM_EPOCH_UNIX_SECONDS};
 use crate::hyper_transport::HyperTransport;
 use crate::net::{Net, TurmoilNet};
 use crate::proxy::{PROXY_PORT, ProxyControl, ProxyMode, run_proxy};
-use crate::scenario::{Action, Direction, Fault, Fleet, Scenario, Target};
+use crate::scenario::{Action, Direction, Fault, Fleet, Phase, Scenario, Target};
 use crate::server_model::{SERVER_PORT, ServerDb, ServerModes, run_server};
 use crate::trace::{Record, SimEvent, TraceEvent, TraceSink};
 
@@ -133,7 +133,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutput, String> {
     );
 
     let mut faults = FaultState::new(scenario);
-    let schedule = schedule(scenario);
+    let schedule = scenario.schedule();
     let mut next = 0;
     let mut steps = 0u64;
     while sim.elapsed() < scenario.duration {
@@ -162,30 +162,6 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutput, String> {
 
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Phase {
-    /// A fault that began earlier ends: before anything begins at the same time.
-    EndEarlier,
-    Apply,
-    /// A fault with no duration ends right after it was applied.
-    EndInstant,
-}
-
-/// Fault starts and ends in the order they are applied.
-fn schedule(scenario: &Scenario) -> Vec<(Duration, Phase, usize)> {
-    let mut events = Vec::new();
-    for f in &scenario.faults {
-        events.push((f.at, Phase::Apply, f.index));
-        match f.end() {
-            Some(end) if end == f.at => events.push((end, Phase::EndInstant, f.index)),
-            Some(end) => events.push((end, Phase::EndEarlier, f.index)),
-            None => {}
-        }
-    }
-    events.sort();
-    events
 }
 
 /// Interned names, so trace lines share their strings.

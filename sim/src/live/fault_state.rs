@@ -24,7 +24,6 @@
 //! ([`check_supported`]).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use super::modes::{ProxyModeSpec, ServerModesSpec, StatusSpec};
 use crate::scenario::{Action, Direction, Fault, Fleet, Scenario, Target};
@@ -77,30 +76,6 @@ pub enum Effect {
     ExpireTokens { server_running: bool },
     /// Set the DROP rules in the agents' namespace (`--netns`).
     Firewall { to_proxy: bool, from_proxy: bool },
-}
-
-/// When, in what order, faults begin and end (as in the simulation: a fault ending at the
-/// same time another begins ends first; an instant fault ends right after it began).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Phase {
-    EndEarlier,
-    Apply,
-    EndInstant,
-}
-
-/// Every fault start and end of `scenario`, in the order they happen.
-pub fn schedule(scenario: &Scenario) -> Vec<(Duration, Phase, usize)> {
-    let mut events = Vec::new();
-    for f in &scenario.faults {
-        events.push((f.at, Phase::Apply, f.index));
-        match f.end() {
-            Some(end) if end == f.at => events.push((end, Phase::EndInstant, f.index)),
-            Some(end) => events.push((end, Phase::EndEarlier, f.index)),
-            None => {}
-        }
-    }
-    events.sort();
-    events
 }
 
 /// Whether the link of a network fault is the agents ↔ proxy link covering every agent host;

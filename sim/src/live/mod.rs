@@ -15,8 +15,8 @@
 //! (both ends of those APIs), `service.rs` (what `serve` and `proxy` share), `trace_file.rs`
 //! (their trace files), `agent_log.rs` (agents' JSON logs into trace records),
 //! `fault_state.rs` (what each fault does to which process; the live twin of `world.rs`),
-//! `processes.rs` (children that never outlive the run), `netns.rs` (`--netns`), `signals.rs`
-//! (Ctrl-C) and `temp_dir.rs`.
+//! `processes.rs` (children that never outlive the run), `netns.rs` (`--netns`), and `signals.rs`
+//! (Ctrl-C).
 
 pub mod agent_log;
 pub mod control_client;
@@ -30,7 +30,6 @@ pub mod proxy_process;
 pub mod server_process;
 pub mod service;
 pub mod signals;
-pub mod temp_dir;
 pub mod trace_file;
 
 pub use orchestrator::LiveArgs;

@@ -18,12 +18,12 @@
 //!
 //! Whatever happens (a failed expectation, a harness error, a panic, Ctrl-C), every process it
 //! started is stopped (`processes.rs`), the network namespace removed (`netns.rs`) and the
-//! temporary folder deleted (`temp_dir.rs`): they are fields of [`Live`], dropped in that
+//! temporary folder deleted: they are fields of [`Live`], dropped in that
 //! order. It also reports each agent's RSS a few seconds after it started and at the end, for
 //! the memory soak (`scenarios/soak/`).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,19 +32,18 @@ use serde_json::json;
 
 use super::agent_log::{AgentLogReader, Collector};
 use super::control_client::request_ok;
-use super::fault_state::{self, Effect, LiveFaults, Phase, Proc};
+use super::fault_state::{self, Effect, LiveFaults, Proc};
 use super::netns::{self, Netns};
 use super::processes::{self, Processes, Role, STOP_GRACE};
 use super::signals;
-use super::temp_dir::TempDir;
 use super::trace_file;
 use crate::checks::{self, TraceIndex};
 use crate::clock::unix_now_ms;
 use crate::report;
 use crate::runner::RunResult;
-use crate::scenario::{Fleet, Scenario, fmt_duration, initial_tokens};
+use crate::scenario::{Fleet, Phase, Scenario, fmt_duration, initial_tokens};
 use crate::server_model::ServerDb;
-use crate::trace::{Record, SimEvent, TraceEvent, write_jsonl};
+use crate::trace::{Record, SimEvent, TraceEvent, write_jsonl_file};
 use crate::world::mix_seed;
 
 /// Agent processes one live run starts at most.
@@ -170,7 +169,7 @@ struct Live<'a> {
     procs: Processes,
     readers: Vec<(u32, AgentLogReader)>,
     netns: Option<Netns>,
-    dir: TempDir,
+    dir: tempfile::TempDir,
     scenario: &'a Scenario,
     seed: u64,
     exe: PathBuf,
@@ -277,7 +276,11 @@ fn run(args: &LiveArgs) -> Result<u8, LiveError> {
     let exe = std::env::current_exe().map_err(|e| harness(format!("cannot find this executable: {e}")))?;
     let seed = args.seed.unwrap_or(scenario.seed);
 
-    let dir = TempDir::create().map_err(harness)?;
+    // Private (mode 0700) and removed on drop: it holds the agents' tokens.
+    let dir = tempfile::Builder::new()
+        .prefix("redflag-sim-live-")
+        .tempdir()
+        .map_err(|e| harness(format!("cannot create a temporary folder: {e}")))?;
     let netns = match netns_tools {
         Some((ip, fw, fw_bin)) => Some(Netns::create(ip, fw, fw_bin).map_err(|e| harness(format!("--netns: {e}")))?),
         None => None,
@@ -380,7 +383,8 @@ impl Live<'_> {
             let state_dir = self.dir.path().join(format!("agent-{i}-state"));
             let config = self.scenario.agent_config_json(i, self.seed, &url, &state_dir.to_string_lossy());
             let bytes = serde_json::to_vec_pretty(&config).map_err(|e| harness(format!("cannot encode a config: {e}")))?;
-            let path = self.dir.write_private(&format!("agent-{i}.json"), &bytes).map_err(harness)?;
+            let path = self.dir.path().join(format!("agent-{i}.json"));
+            redflag_agent::store::write_atomic(&path, &bytes, 0o600).map_err(harness)?;
             self.agents.push(AgentLife { config: path, ..AgentLife::default() });
         }
         Ok(())
@@ -576,7 +580,7 @@ impl Live<'_> {
 
     /// The run itself: faults at their times until the scenario's duration has passed.
     fn drive(&mut self) -> Result<(), LiveError> {
-        let schedule = fault_state::schedule(self.scenario);
+        let schedule = self.scenario.schedule();
         let end = self.scenario.duration;
         let rss_at = RSS_SAMPLE_AFTER.min(end / 2);
         let mut rss_sampled = false;
@@ -664,7 +668,7 @@ impl Live<'_> {
         let trace_path = args.trace.clone().unwrap_or_else(|| {
             std::env::temp_dir().join("redflag-sim").join(format!("{}-live-seed-{}.jsonl", scenario.name, self.seed))
         });
-        let written = write_trace(&trace_path, &result.records);
+        let written = write_jsonl_file(&trace_path, &result.records);
         let pids: Vec<serde_json::Value> =
             self.procs.started().iter().map(|s| json!({ "role": s.role.to_string(), "pid": s.pid })).collect();
         if args.json {
@@ -746,13 +750,3 @@ impl Live<'_> {
     }
 }
 
-fn write_trace(path: &Path, records: &[Record]) -> Result<(), String> {
-    use std::io::Write;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
-    let file = std::fs::File::create(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    let mut out = std::io::BufWriter::new(file);
-    write_jsonl(records, &mut out).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    out.flush().map_err(|e| format!("cannot write {}: {e}", path.display()))
-}
