@@ -17,12 +17,13 @@
 //! * `trace.rs`: the JSON Lines trace; `checks.rs`: the expectations, judged from the trace.
 //! * `report.rs`: the timeline and verdicts printed after a run; `sweep.rs`: many seeds at once.
 //! * `runner.rs`: one run end to end (simulate, then judge).
-//! * `clock.rs`: virtual time inside the simulation, real time outside.
+//! * `clock.rs`: virtual time inside the simulation, real time outside; `exit.rs`: exit codes.
 //! * `live/`: the live chaos mode (`serve`, `proxy`, `live`): the same scenarios against real
 //!   processes, sockets and kills.
 
 pub mod checks;
 pub mod clock;
+pub mod exit;
 pub mod hyper_transport;
 pub mod live;
 pub mod net;

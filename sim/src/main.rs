@@ -22,9 +22,7 @@ use redflag_sim::scenario::Scenario;
 use redflag_sim::sweep;
 use redflag_sim::trace::write_jsonl_file;
 
-const EXIT_FAILED: u8 = 1;
-const EXIT_INVALID: u8 = 2;
-const EXIT_HARNESS: u8 = 3;
+use redflag_sim::exit::{FAILED as EXIT_FAILED, HARNESS as EXIT_HARNESS, INVALID as EXIT_INVALID};
 
 /// The scenario `run` uses when given no file.
 const DEFAULT_SCENARIO: &str = include_str!("../../scenarios/server-restart.toml");

@@ -67,11 +67,7 @@ const READERS_DRAIN_MAX: Duration = Duration::from_secs(5);
 /// The agents' log filter: their events (DEBUG and up), and warnings from everything else.
 const AGENT_RUST_LOG: &str = "warn,redflag_agent=debug";
 
-pub const EXIT_FAILED: u8 = 1;
-pub const EXIT_INVALID: u8 = 2;
-pub const EXIT_HARNESS: u8 = 3;
-/// Interrupted by SIGINT or SIGTERM (128 + SIGINT, the shell's convention).
-pub const EXIT_INTERRUPTED: u8 = 130;
+pub use crate::exit::{FAILED as EXIT_FAILED, HARNESS as EXIT_HARNESS, INTERRUPTED as EXIT_INTERRUPTED, INVALID as EXIT_INVALID};
 
 const LIVE_HELP: &str = "\
 Runs a scenario that says `live = true` against real processes on this machine: `redflag-sim

@@ -19,9 +19,7 @@ pub const BIND_RETRY_FOR: Duration = Duration::from_secs(10);
 const BIND_RETRY_PAUSE: Duration = Duration::from_millis(50);
 
 /// Exit codes of the service commands (as for `run`: 2 bad input, 3 the harness failed).
-pub const EXIT_OK: u8 = 0;
-pub const EXIT_INVALID: u8 = 2;
-pub const EXIT_HARNESS: u8 = 3;
+pub use crate::exit::{HARNESS as EXIT_HARNESS, INVALID as EXIT_INVALID, OK as EXIT_OK};
 
 /// Logs warnings (or `RUST_LOG`) to stderr. A second call is harmless.
 pub fn init_logging() {
