@@ -24,7 +24,7 @@
 //! Determinism: one seed feeds turmoil's RNG, the server's token generator, the proxy's loss
 //! RNG and every agent's RNG; the epoch is fixed; faults apply between steps, in file order.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -34,7 +34,6 @@ use std::time::Duration;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use redflag_agent::checkin::{CheckinLoop, Host, Settings};
-use redflag_agent::config::Config;
 use redflag_agent::events::{Event, Observer};
 use redflag_agent::protocol::Metrics;
 use redflag_agent::secret::Secret;
@@ -183,37 +182,34 @@ struct Shared {
     /// Hosts whose software is "dead" (crashed and not yet restarted).
     down: Rc<RefCell<BTreeMap<String, u32>>>,
     agents: Vec<Rc<AgentSlot>>,
+    /// Where every agent's transport connects (`http://proxy`).
+    server_url: String,
     seed: u64,
     fleet: Fleet,
 }
 
-/// One agent's life across host restarts: its config, its "disk", its restart count.
+/// One agent's life across host restarts: its settings, its "disk", its restart count.
 struct AgentSlot {
     index: u32,
-    config: Config,
-    disk: Rc<RefCell<Disk>>,
-    generation: RefCell<u64>,
+    /// As read from its config file at start-up (the token is replaced by a renewed one).
+    settings: Settings,
+    /// Its config file's `token` as last rewritten: a renewed token survives a host crash.
+    saved_token: Rc<RefCell<Option<Secret>>>,
+    generation: Cell<u64>,
     start_delay: Duration,
 }
 
-/// What an agent persists: the renewed token (its config file) and its status file.
-#[derive(Default)]
-struct Disk {
-    token: Option<Secret>,
-    status: Option<Status>,
-}
-
-#[derive(Clone)]
-struct DiskStore(Rc<RefCell<Disk>>);
+/// An agent's disk: the config file's token. The status file is for `redflag-agent status`;
+/// nothing in a simulation reads it, so it is not kept.
+struct DiskStore(Rc<RefCell<Option<Secret>>>);
 
 impl Store for DiskStore {
     fn save_token(&mut self, token: &Secret) -> Result<(), String> {
-        self.0.borrow_mut().token = Some(token.clone());
+        *self.0.borrow_mut() = Some(token.clone());
         Ok(())
     }
 
-    fn save_status(&mut self, status: &Status) -> Result<(), String> {
-        self.0.borrow_mut().status = Some(status.clone());
+    fn save_status(&mut self, _status: &Status) -> Result<(), String> {
         Ok(())
     }
 }
@@ -253,26 +249,31 @@ impl Shared {
             agents: (0..fleet.agents).map(|i| Arc::from(Fleet::agent_name(i))).collect(),
         };
         let db = ServerDb::new(mix_seed(seed, 1, 0));
+        // The scenario validated the agents' config once; agents differ only in name and tokens.
+        let template = Settings::from_config(&scenario.agent_config);
         let interval = scenario.agent_config.check_in_interval;
         let agents = (0..fleet.agents)
             .map(|i| {
-                let json = scenario.agent_config_json(i, seed, "http://proxy", "/var/lib/redflag-agent");
-                // The template was validated when the scenario was read; only names and tokens
-                // differ per agent.
-                let config = Config::from_value(json, "[agent]").expect("agent config validated with the scenario");
                 let (token, refresh) = crate::scenario::initial_tokens(seed, i);
-                db.register(&config.agent_id, &token, &refresh);
-                let start_delay = start_delay(seed, i, interval);
+                let agent_id = Fleet::agent_name(i);
+                db.register(&agent_id, &token, &refresh);
+                let settings = Settings {
+                    agent_id,
+                    token: Secret::new(token),
+                    refresh_token: Secret::new(refresh),
+                    ..template.clone()
+                };
                 Rc::new(AgentSlot {
                     index: i,
-                    config,
-                    disk: Rc::default(),
-                    generation: RefCell::new(0),
-                    start_delay,
+                    settings,
+                    saved_token: Rc::default(),
+                    generation: Cell::new(0),
+                    start_delay: start_delay(seed, i, interval),
                 })
             })
             .collect();
         Rc::new(Shared {
+            server_url: scenario.agent_config.server_url.to_string(),
             names,
             trace,
             db,
@@ -293,57 +294,55 @@ impl Shared {
 /// Registers the server, the proxy and the agent hosts. Each host's software first checks
 /// whether its process is "dead" (crashed and not yet restarted) and idles if so.
 fn register_hosts(shared: &Rc<Shared>, sim: &mut Sim<'_>) {
-    {
-        let world = shared.clone();
-        sim.host("server", move || {
-            let world = world.clone();
-            async move {
-                if world.is_down("server") {
-                    return dead_process(Some(SERVER_PORT)).await;
-                }
-                let listener = <TurmoilNet as Net>::bind(SocketAddr::from(([0, 0, 0, 0], SERVER_PORT))).await?;
-                run_server::<TurmoilNet>(listener, world.db.clone(), world.modes.clone(), world.trace.clone(), world.names.server.clone())
-                    .await
+    let world = shared.clone();
+    sim.host("server", move || {
+        let world = world.clone();
+        async move {
+            if world.is_down("server") {
+                return dead_process(Some(SERVER_PORT)).await;
             }
-        });
-
-        let world = shared.clone();
-        sim.host("proxy", move || {
-            let world = world.clone();
-            async move {
-                if world.is_down("proxy") {
-                    return dead_process(Some(PROXY_PORT)).await;
-                }
-                let listener = <TurmoilNet as Net>::bind(SocketAddr::from(([0, 0, 0, 0], PROXY_PORT))).await?;
-                run_proxy::<TurmoilNet>(
-                    listener,
-                    "server".to_string(),
-                    SERVER_PORT,
-                    world.proxy.clone(),
-                    world.trace.clone(),
-                    world.names.proxy.clone(),
-                )
+            let listener = <TurmoilNet as Net>::bind(SocketAddr::from(([0, 0, 0, 0], SERVER_PORT))).await?;
+            run_server::<TurmoilNet>(listener, world.db.clone(), world.modes.clone(), world.trace.clone(), world.names.server.clone())
                 .await
+        }
+    });
+
+    let world = shared.clone();
+    sim.host("proxy", move || {
+        let world = world.clone();
+        async move {
+            if world.is_down("proxy") {
+                return dead_process(Some(PROXY_PORT)).await;
+            }
+            let listener = <TurmoilNet as Net>::bind(SocketAddr::from(([0, 0, 0, 0], PROXY_PORT))).await?;
+            run_proxy::<TurmoilNet>(
+                listener,
+                "server".to_string(),
+                SERVER_PORT,
+                world.proxy.clone(),
+                world.trace.clone(),
+                world.names.proxy.clone(),
+            )
+            .await
+        }
+    });
+
+    for h in 0..shared.fleet.hosts {
+        let world = shared.clone();
+        let name = Fleet::host_name(h);
+        sim.host(name.as_str(), move || {
+            let world = world.clone();
+            async move {
+                let host_name = world.names.hosts[h as usize].clone();
+                if world.is_down(&host_name) {
+                    return dead_process(None).await;
+                }
+                for slot in world.agents.iter().filter(|s| world.fleet.host_of(s.index) == h) {
+                    spawn_agent(&world, slot.clone(), host_name.clone());
+                }
+                idle().await
             }
         });
-
-        for h in 0..shared.fleet.hosts {
-            let world = shared.clone();
-            let name = Fleet::host_name(h);
-            sim.host(name.as_str(), move || {
-                let world = world.clone();
-                async move {
-                    let host_name = world.names.hosts[h as usize].clone();
-                    if world.is_down(&host_name) {
-                        return dead_process(None).await;
-                    }
-                    for slot in world.agents.iter().filter(|s| world.fleet.host_of(s.index) == h) {
-                        spawn_agent(&world, slot.clone(), host_name.clone());
-                    }
-                    idle().await
-                }
-            });
-        }
     }
 }
 
@@ -367,17 +366,14 @@ async fn dead_process(port: Option<u16>) -> Result<(), Box<dyn std::error::Error
 /// Starts one agent loop on the current host, with a supervisor that records in the trace if
 /// the loop ever ends (it must not).
 fn spawn_agent(world: &Rc<Shared>, slot: Rc<AgentSlot>, host: Arc<str>) {
-    let generation = {
-        let mut g = slot.generation.borrow_mut();
-        *g += 1;
-        *g
-    };
+    let generation = slot.generation.get() + 1;
+    slot.generation.set(generation);
     let agent_name = world.names.agents[slot.index as usize].clone();
-    let mut settings = Settings::from_config(&slot.config);
-    if let Some(token) = &slot.disk.borrow().token {
+    let mut settings = slot.settings.clone();
+    if let Some(token) = &*slot.saved_token.borrow() {
         settings.token = token.clone();
     }
-    let transport = match HyperTransport::<TurmoilNet>::new(slot.config.server_url.as_str()) {
+    let transport = match HyperTransport::<TurmoilNet>::new(&world.server_url) {
         Ok(t) => t,
         Err(e) => {
             world.trace.record(&host, Some(&agent_name), TraceEvent::Sim(SimEvent::LoopEnded { reason: format!("transport: {e}") }));
@@ -386,7 +382,7 @@ fn spawn_agent(world: &Rc<Shared>, slot: Rc<AgentSlot>, host: Arc<str>) {
     };
     let rng = StdRng::seed_from_u64(mix_seed(world.seed, u64::from(slot.index) + 1, generation));
     let observer = TraceObserver { trace: world.trace.clone(), host: host.clone(), agent: agent_name.clone() };
-    let agent = CheckinLoop::new(settings, transport, DiskStore(slot.disk.clone()), SimHost, observer, rng);
+    let agent = CheckinLoop::new(settings, transport, DiskStore(slot.saved_token.clone()), SimHost, observer, rng);
     let start_delay = slot.start_delay;
     let task = tokio::task::spawn_local(async move {
         tokio::time::sleep(start_delay).await;
