@@ -82,6 +82,20 @@ struct AgentView {
     ended: Vec<(u64, String)>,
 }
 
+impl AgentView {
+    /// The first check-in completed at or after `t`.
+    fn first_success_after(&self, t: u64) -> Option<u64> {
+        let i = self.successes.partition_point(|&s| s < t);
+        self.successes.get(i).copied()
+    }
+
+    /// The first check-in whose request was sent at or after `t` (a request already in flight
+    /// when a fault struck says nothing about the fault).
+    fn first_success_sent_after(&self, t: u64) -> Option<u64> {
+        self.success_sent.iter().zip(&self.successes).find(|(sent, _)| **sent >= t).map(|(_, done)| *done)
+    }
+}
+
 /// The trace, indexed for the checks.
 pub struct TraceIndex {
     agents: BTreeMap<Arc<str>, AgentView>,
@@ -189,18 +203,6 @@ impl TraceIndex {
         merged
     }
 
-    /// The first check-in of `agent` at or after `t`.
-    fn first_success_after(&self, agent: &AgentView, t: u64) -> Option<u64> {
-        let i = agent.successes.partition_point(|&s| s < t);
-        agent.successes.get(i).copied()
-    }
-
-    /// The first check-in of `agent` whose request was sent at or after `t` (a request already
-    /// in flight when a fault struck says nothing about the fault).
-    fn first_success_sent_after(&self, agent: &AgentView, t: u64) -> Option<u64> {
-        agent.success_sent.iter().zip(&agent.successes).find(|(sent, _)| **sent >= t).map(|(_, done)| *done)
-    }
-
     /// Recoveries after each merged window that ended.
     pub fn recoveries(&self) -> Vec<Recovery> {
         let windows = self.merged_windows();
@@ -212,7 +214,7 @@ impl TraceIndex {
             let mut slowest: Option<(String, u64)> = None;
             let mut missing = 0;
             for (name, view) in &self.agents {
-                match self.first_success_after(view, end).filter(|&t| t < next_start) {
+                match view.first_success_after(end).filter(|&t| t < next_start) {
                     Some(t) => {
                         if first.as_ref().is_none_or(|(_, f)| t < *f) {
                             first = Some((name.to_string(), t));
@@ -265,7 +267,7 @@ pub fn evaluate(scenario: &Scenario, records: &[Record], tolerance: Duration) ->
                         Some(g) => format!("never_gives_up max_gap {}", fmt_duration(*g)),
                         None => format!("never_gives_up (max_gap {} from the agent config)", fmt_duration(gap)),
                     };
-                    (label, never_gives_up(&idx, scenario, gap, tol))
+                    (label, never_gives_up(&idx, gap, tol))
                 }
                 Check::MaxRequestRate { at, limit_per_second } => {
                     let (times, name) = match at {
@@ -314,7 +316,7 @@ fn recovers_within(idx: &TraceIndex, within: Duration, request_timeout: Duration
                 undisturbed += 1;
                 continue;
             }
-            match idx.first_success_after(view, end) {
+            match view.first_success_after(end) {
                 Some(t) if t <= deadline => {
                     let took = t - end;
                     if slowest.as_ref().is_none_or(|(s, _, _)| took > *s) {
@@ -359,7 +361,7 @@ fn recovers_within(idx: &TraceIndex, within: Duration, request_timeout: Duration
     Ok(reason)
 }
 
-fn never_gives_up(idx: &TraceIndex, scenario: &Scenario, max_gap: Duration, tol: u64) -> Result<String, String> {
+fn never_gives_up(idx: &TraceIndex, max_gap: Duration, tol: u64) -> Result<String, String> {
     let gap_ms = max_gap.as_millis() as u64 + tol;
     let mut failures = Vec::new();
     for (name, view) in &idx.agents {
@@ -399,7 +401,6 @@ fn never_gives_up(idx: &TraceIndex, scenario: &Scenario, max_gap: Duration, tol:
     if !failures.is_empty() {
         return Err(summarize(failures));
     }
-    let _ = scenario;
     match worst {
         Some((g, who)) => Ok(format!("every agent kept trying during every fault; longest gap {} ({who})", secs(g))),
         None => Ok("no fault windows; no agent loop ended".into()),
@@ -456,7 +457,7 @@ fn faults_observed(idx: &TraceIndex, scenario: &Scenario, tol: u64) -> Vec<Verdi
         // Until the first success by any agent sent after the fault ended (or the end of the
         // run). A check-in already in flight when an instant fault struck does not count.
         let until =
-            idx.agents.values().filter_map(|v| idx.first_success_sent_after(v, end)).min().unwrap_or(idx.run_end_ms);
+            idx.agents.values().filter_map(|v| v.first_success_sent_after(end)).min().unwrap_or(idx.run_end_ms);
         let agent_side = matches!(f.target, Target::Agents | Target::AgentHost(_)) && matches!(f.action, Action::Crash | Action::Restart);
         let result = if agent_side {
             // The agents on the crashed hosts were really stopped: their loops started again

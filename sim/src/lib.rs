@@ -17,6 +17,7 @@
 //! * `trace.rs`: the JSON Lines trace; `checks.rs`: the expectations, judged from the trace.
 //! * `report.rs`: the timeline and verdicts printed after a run; `sweep.rs`: many seeds at once.
 //! * `runner.rs`: one run end to end (simulate, then judge).
+//! * `seed.rs`: every seed in a run, derived from the run's one seed.
 //! * `clock.rs`: virtual time inside the simulation, real time outside; `exit.rs`: exit codes.
 //! * `live/`: the live chaos mode (`serve`, `proxy`, `live`): the same scenarios against real
 //!   processes, sockets and kills.
@@ -31,6 +32,7 @@ pub mod proxy;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod seed;
 pub mod server_model;
 pub mod sweep;
 pub mod trace;

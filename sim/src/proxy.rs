@@ -45,7 +45,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
 use crate::net::{Connections, Net};
-use crate::server_model::{agent_id_from_path, http_date};
+use crate::server_model::{agent_id_from_path, set_date_header};
 use crate::trace::{SimEvent, TraceEvent, TraceSink};
 
 /// The port the proxy listens on in simulation.
@@ -402,9 +402,7 @@ fn nginx_page(status: u16, retry_after_seconds: Option<u64>) -> http::Response<P
     let headers = resp.headers_mut();
     headers.insert(header::SERVER, HeaderValue::from_static("nginx"));
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
-    if let Ok(v) = HeaderValue::from_str(&http_date(crate::clock::wall_clock())) {
-        headers.insert(header::DATE, v);
-    }
+    set_date_header(headers);
     if let Some(s) = retry_after_seconds {
         headers.insert(header::RETRY_AFTER, HeaderValue::from(s));
     }

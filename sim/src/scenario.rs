@@ -408,7 +408,7 @@ impl Scenario {
 
 /// Initial tokens are derived from the seed so that a run is reproducible, and differ per agent.
 pub fn initial_tokens(seed: u64, index: u32) -> (String, String) {
-    let mix = crate::world::mix_seed(seed, u64::from(index), 0x746f6b656e);
+    let mix = crate::seed::initial_tokens(seed, index);
     (format!("tok-{index}-{mix:016x}"), format!("ref-{index}-{:016x}", mix.rotate_left(29) ^ 0x5bd1_e995))
 }
 

@@ -28,10 +28,9 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::convert::Infallible;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -330,38 +329,16 @@ fn load_state(path: &Path) -> Result<DbState, String> {
 }
 
 fn save_state(state: &DbState, path: &Path) -> Result<(), String> {
-    let json = serde_json::to_vec_pretty(state).map_err(|e| format!("cannot encode the server database: {e}"))?;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().ok_or_else(|| format!("server database path {} has no file name", path.display()))?;
-    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&json)?;
-        f.write_all(b"\n")?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        // Make the rename itself durable.
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    };
-    write().map_err(|e| format!("cannot save the server database to {}: {e}", path.display()))
+    let mut json = serde_json::to_vec_pretty(state).map_err(|e| format!("cannot encode the server database: {e}"))?;
+    json.push(b'\n');
+    redflag_agent::store::write_atomic(path, &json, 0o600).map_err(|e| format!("cannot save the server database: {e}"))
 }
 
-/// A token derived from the seed and a counter (splitmix64), so the same seed issues the same
-/// tokens.
+/// A token derived from the seed and a counter, so the same seed issues the same tokens.
 fn derive_token(seed: u64, counter: u64) -> String {
-    let a = splitmix64(seed ^ splitmix64(counter));
-    let b = splitmix64(a ^ 0x5eed_7043_u64);
+    let a = crate::seed::mix_seed(seed, counter, 0x746f6b);
+    let b = crate::seed::mix_seed(a, counter, 0x5eed_7043);
     format!("rf-{a:016x}{b:016x}")
-}
-
-fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 // ---- chaos modes ----------------------------------------------------------------------------
@@ -541,36 +518,9 @@ fn is_agent_route(path: &str) -> bool {
     path.starts_with(AGENTS_PREFIX)
 }
 
-/// The `Date` header value for `t` (IMF-fixdate, RFC 9110 §5.6.7).
-pub fn http_date(t: SystemTime) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{}, {day:02} {} {year} {:02}:{:02}:{:02} GMT",
-        DAYS[(days % 7) as usize],
-        MONTHS[(month - 1) as usize],
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 /// Adds the `Date` header from [`clock::wall_clock`] (simulated time inside turmoil).
 pub(crate) fn set_date_header(headers: &mut http::HeaderMap) {
-    if let Ok(v) = HeaderValue::from_str(&http_date(clock::wall_clock())) {
+    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(clock::wall_clock())) {
         headers.insert(http::header::DATE, v);
     }
 }
@@ -673,14 +623,6 @@ pub async fn run_server<N: Net>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn http_dates() {
-        assert_eq!(http_date(UNIX_EPOCH), "Thu, 01 Jan 1970 00:00:00 GMT");
-        assert_eq!(http_date(clock::sim_epoch()), "Thu, 01 Jan 2026 00:00:00 GMT");
-        assert_eq!(http_date(UNIX_EPOCH + Duration::from_secs(1_445_412_480)), "Wed, 21 Oct 2015 07:28:00 GMT");
-        assert_eq!(http_date(UNIX_EPOCH + Duration::from_secs(951_782_400)), "Tue, 29 Feb 2000 00:00:00 GMT");
-    }
 
     #[test]
     fn agent_ids_in_paths() {

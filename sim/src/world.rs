@@ -44,6 +44,7 @@ use crate::clock::{self, SIM_EPOCH_UNIX_SECONDS};
 use crate::hyper_transport::HyperTransport;
 use crate::net::{Net, TurmoilNet};
 use crate::proxy::{PROXY_PORT, ProxyControl, ProxyMode, run_proxy};
+use crate::seed;
 use crate::scenario::{Action, Direction, Fault, Fleet, Phase, Scenario, Target};
 use crate::server_model::{SERVER_PORT, ServerDb, ServerModes, run_server};
 use crate::trace::{Record, SimEvent, TraceEvent, TraceSink};
@@ -74,14 +75,6 @@ pub struct RunOutput {
     pub steps: u64,
 }
 
-/// A 64-bit mix (splitmix64 over the inputs): independent-looking seeds for each RNG in a run.
-pub fn mix_seed(seed: u64, a: u64, b: u64) -> u64 {
-    let mut z = seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
 
 /// The tick a scenario runs with.
 pub fn tick_for(scenario: &Scenario) -> Duration {
@@ -108,7 +101,7 @@ pub fn turmoil_builder(duration: Duration, tick: Duration, seed: u64) -> turmoil
 /// [`START_SPREAD_MAX`], so a fleet does not open every connection in the same tick.
 pub fn start_delay(seed: u64, index: u32, check_in_interval: Duration) -> Duration {
     let spread = check_in_interval.min(START_SPREAD_MAX);
-    spread.mul_f64((mix_seed(seed, u64::from(index), 2) % 10_000) as f64 / 10_000.0)
+    spread.mul_f64(seed::start_fraction(seed, index))
 }
 
 /// Runs `scenario` with `seed` to its end and returns the trace.
@@ -248,7 +241,7 @@ impl Shared {
             hosts: (0..fleet.hosts).map(|h| Arc::from(Fleet::host_name(h))).collect(),
             agents: (0..fleet.agents).map(|i| Arc::from(Fleet::agent_name(i))).collect(),
         };
-        let db = ServerDb::new(mix_seed(seed, 1, 0));
+        let db = ServerDb::new(seed::server_db(seed));
         // The scenario validated the agents' config once; agents differ only in name and tokens.
         let template = Settings::from_config(&scenario.agent_config);
         let interval = scenario.agent_config.check_in_interval;
@@ -278,7 +271,7 @@ impl Shared {
             trace,
             db,
             modes: ServerModes::default(),
-            proxy: ProxyControl::new(mix_seed(seed, 3, 0)),
+            proxy: ProxyControl::new(seed::proxy(seed)),
             down: Rc::default(),
             agents,
             seed,
@@ -380,7 +373,7 @@ fn spawn_agent(world: &Rc<Shared>, slot: Rc<AgentSlot>, host: Arc<str>) {
             return;
         }
     };
-    let rng = StdRng::seed_from_u64(mix_seed(world.seed, u64::from(slot.index) + 1, generation));
+    let rng = StdRng::seed_from_u64(seed::agent_rng(world.seed, slot.index, generation));
     let observer = TraceObserver { trace: world.trace.clone(), host: host.clone(), agent: agent_name.clone() };
     let agent = CheckinLoop::new(settings, transport, DiskStore(slot.saved_token.clone()), SimHost, observer, rng);
     let start_delay = slot.start_delay;

@@ -44,7 +44,7 @@ use crate::runner::RunResult;
 use crate::scenario::{Fleet, Phase, Scenario, fmt_duration, initial_tokens};
 use crate::server_model::ServerDb;
 use crate::trace::{Record, SimEvent, TraceEvent, write_jsonl_file};
-use crate::world::mix_seed;
+use crate::seed;
 
 /// Agent processes one live run starts at most.
 pub const AGENTS_MAX: u32 = 200;
@@ -371,7 +371,7 @@ impl Live<'_> {
 
     /// The server database with every agent's initial tokens, and one config file per agent.
     fn prepare(&mut self) -> Result<(), LiveError> {
-        let db = ServerDb::open(&self.db_path, mix_seed(self.seed, 1, 0)).map_err(harness)?;
+        let db = ServerDb::open(&self.db_path, seed::server_db(self.seed)).map_err(harness)?;
         let url = format!("http://{}", self.addrs.proxy);
         for i in 0..self.scenario.fleet.agents {
             let (token, refresh) = initial_tokens(self.seed, i);
@@ -411,7 +411,7 @@ impl Live<'_> {
             .arg("--trace")
             .arg(&self.server_trace)
             .arg("--seed")
-            .arg(mix_seed(self.seed, 1, 0).to_string())
+            .arg(seed::server_db(self.seed).to_string())
             .arg("--modes")
             .arg(modes)
             .stdin(Stdio::null())
@@ -434,7 +434,7 @@ impl Live<'_> {
             .arg("--trace")
             .arg(&self.proxy_trace)
             .arg("--seed")
-            .arg(mix_seed(self.seed, 3, 0).to_string())
+            .arg(seed::proxy(self.seed).to_string())
             .arg("--mode")
             .arg(mode)
             .stdin(Stdio::null())
@@ -563,7 +563,7 @@ impl Live<'_> {
                 }
                 Effect::ExpireTokens { server_running: false } => {
                     // The server is down: change its database as the simulation does.
-                    ServerDb::open(&self.db_path, mix_seed(self.seed, 1, 0)).map_err(harness)?.expire_all_tokens();
+                    ServerDb::open(&self.db_path, seed::server_db(self.seed)).map_err(harness)?.expire_all_tokens();
                 }
                 Effect::Firewall { to_proxy, from_proxy } => {
                     let ns = self.netns.as_mut().ok_or_else(|| harness("a firewall effect without --netns"))?;
