@@ -10,7 +10,7 @@
 //!   every 30 s, nothing failing.
 //! * `harness/fleet_1000_crash_1m`: the same fleet through a one-minute server crash.
 //! * `bare/fleet_1000_steady`: the baseline. The same topology and network settings as
-//!   `sim/src/world.rs` (server host, proxy host, 10 client hosts; same tick, link latency, TCP
+//!   `sim/src/world/` (server host, proxy host, 10 client hosts; same tick, link latency, TCP
 //!   capacity and ephemeral ports; the same start spread), but minimal hyper models and 1,000
 //!   plain loops that `GET` through the proxy every 30 s: no resilience logic, no trace, no
 //!   checks. It lives at the bottom of this file.
@@ -49,10 +49,10 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use redflag_agent::events::Event;
 use redflag_sim::net::{Net, TurmoilNet};
-use redflag_sim::proxy::PROXY_PORT;
+use redflag_sim::models::proxy::PROXY_PORT;
 use redflag_sim::runner::run_one;
 use redflag_sim::scenario::{Fleet, Scenario};
-use redflag_sim::server_model::SERVER_PORT;
+use redflag_sim::models::server::SERVER_PORT;
 use redflag_sim::trace::TraceEvent;
 use redflag_sim::world;
 

@@ -2,38 +2,35 @@
 //!
 //! It runs the agent's own check-in loop (`redflag_agent::checkin`) unchanged inside turmoil
 //! simulations, applies the faults a scenario file describes, and judges the scenario's
-//! expectations from the run's trace. Layout, one concept per file:
+//! expectations from the run's trace. Folders by role; imports point one way,
+//! `cli -> runner -> judge/world -> models/net -> scenario/trace -> redflag_agent`:
 //!
-//! * `scenario.rs`: the TOML scenario schema and its validation (errors name word and line).
-//! * `world.rs`: builds the turmoil world (server, proxy, agent hosts) and steps it, applying
-//!   faults at their simulated times.
-//! * `server_model.rs`: the RedFlag server model (axum), its persistent "database" and its
-//!   chaos modes.
-//! * `proxy.rs`: the nginx-like reverse proxy (502 on refused upstream, 504 on timeout) and its
-//!   fault modes.
-//! * `net.rs`: the socket layer those models and the hyper transport are generic over (turmoil
-//!   in simulation, tokio on real sockets in live mode).
-//! * `hyper_transport.rs`: the agent `Transport` over hyper, used inside turmoil.
-//! * `trace.rs`: the JSON Lines trace; `checks.rs`: the expectations, judged from the trace.
-//! * `report.rs`: the timeline and verdicts printed after a run; `sweep.rs`: many seeds at once.
-//! * `runner.rs`: one run end to end (simulate, then judge).
-//! * `seed.rs`: every seed in a run, derived from the run's one seed.
-//! * `clock.rs`: virtual time inside the simulation, real time outside; `exit.rs`: exit codes.
+//! * `scenario/`: the TOML scenario schema and its validation (errors name word and line).
+//! * `world/`: builds the turmoil world (server, proxy, agent hosts) and steps it, applying
+//!   faults at their simulated times (`faults.rs`).
+//! * `models/`: what the agents talk to: the RedFlag server model (`server/`: the axum routes,
+//!   its persistent database, its chaos switches, its rate limiter) and the nginx-like proxy.
+//! * `net/`: the socket layer the models and the hyper transport are generic over (turmoil in
+//!   simulation, tokio on real sockets in live mode), and the agent `Transport` over hyper.
+//! * `judge/`: the expectations, judged from the trace alone (one check per file).
+//! * `cli/`: what users see: the report printed after a run, the seed sweep.
 //! * `live/`: the live chaos mode (`serve`, `proxy`, `live`): the same scenarios against real
 //!   processes, sockets and kills.
+//!
+//! Shared vocabulary at the top: `trace.rs` (the JSON Lines trace every part writes and the
+//! judge reads), `runner.rs` (one run end to end: simulate, then judge), `seed.rs` (every seed
+//! in a run, derived from its one seed), `clock.rs` (virtual time inside the simulation, real
+//! time outside) and `exit.rs` (exit codes).
 
-pub mod checks;
+pub mod cli;
 pub mod clock;
 pub mod exit;
-pub mod hyper_transport;
+pub mod judge;
 pub mod live;
+pub mod models;
 pub mod net;
-pub mod proxy;
-pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod seed;
-pub mod server_model;
-pub mod sweep;
 pub mod trace;
 pub mod world;

@@ -16,10 +16,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use redflag_sim::report;
+use redflag_sim::cli::report;
 use redflag_sim::runner::run_one;
 use redflag_sim::scenario::Scenario;
-use redflag_sim::sweep;
+use redflag_sim::cli::sweep;
 use redflag_sim::trace::write_jsonl_file;
 
 use redflag_sim::exit::{FAILED as EXIT_FAILED, HARNESS as EXIT_HARNESS, INVALID as EXIT_INVALID};

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::checks::{self, Recovery, TraceIndex, Verdict};
+use crate::judge::{self, Recovery, TraceIndex, Verdict};
 use crate::scenario::Scenario;
 use crate::trace::Record;
 use crate::world;
@@ -36,7 +36,7 @@ pub fn run_one(scenario: &Scenario, seed: u64) -> Result<RunResult, String> {
     let wall = started.elapsed();
     let tick = world::tick_for(scenario);
     // Two ticks absorb the simulation's time granularity in every bound.
-    let verdicts = checks::evaluate(scenario, &out.records, tick * 2);
+    let verdicts = judge::evaluate(scenario, &out.records, tick * 2);
     let recoveries = TraceIndex::new(&out.records, &scenario.fleet).recoveries();
     Ok(RunResult { seed, records: out.records, verdicts, recoveries, steps: out.steps, tick, wall })
 }

@@ -5,7 +5,7 @@
 //! details. Agent events are the agent's own [`redflag_agent::events::Event`] values, unchanged;
 //! the harness adds fault, host and request events ([`SimEvent`]).
 //!
-//! The expectations in `checks.rs` read the trace, nothing else, which is why the simulation and
+//! The expectations in `judge/` read the trace, nothing else, which is why the simulation and
 //! the live mode judge a scenario identically. The same seed must give the same bytes, so the
 //! trace holds no wall-clock time, no addresses that vary and no `HashMap` iteration.
 

@@ -23,7 +23,7 @@ use redflag_agent::protocol::{commands_path, parse_checkin_answer};
 use redflag_agent::resilience::Outcome;
 use redflag_agent::secret::Secret;
 use redflag_agent::transport::{Method, Request, ReqwestTransport, Response, Transport, TransportError};
-use redflag_sim::hyper_transport::HyperTransport;
+use redflag_sim::net::hyper_transport::HyperTransport;
 use redflag_sim::net::{Net, TokioNet, TurmoilNet};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

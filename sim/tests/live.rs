@@ -18,7 +18,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use redflag_sim::scenario::Scenario;
-use redflag_sim::sweep;
+use redflag_sim::cli::sweep;
 
 fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_redflag-sim")

@@ -19,12 +19,12 @@ use redflag_agent::protocol::{Command, CommandsResponse, HEALTH_PATH, RENEW_PATH
 use redflag_agent::secret::Secret;
 use redflag_agent::transport::{Method, Request, Response, Transport, TransportError};
 use redflag_sim::clock;
-use redflag_sim::hyper_transport::HyperTransport;
+use redflag_sim::net::hyper_transport::HyperTransport;
 use redflag_sim::net::{Net, TurmoilNet};
-use redflag_sim::proxy::{
+use redflag_sim::models::proxy::{
     PROXY_PORT, ProxyControl, ProxyMode, UPSTREAM_CONNECT_TIMEOUT, UPSTREAM_READ_TIMEOUT, run_proxy,
 };
-use redflag_sim::server_model::{
+use redflag_sim::models::server::{
     RATE_LIMIT_CHECKINS_MAX, RATE_LIMIT_WINDOW, SERVER_PORT, ServerDb, ServerModes, TOKEN_TTL, run_server,
 };
 use redflag_sim::trace::{Record, SimEvent, TraceSink};

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use redflag_sim::runner::run_one;
 use redflag_sim::scenario::Scenario;
-use redflag_sim::sweep;
+use redflag_sim::cli::sweep;
 use redflag_sim::trace::write_jsonl;
 
 /// Seeds every scenario must pass in CI (16 of them).

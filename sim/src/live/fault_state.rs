@@ -1,5 +1,5 @@
 //! Which faults are in effect in a live run, and what must be done to real processes when one
-//! begins or ends: the live twin of `world.rs`'s `FaultState`, with the same semantics.
+//! begins or ends: the live twin of `world/faults.rs`'s `FaultState`, with the same semantics.
 //!
 //! This file decides, it does not act: [`LiveFaults::apply`] and [`LiveFaults::end`] return
 //! [`Effect`]s (kill this, start that, switch the proxy to this mode, record that event) and

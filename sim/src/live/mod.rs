@@ -9,12 +9,12 @@
 //!   loopback-only HTTP control API like toxiproxy.
 //! * `live` (`orchestrator.rs`): starts those two and one agent process per agent, applies the
 //!   scenario's faults at their times, merges every observation into the simulation's trace
-//!   format and judges it with `checks.rs`.
+//!   format and judges it with `judge/`.
 //!
 //! Their parts: `modes.rs` (the control APIs' JSON), `control_http.rs` and `control_client.rs`
 //! (both ends of those APIs), `service.rs` (what `serve` and `proxy` share), `trace_file.rs`
 //! (their trace files), `agent_log.rs` (agents' JSON logs into trace records),
-//! `fault_state.rs` (what each fault does to which process; the live twin of `world.rs`),
+//! `fault_state.rs` (what each fault does to which process; the live twin of `world/faults.rs`),
 //! `processes.rs` (children that never outlive the run), `netns.rs` (`--netns`), and `signals.rs`
 //! (Ctrl-C).
 

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::proxy::{LATENCY_MAX, ProxyMode};
-use crate::server_model::{RETRY_AFTER_MAX_SECONDS, SLOW_DELAY_MAX, ServerModes};
+use crate::models::proxy::{LATENCY_MAX, ProxyMode};
+use crate::models::server::{RETRY_AFTER_MAX_SECONDS, SLOW_DELAY_MAX, ServerModes};
 
 /// A status answered by a fault mode, with an optional `Retry-After` in seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

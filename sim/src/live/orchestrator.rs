@@ -5,7 +5,7 @@
 //! pre-registered with every agent's initial tokens for the run's seed. It then applies the
 //! scenario's faults at their wall-clock times (`fault_state.rs` decides what each one does to
 //! which process), gathers the observations into the simulation's trace format, and judges
-//! them with the simulation's own `checks::evaluate` and prints them with `report.rs`:
+//! them with the simulation's own `judge::evaluate` and prints them with `cli/report.rs`:
 //!
 //! * the server's and the proxy's request logs (their `--trace` files, Unix-ms `t_ms`);
 //! * every agent's events, parsed from its `--log-format json` stderr (`agent_log.rs`);
@@ -37,12 +37,12 @@ use super::netns::{self, Netns};
 use super::processes::{self, Processes, Role, STOP_GRACE};
 use super::signals;
 use super::trace_file;
-use crate::checks::{self, TraceIndex};
+use crate::judge::{self, TraceIndex};
 use crate::clock::unix_now_ms;
-use crate::report;
+use crate::cli::report;
 use crate::runner::RunResult;
 use crate::scenario::{Fleet, Phase, Scenario, fmt_duration, initial_tokens};
-use crate::server_model::ServerDb;
+use crate::models::server::ServerDb;
 use crate::trace::{Record, SimEvent, TraceEvent, write_jsonl_file};
 use crate::seed;
 
@@ -658,7 +658,7 @@ impl Live<'_> {
 
     fn judge_and_report(&self, args: &LiveArgs, records: Vec<Record>, counts: Counts, wall: Duration) -> u8 {
         let scenario = self.scenario;
-        let verdicts = checks::evaluate(scenario, &records, TOLERANCE);
+        let verdicts = judge::evaluate(scenario, &records, TOLERANCE);
         let recoveries = TraceIndex::new(&records, &scenario.fleet).recoveries();
         let result = RunResult { seed: self.seed, records, verdicts, recoveries, steps: 0, tick: TOLERANCE, wall };
         let trace_path = args.trace.clone().unwrap_or_else(|| {

@@ -1,7 +1,7 @@
 //! `redflag-sim proxy`: the nginx-like fault proxy on real sockets, switched over HTTP like
 //! toxiproxy through a control API on a separate loopback address.
 //!
-//! The proxy itself is `proxy.rs`, unchanged: 502 when the upstream refuses or resets, 504
+//! The proxy itself is `models/proxy.rs`, unchanged: 502 when the upstream refuses or resets, 504
 //! when it does not answer in time, one request per connection, and the fault modes. This file
 //! only gives it a command line, a control API and a trace file.
 
@@ -15,7 +15,7 @@ use super::control_http::{self, Handler, error, require_loopback};
 use super::modes::{self, ProxyModeSpec};
 use super::service::{self, EXIT_INVALID};
 use crate::net::TokioNet;
-use crate::proxy::{ProxyControl, run_proxy};
+use crate::models::proxy::{ProxyControl, run_proxy};
 
 const CONTROL_HELP: &str = "\
 Control API (on --control, which must be a loopback address; peers that are not on loopback

@@ -17,7 +17,7 @@ use super::control_http::{self, Handler, error, require_loopback};
 use super::modes::{self, ServerModesSpec};
 use super::service::{self, EXIT_INVALID};
 use crate::net::TokioNet;
-use crate::server_model::{ServerDb, ServerModes, run_server};
+use crate::models::server::{ServerDb, ServerModes, run_server};
 
 const CONTROL_HELP: &str = "\
 Chaos control API (on --control, which must be a loopback address; peers that are not on

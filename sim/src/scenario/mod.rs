@@ -6,8 +6,8 @@
 //! what was expected: a misspelt action or key must never be silently ignored, because a fault
 //! that is not applied makes a scenario pass for the wrong reason.
 //!
-//! This file only reads and checks. Applying faults is `world.rs` (simulation) and `live.rs`
-//! (real processes); judging expectations is `checks.rs`.
+//! This file only reads and checks. Applying faults is `world/faults.rs` (simulation) and `live/fault_state.rs`
+//! (real processes); judging expectations is `judge/`.
 
 use std::fmt;
 use std::ops::Range;

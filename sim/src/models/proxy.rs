@@ -45,7 +45,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
 use crate::net::{Connections, Net};
-use crate::server_model::{agent_id_from_path, set_date_header};
+use crate::models::server::{agent_id_from_path, set_date_header};
 use crate::trace::{SimEvent, TraceEvent, TraceSink};
 
 /// The port the proxy listens on in simulation.

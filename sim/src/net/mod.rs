@@ -11,6 +11,8 @@
 //! drive each connection on a `tokio::task::spawn_local` task (turmoil hosts run inside a
 //! `LocalSet`; the live mode must run the models inside one too).
 
+pub mod hyper_transport;
+
 use std::future::Future;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};

@@ -1,7 +1,7 @@
 //! What `redflag-sim run` prints: a short timeline, a verdict for each expectation, and the
 //! one-line repro command. Also the `--json` form of the same.
 //!
-//! Formatting only: the run itself is `runner.rs`, the verdicts come from `checks.rs`.
+//! Formatting only: the run itself is `runner.rs`, the verdicts come from `judge/`.
 
 use std::fmt::Write;
 

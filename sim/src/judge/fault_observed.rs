@@ -1,0 +1,77 @@
+//! Implicit in every run: each fault was *observed*: some agent request failed between the
+//! fault's start and the first success after it ended. A fault nobody noticed was probably never
+//! wired in, and must not let a scenario pass.
+
+use super::Verdict;
+use super::at;
+use super::index::TraceIndex;
+use crate::scenario::{Action, Scenario, Target};
+
+/// The implicit check: every fault was noticed by some agent.
+pub(super) fn faults_observed(idx: &TraceIndex, scenario: &Scenario, tol: u64) -> Vec<Verdict> {
+    let mut out = Vec::new();
+    for f in &scenario.faults {
+        let subject = format!("fault #{} observed ({})", f.index, f.describe());
+        let Some(&(start, end)) = idx.faults.get(&f.index) else {
+            out.push(Verdict {
+                check: "fault_observed".into(),
+                subject,
+                line: f.line,
+                passed: false,
+                reason: "the fault was never applied (the run ended first?)".into(),
+            });
+            continue;
+        };
+        let end = end.unwrap_or(idx.run_end_ms);
+        // Until the first success by any agent sent after the fault ended (or the end of the
+        // run). A check-in already in flight when an instant fault struck does not count.
+        let until =
+            idx.agents.values().filter_map(|v| v.first_success_sent_after(end)).min().unwrap_or(idx.run_end_ms);
+        let agent_side = matches!(f.target, Target::Agents | Target::AgentHost(_)) && matches!(f.action, Action::Crash | Action::Restart);
+        let result = if agent_side {
+            // The agents on the crashed hosts were really stopped: their loops started again
+            // after the crash, or (a crash to the end of the run) they fell silent.
+            let hosts: Vec<u32> = (0..scenario.fleet.hosts).filter(|h| f.target.covers_agent_host(*h)).collect();
+            let covered = idx.agents.iter().filter(|(name, _)| {
+                name.strip_prefix("agent-").and_then(|n| n.parse::<u32>().ok()).is_some_and(|i| hosts.contains(&scenario.fleet.host_of(i)))
+            });
+            let mut restarted = 0;
+            let mut silent = 0;
+            let mut total = 0;
+            for (_, v) in covered {
+                total += 1;
+                if v.starts.iter().any(|&t| t >= start) {
+                    restarted += 1;
+                } else if !v.requests.iter().any(|&t| t > start + tol) {
+                    silent += 1;
+                }
+            }
+            if total > 0 && restarted + silent == total {
+                Ok(format!("{restarted} agent loop(s) restarted, {silent} stayed down"))
+            } else {
+                Err(format!("{} of {total} agents on the crashed hosts kept running as if nothing happened", total - restarted - silent))
+            }
+        } else {
+            let failed: usize = idx
+                .agents
+                .values()
+                .map(|v| {
+                    let lo = v.failed_requests.partition_point(|&t| t < start);
+                    let hi = v.failed_requests.partition_point(|&t| t <= until);
+                    hi - lo
+                })
+                .sum();
+            if failed > 0 {
+                Ok(format!("{failed} failed request(s) between {} and the first check-in after it ended ({})", at(start), at(until)))
+            } else {
+                Err(format!(
+                    "no agent request failed between {} and the first check-in after the fault ended ({}): a fault nobody noticed is not wired in, or too weak to matter",
+                    at(start),
+                    at(until)
+                ))
+            }
+        };
+        out.push(Verdict { check: "fault_observed".into(), subject, line: f.line, passed: result.is_ok(), reason: result.unwrap_or_else(|e| e) });
+    }
+    out
+}

@@ -1,0 +1,206 @@
+//! The trace, indexed for the checks: per agent, its starts, requests, failures, successes and
+//! breaker openings in time order; per fault, when it was applied and ended; per host, when its
+//! software was down; and the requests the server and the proxy answered.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use redflag_agent::events::{Event, RequestKind};
+use serde::Serialize;
+
+use crate::scenario::Fleet;
+use crate::trace::{Record, SimEvent};
+
+/// A fault window as it happened (from the trace), in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub start_ms: u64,
+    /// `None`: lasted to the end of the run.
+    pub end_ms: Option<u64>,
+}
+
+/// The recovery after one merged fault window: the first check-in of each agent after it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Recovery {
+    /// Fault indexes in this window.
+    pub faults: Vec<usize>,
+    pub ended_ms: u64,
+    /// The first agent to check in after the window, and when.
+    pub first: Option<(String, u64)>,
+    /// The last agent to check in after the window (the slowest recovery), and when.
+    pub slowest: Option<(String, u64)>,
+    /// Agents that had not checked in by the end of the run or the next fault.
+    pub missing: usize,
+}
+
+/// Everything the trace says about one agent, in time order.
+#[derive(Default, Debug)]
+pub(crate) struct AgentView {
+    pub(crate) host: Option<Arc<str>>,
+    pub(crate) starts: Vec<u64>,
+    pub(crate) requests: Vec<u64>,
+    pub(crate) failed_requests: Vec<u64>,
+    pub(crate) successes: Vec<u64>,
+    /// For each success, when its check-in request was sent.
+    pub(crate) success_sent: Vec<u64>,
+    /// When the latest check-in request was sent (to pair it with its outcome).
+    pub(crate) checkin_sent: u64,
+    pub(crate) breaker_opened: Vec<u64>,
+    pub(crate) ended: Vec<(u64, String)>,
+}
+
+impl AgentView {
+    /// The first check-in completed at or after `t`.
+    pub(crate) fn first_success_after(&self, t: u64) -> Option<u64> {
+        let i = self.successes.partition_point(|&s| s < t);
+        self.successes.get(i).copied()
+    }
+
+    /// The first check-in whose request was sent at or after `t` (a request already in flight
+    /// when a fault struck says nothing about the fault).
+    pub(crate) fn first_success_sent_after(&self, t: u64) -> Option<u64> {
+        self.success_sent.iter().zip(&self.successes).find(|(sent, _)| **sent >= t).map(|(_, done)| *done)
+    }
+}
+
+/// The trace, indexed for the checks.
+pub struct TraceIndex {
+    pub(crate) agents: BTreeMap<Arc<str>, AgentView>,
+    /// Per fault index: (applied, ended).
+    pub(crate) faults: BTreeMap<usize, (u64, Option<u64>)>,
+    /// Per host: the intervals its software was down.
+    pub(crate) host_down: BTreeMap<Arc<str>, Vec<(u64, Option<u64>)>>,
+    pub(crate) server_requests: Vec<u64>,
+    pub(crate) proxy_requests: Vec<u64>,
+    pub(crate) run_end_ms: u64,
+}
+
+impl TraceIndex {
+    pub fn new(records: &[Record], fleet: &Fleet) -> Self {
+        let mut agents: BTreeMap<Arc<str>, AgentView> = BTreeMap::new();
+        for i in 0..fleet.agents {
+            agents.insert(Arc::from(Fleet::agent_name(i)), AgentView::default());
+        }
+        let mut idx = TraceIndex {
+            agents,
+            faults: BTreeMap::new(),
+            host_down: BTreeMap::new(),
+            server_requests: Vec::new(),
+            proxy_requests: Vec::new(),
+            run_end_ms: 0,
+        };
+        for r in records {
+            idx.run_end_ms = idx.run_end_ms.max(r.t_ms);
+            if let Some(e) = r.sim_event() {
+                match e {
+                    SimEvent::FaultApplied { fault, .. } => {
+                        idx.faults.entry(*fault).or_insert((r.t_ms, None));
+                    }
+                    SimEvent::FaultEnded { fault, .. } => {
+                        if let Some(f) = idx.faults.get_mut(fault) {
+                            f.1.get_or_insert(r.t_ms);
+                        }
+                    }
+                    SimEvent::HostCrashed => idx.host_down.entry(r.host.clone()).or_default().push((r.t_ms, None)),
+                    SimEvent::HostRestarted => {
+                        if let Some(last) = idx.host_down.get_mut(&r.host).and_then(|v| v.last_mut()) {
+                            last.1.get_or_insert(r.t_ms);
+                        }
+                    }
+                    SimEvent::ServerRequest { .. } => idx.server_requests.push(r.t_ms),
+                    SimEvent::ProxyRequest { .. } => idx.proxy_requests.push(r.t_ms),
+                    SimEvent::LoopEnded { reason } => {
+                        if let Some(a) = r.agent.as_ref() {
+                            idx.agents.entry(a.clone()).or_default().ended.push((r.t_ms, reason.clone()));
+                        }
+                    }
+                    SimEvent::RunStarted { .. } | SimEvent::RunEnded => {}
+                }
+                continue;
+            }
+            let (Some(agent), Some(e)) = (r.agent.as_ref(), r.agent_event()) else { continue };
+            let view = idx.agents.entry(agent.clone()).or_default();
+            view.host.get_or_insert_with(|| r.host.clone());
+            match e {
+                Event::AgentStarted { .. } => view.starts.push(r.t_ms),
+                Event::RequestStarted { kind } => {
+                    view.requests.push(r.t_ms);
+                    if *kind == RequestKind::Checkin {
+                        view.checkin_sent = r.t_ms;
+                    }
+                }
+                Event::RequestFinished { ok: false, .. } => view.failed_requests.push(r.t_ms),
+                Event::CheckinOk { .. } => {
+                    view.successes.push(r.t_ms);
+                    view.success_sent.push(view.checkin_sent.min(r.t_ms));
+                }
+                Event::Breaker { to, .. } if to == "open" => view.breaker_opened.push(r.t_ms),
+                _ => {}
+            }
+        }
+        idx
+    }
+
+    /// Fault windows as they happened, merged where they overlap (or touch), in time order.
+    pub fn merged_windows(&self) -> Vec<(Vec<usize>, Window)> {
+        let mut windows: Vec<(Vec<usize>, Window)> = self
+            .faults
+            .iter()
+            .map(|(i, (s, e))| (vec![*i], Window { start_ms: *s, end_ms: *e }))
+            .collect();
+        windows.sort_by_key(|(_, w)| w.start_ms);
+        let mut merged: Vec<(Vec<usize>, Window)> = Vec::new();
+        for (ids, w) in windows {
+            if let Some((last_ids, last)) = merged.last_mut() {
+                let overlaps = match last.end_ms {
+                    None => true,
+                    Some(end) => w.start_ms <= end,
+                };
+                if overlaps {
+                    last_ids.extend(ids);
+                    last.end_ms = match (last.end_ms, w.end_ms) {
+                        (Some(a), Some(b)) => Some(a.max(b)),
+                        _ => None,
+                    };
+                    continue;
+                }
+            }
+            merged.push((ids, w));
+        }
+        merged
+    }
+
+    /// Recoveries after each merged window that ended.
+    pub fn recoveries(&self) -> Vec<Recovery> {
+        let windows = self.merged_windows();
+        let mut out = Vec::new();
+        for (n, (ids, w)) in windows.iter().enumerate() {
+            let Some(end) = w.end_ms else { continue };
+            let next_start = windows.get(n + 1).map_or(u64::MAX, |(_, nw)| nw.start_ms);
+            let mut first: Option<(String, u64)> = None;
+            let mut slowest: Option<(String, u64)> = None;
+            let mut missing = 0;
+            for (name, view) in &self.agents {
+                match view.first_success_after(end).filter(|&t| t < next_start) {
+                    Some(t) => {
+                        if first.as_ref().is_none_or(|(_, f)| t < *f) {
+                            first = Some((name.to_string(), t));
+                        }
+                        if slowest.as_ref().is_none_or(|(_, s)| t > *s) {
+                            slowest = Some((name.to_string(), t));
+                        }
+                    }
+                    None => missing += 1,
+                }
+            }
+            out.push(Recovery { faults: ids.clone(), ended_ms: end, first, slowest, missing });
+        }
+        out
+    }
+
+    pub(crate) fn host_down_during(&self, host: &str, from: u64, to: u64) -> bool {
+        self.host_down.get(host).is_some_and(|spans| {
+            spans.iter().any(|(s, e)| *s <= to && e.is_none_or(|e| e >= from))
+        })
+    }
+}

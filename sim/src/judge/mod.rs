@@ -1,0 +1,110 @@
+//! The expectations a scenario states, judged from a run's trace alone: [`evaluate`] here, the
+//! trace index in `index.rs`, and one file per check.
+//!
+//! Because the judge reads only the trace (never the world), the simulation and the live mode
+//! give the same verdicts for the same observations. Checks:
+//!
+//! * `recovers_within`: after each fault window ends (overlapping faults merged, ending when the
+//!   last ends), every agent the faults disturbed completes a check-in within `within`, unless
+//!   another fault begins first. (An agent that slept through a fault at its regular interval
+//!   had nothing to recover from.)
+//! * `never_gives_up`: during every fault window each agent keeps sending requests (health
+//!   probes included) with no gap above `max_gap` (default: the longest wait its config allows
+//!   plus one request timeout), and no agent loop ever ends.
+//! * `max_request_rate`: no one-second window at the server (or proxy) holds more than `limit`
+//!   requests.
+//! * `breaker_opens`: every agent's breaker opened at least once.
+//! * implicit in every run: each fault was *observed*: some agent request failed between the
+//!   fault's start and the first success after it ended. A fault nobody noticed was probably
+//!   never wired in, and must not let a scenario pass.
+
+mod breaker_opens;
+mod fault_observed;
+mod index;
+mod max_request_rate;
+mod never_gives_up;
+mod recovers_within;
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::scenario::{Check, RateAt, Scenario, fmt_duration};
+use crate::trace::Record;
+
+pub use index::{Recovery, TraceIndex, Window};
+
+/// How many individual violations a failed check lists.
+const DETAILS_MAX: usize = 5;
+
+/// One verdict: an `[[expect]]` entry, or an implicit "fault observed" check.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Verdict {
+    /// `recovers_within`, `never_gives_up`, ..., or `fault_observed`.
+    pub check: String,
+    /// What was asked, in words (`recovers_within 30s`).
+    pub subject: String,
+    /// The scenario line it came from.
+    pub line: usize,
+    pub passed: bool,
+    /// Why it passed or failed, with simulated times.
+    pub reason: String,
+}
+
+pub(crate) fn secs(ms: u64) -> String {
+    fmt_duration(Duration::from_millis(ms))
+}
+
+pub(crate) fn at(ms: u64) -> String {
+    format!("t={}", secs(ms))
+}
+
+/// Judges every expectation of `scenario`, plus the implicit "every fault observed".
+/// `tolerance` absorbs clock granularity: the simulation tick, or scheduling jitter live.
+pub fn evaluate(scenario: &Scenario, records: &[Record], tolerance: Duration) -> Vec<Verdict> {
+    let idx = TraceIndex::new(records, &scenario.fleet);
+    let tol = tolerance.as_millis() as u64;
+    let mut out: Vec<Verdict> = scenario
+        .expect
+        .iter()
+        .map(|e| {
+            let (subject, result) = match &e.check {
+                Check::RecoversWithin { within } => (
+                    format!("recovers_within {}", fmt_duration(*within)),
+                    recovers_within::recovers_within(&idx, *within, scenario.agent_config.resilience.request_timeout, tol),
+                ),
+                Check::NeverGivesUp { max_gap } => {
+                    let default_gap = scenario.agent_config.policy().max_wait() + scenario.agent_config.resilience.request_timeout;
+                    let gap = max_gap.unwrap_or(default_gap);
+                    let label = match max_gap {
+                        Some(g) => format!("never_gives_up max_gap {}", fmt_duration(*g)),
+                        None => format!("never_gives_up (max_gap {} from the agent config)", fmt_duration(gap)),
+                    };
+                    (label, never_gives_up::never_gives_up(&idx, gap, tol))
+                }
+                Check::MaxRequestRate { at, limit_per_second } => {
+                    let (times, name) = match at {
+                        RateAt::Server => (&idx.server_requests, "server"),
+                        RateAt::Proxy => (&idx.proxy_requests, "proxy"),
+                    };
+                    (format!("max_request_rate at {name} <= {limit_per_second}/s"), max_request_rate::max_request_rate(times, *limit_per_second))
+                }
+                Check::BreakerOpens => ("breaker_opens".to_string(), breaker_opens::breaker_opens(&idx)),
+            };
+            Verdict { check: e.check.name().to_string(), subject, line: e.line, passed: result.is_ok(), reason: result.unwrap_or_else(|e| e) }
+        })
+        .collect();
+    out.extend(fault_observed::faults_observed(&idx, scenario, tol));
+    out
+}
+
+
+pub(crate) fn summarize(mut failures: Vec<String>) -> String {
+    let n = failures.len();
+    failures.truncate(DETAILS_MAX);
+    let mut s = failures.join("; ");
+    if n > DETAILS_MAX {
+        s.push_str(&format!("; and {} more", n - DETAILS_MAX));
+    }
+    s
+}

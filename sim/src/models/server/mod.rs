@@ -1,0 +1,287 @@
+//! The RedFlag server model: the agent API in axum ([`run_server`], this file), its "database"
+//! ([`ServerDb`], `db.rs`), its chaos switches ([`ServerModes`], `modes.rs`) and its per-agent
+//! rate limiter (`rate_limit.rs`).
+//!
+//! What lives where matters, because a crash must lose exactly what a real crash loses:
+//!
+//! * [`ServerDb`] is what a database would hold: agents, access tokens and their expiry,
+//!   refresh tokens, queued commands. The world creates it *outside* the host closure, so it
+//!   survives a crash and restart of the `server` host; the live mode persists it to a JSON file.
+//! * Process memory lives inside [`run_server`] and dies with it: the per-agent rate limiter
+//!   and the open connections.
+//! * [`ServerModes`] are the fault switches; they belong to whoever injects faults (the world in
+//!   simulation, the control API in live mode), not to the server process.
+//!
+//! Routes (paths from `redflag_agent::protocol`, so both sides agree by construction):
+//!
+//! * `GET  /api/v1/agents/{id}/commands`, Bearer token: 401 for a missing, unknown or expired
+//!   token; 429 with `Retry-After` past [`RATE_LIMIT_CHECKINS_MAX`] check-ins in
+//!   [`RATE_LIMIT_WINDOW`]; otherwise 200 with up to `MAX_COMMANDS_PER_CHECKIN` queued commands.
+//! * `POST /api/v1/agents/renew` `{"agent_id","refresh_token"}`: 200 `{"token"}` with a fresh
+//!   token (the old one stops working), 401 for a wrong refresh token, 400 for a bad body.
+//! * `GET  /health`: 200 `{"status":"healthy"}`.
+//!
+//! Every answered request is recorded in the trace as `server_request`.
+//!
+//! Time: token expiry uses [`crate::clock::unix_now`] (simulated inside turmoil); the rate
+//! limiter and the slow mode use `tokio::time` (also simulated). Nothing here reads the system
+//! clock directly, and hyper's own `Date` header (which would) is replaced by ours.
+
+mod db;
+mod modes;
+mod rate_limit;
+
+pub use db::{ServerDb, TokenCheck};
+pub use modes::ServerModes;
+use rate_limit::RateLimiter;
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use redflag_agent::protocol::{
+    AGENTS_PREFIX, CommandsResponse, HEALTH_PATH, MAX_COMMANDS_PER_CHECKIN, RENEW_PATH, RenewRequest,
+    RenewResponse,
+};
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+use crate::clock;
+use crate::net::{Connections, Net};
+use crate::trace::{SimEvent, TraceEvent, TraceSink};
+
+/// The port the server listens on, in simulation and by default in live mode.
+pub const SERVER_PORT: u16 = 8080;
+/// Access-token lifetime, measured with [`clock::unix_now`].
+pub const TOKEN_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// Check-ins one agent may make per [`RATE_LIMIT_WINDOW`] before it is answered 429.
+pub const RATE_LIMIT_CHECKINS_MAX: usize = 30;
+/// The sliding window of the rate limiter.
+pub const RATE_LIMIT_WINDOW: Duration = Duration::from_secs(10);
+/// Agents the rate limiter tracks at once; beyond this, idle entries are swept and, if still
+/// full, new agents are not limited (the limiter protects the server, it must not grow with it).
+pub const RATE_LIMIT_TRACKED_AGENTS_MAX: usize = 100_000;
+/// Largest request body accepted (check-in metrics and renewals are a few hundred bytes).
+pub const REQUEST_BODY_MAX_BYTES: usize = 64 * 1024;
+/// Commands queued per agent; further ones are dropped (and logged).
+pub const COMMAND_QUEUE_MAX: usize = 1024;
+/// Agents the database holds.
+pub const AGENTS_MAX: usize = 1_000_000;
+/// The longest the slow mode holds a response.
+pub const SLOW_DELAY_MAX: Duration = Duration::from_secs(60 * 60);
+/// How long a connection may take to send a request's headers (also closes idle keep-alive
+/// connections).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest database file `load` reads.
+pub const DB_FILE_MAX_BYTES: u64 = 256 * 1024 * 1024;
+/// A Retry-After the http_status mode sends is capped at one day.
+pub const RETRY_AFTER_MAX_SECONDS: u64 = 24 * 60 * 60;
+
+// ---- the HTTP service -----------------------------------------------------------------------
+
+#[derive(Clone)]
+struct App {
+    db: ServerDb,
+    modes: ServerModes,
+    limiter: Arc<Mutex<RateLimiter>>,
+}
+
+/// Set by the renew handler so the trace can name the agent (it is in the body, not the path).
+#[derive(Clone)]
+struct AgentIdFromBody(Arc<str>);
+
+fn router(app: App) -> Router {
+    Router::new()
+        .route("/api/v1/agents/{agent_id}/commands", get(checkin))
+        .route(RENEW_PATH, post(renew))
+        .route(HEALTH_PATH, get(health))
+        .layer(DefaultBodyLimit::max(REQUEST_BODY_MAX_BYTES))
+        .with_state(app)
+}
+
+fn json_error(status: StatusCode, message: &str) -> Response {
+    (status, axum::Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+async fn health() -> Response {
+    axum::Json(serde_json::json!({ "status": "healthy" })).into_response()
+}
+
+async fn checkin(
+    State(app): State<App>,
+    UrlPath(agent_id): UrlPath<String>,
+    headers: HeaderMap,
+    _metrics: Bytes,
+) -> Response {
+    let limited = app.limiter.lock().unwrap_or_else(|p| p.into_inner()).admit(&agent_id, Instant::now());
+    if let Err(wait) = limited {
+        let mut resp = json_error(StatusCode::TOO_MANY_REQUESTS, "rate limit exceeded");
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        resp.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        return resp;
+    }
+    let token = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .unwrap_or("");
+    if token.is_empty() {
+        return json_error(StatusCode::UNAUTHORIZED, "missing bearer token");
+    }
+    match app.db.check_token(&agent_id, token, clock::unix_now_ms()) {
+        TokenCheck::Valid => {}
+        refused => return json_error(StatusCode::UNAUTHORIZED, refused.reason()),
+    }
+    let commands = app.db.drain_commands(&agent_id, MAX_COMMANDS_PER_CHECKIN);
+    axum::Json(CommandsResponse { commands, rapid_polling: None }).into_response()
+}
+
+async fn renew(State(app): State<App>, body: Bytes) -> Response {
+    let req: RenewRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("invalid renewal request: {e}")),
+    };
+    let mut resp = if app.modes.revoke_refresh() {
+        json_error(StatusCode::UNAUTHORIZED, "refresh token revoked")
+    } else {
+        match app.db.renew(&req.agent_id, &req.refresh_token, clock::unix_now_ms()) {
+            Some(token) => axum::Json(RenewResponse { token }).into_response(),
+            None => json_error(StatusCode::UNAUTHORIZED, "invalid refresh token"),
+        }
+    };
+    resp.extensions_mut().insert(AgentIdFromBody(req.agent_id.into()));
+    resp
+}
+
+/// The agent id in `/api/v1/agents/{id}/commands`, if the path is one.
+pub fn agent_id_from_path(path: &str) -> Option<&str> {
+    let id = path.strip_prefix(AGENTS_PREFIX)?.strip_suffix("/commands")?;
+    (!id.is_empty() && !id.contains('/')).then_some(id)
+}
+
+fn is_agent_route(path: &str) -> bool {
+    path.starts_with(AGENTS_PREFIX)
+}
+
+/// Adds the `Date` header from [`clock::wall_clock`] (simulated time inside turmoil).
+pub(crate) fn set_date_header(headers: &mut http::HeaderMap) {
+    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(clock::wall_clock())) {
+        headers.insert(http::header::DATE, v);
+    }
+}
+
+/// A status answered by a fault mode, with an optional Retry-After.
+pub(crate) fn status_response(
+    status: u16,
+    retry_after_seconds: Option<u64>,
+    body: String,
+    content_type: &'static str,
+) -> Response<Body> {
+    let status = StatusCode::from_u16(status)
+        .ok()
+        .filter(|s| (100..600).contains(&s.as_u16()))
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = (status, [(http::header::CONTENT_TYPE, content_type)], body).into_response();
+    if let Some(s) = retry_after_seconds {
+        resp.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(s));
+    }
+    resp
+}
+
+/// Answers one request: the chaos modes first, then the axum routes; then records it.
+async fn answer(
+    app: &App,
+    routes: Router,
+    trace: &TraceSink,
+    host: &Arc<str>,
+    req: http::Request<hyper::body::Incoming>,
+) -> Response {
+    let method = req.method().as_str().to_string();
+    let path = req.uri().path().to_string();
+    if let Some(delay) = app.modes.slow() {
+        tokio::time::sleep(delay).await;
+    }
+    let mut resp = if is_agent_route(&path) && app.modes.setup_mode() {
+        json_error(StatusCode::NOT_FOUND, "server is in setup mode")
+    } else if let Some((status, retry_after)) = app.modes.http_status().filter(|_| is_agent_route(&path)) {
+        status_response(status, retry_after, r#"{"error":"injected status"}"#.into(), "application/json")
+    } else {
+        match routes.oneshot(req.map(Body::new)).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        }
+    };
+    set_date_header(resp.headers_mut());
+    let agent: Option<Arc<str>> = resp
+        .extensions()
+        .get::<AgentIdFromBody>()
+        .map(|a| a.0.clone())
+        .or_else(|| agent_id_from_path(&path).map(Arc::from));
+    trace.record(
+        host,
+        agent.as_ref(),
+        TraceEvent::Sim(SimEvent::ServerRequest { method, path, status: resp.status().as_u16() }),
+    );
+    resp
+}
+
+/// Serves the agent API on `listener` until the host dies. The database and modes are shared
+/// with the caller; the rate limiter and the connections are this call's own, so they vanish
+/// with it: dropping this future (aborting its task) is a `kill -9` of the server process with
+/// its machine still up (the listener and every open connection close, so a proxy in front
+/// answers 502), while `turmoil::Sim::crash` is the machine going away (nothing answers at all,
+/// so a proxy answers 504 after its connect timeout). Must run inside a tokio `LocalSet`
+/// (connections are `spawn_local` tasks, owned by this future).
+pub async fn run_server<N: Net>(
+    listener: N::Listener,
+    db: ServerDb,
+    modes: ServerModes,
+    trace: TraceSink,
+    host: Arc<str>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let app = App { db, modes, limiter: Arc::new(Mutex::new(RateLimiter::default())) };
+    let routes = router(app.clone());
+    // Owned here, so that dropping this future aborts every connection with it.
+    let mut connections = Connections::new("server");
+    loop {
+        let accepted = N::accept(&listener).await;
+        let Some(stream) = connections.admit(accepted).await? else { continue };
+        let (app, routes, trace, host) = (app.clone(), routes.clone(), trace.clone(), host.clone());
+        connections.spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let (app, routes, trace, host) = (app.clone(), routes.clone(), trace.clone(), host.clone());
+                async move { Ok::<_, Infallible>(answer(&app, routes, &trace, &host, req).await) }
+            });
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .auto_date_header(false)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            if let Err(e) = served {
+                tracing::debug!(error = %e, "server: connection ended with an error");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_ids_in_paths() {
+        assert_eq!(agent_id_from_path("/api/v1/agents/a-1/commands"), Some("a-1"));
+        assert_eq!(agent_id_from_path("/api/v1/agents/renew"), None);
+        assert_eq!(agent_id_from_path("/api/v1/agents//commands"), None);
+        assert_eq!(agent_id_from_path("/health"), None);
+    }
+}

@@ -1,0 +1,65 @@
+//! The server's fault switches ([`ServerModes`]): slow answers, setup mode, refused refresh
+//! tokens, an injected status. They belong to whoever injects faults (the world in simulation,
+//! the control API in live mode), not to the server process, so a crash does not reset them.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use super::{RETRY_AFTER_MAX_SECONDS, SLOW_DELAY_MAX};
+
+/// The server's fault switches. Cheap to clone (shared); default: all off.
+#[derive(Clone, Default)]
+pub struct ServerModes(Arc<Mutex<ModesState>>);
+
+#[derive(Debug, Clone, Default, PartialEq)]
+struct ModesState {
+    slow: Option<Duration>,
+    setup_mode: bool,
+    revoke_refresh: bool,
+    http_status: Option<(u16, Option<u64>)>,
+}
+
+impl ServerModes {
+    fn lock(&self) -> MutexGuard<'_, ModesState> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hold every response this long (capped at [`SLOW_DELAY_MAX`]); `None` ends it.
+    pub fn set_slow(&self, delay: Option<Duration>) {
+        self.lock().slow = delay.map(|d| d.min(SLOW_DELAY_MAX));
+    }
+
+    /// The server "restarted unconfigured": 404 on agent routes, `/health` still 200.
+    pub fn set_setup_mode(&self, on: bool) {
+        self.lock().setup_mode = on;
+    }
+
+    /// Renewal answers 401 while on.
+    pub fn set_revoke_refresh(&self, on: bool) {
+        self.lock().revoke_refresh = on;
+    }
+
+    /// Answer this status (with `Retry-After: seconds` when given, capped at
+    /// [`RETRY_AFTER_MAX_SECONDS`]) to every agent route; `/health` is unaffected. A status
+    /// outside 100..=599 is answered as 500.
+    pub fn set_http_status(&self, status: Option<(u16, Option<u64>)>) {
+        self.lock().http_status = status.map(|(code, ra)| (code, ra.map(|s| s.min(RETRY_AFTER_MAX_SECONDS))));
+    }
+
+    pub fn slow(&self) -> Option<Duration> {
+        self.lock().slow
+    }
+
+    pub fn setup_mode(&self) -> bool {
+        self.lock().setup_mode
+    }
+
+    pub fn revoke_refresh(&self) -> bool {
+        self.lock().revoke_refresh
+    }
+
+    pub fn http_status(&self) -> Option<(u16, Option<u64>)> {
+        self.lock().http_status
+    }
+}
+
