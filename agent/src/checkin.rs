@@ -1,9 +1,10 @@
 //! The check-in loop: the I/O shell around the pure `resilience` core.
 //!
-//! One loop per agent. It waits until the next attempt is due, asks the policy (breaker) whether
-//! it may go, probes `GET /health` while recovering, checks in, renews the token on 401,
-//! classifies the result, feeds it back to the policy, records status, handles commands, and
-//! goes round again. It returns only when its shutdown future completes.
+//! One loop per agent. It waits until the next attempt is due, asks its [`Strategy`] (in
+//! production the `Policy`: backoff, breaker, Retry-After) whether it may go, probes
+//! `GET /health` while recovering, checks in, renews the token on 401, classifies the result,
+//! feeds it back to the strategy, records status, handles commands, and goes round again. It
+//! returns only when its shutdown future completes.
 //!
 //! It is generic over everything that touches the outside world (the [`Transport`], the
 //! [`Store`], the [`Host`] for wall-clock time and system metrics, and the [`Observer`]) and it
@@ -23,8 +24,8 @@ use crate::protocol::{
     self, AGENT_VERSION, CheckinAnswer, HEALTH_PATH, Metrics, RENEW_PATH, RenewRequest, commands_path,
 };
 use crate::resilience::{
-    Decision, Gate, Outcome, Policy, PolicyConfig, Report, Transition, Verdict, classify, classify_status,
-    honours_retry_after, parse_http_date, parse_retry_after,
+    Decision, Gate, Outcome, Policy, PolicyConfig, Report, Strategy, Transition, Verdict, classify,
+    classify_status, honours_retry_after, parse_http_date, parse_retry_after,
 };
 use crate::secret::Secret;
 use crate::store::{Status, Store};
@@ -102,9 +103,12 @@ impl AttemptResult {
     }
 }
 
-/// One agent's check-in loop. Build it with [`CheckinLoop::new`], then `run` it.
-pub struct CheckinLoop<T, S, H, O> {
+/// One agent's check-in loop. Build it with [`CheckinLoop::new`] (the production [`Policy`])
+/// or [`CheckinLoop::with_strategy`], then `run` it.
+pub struct CheckinLoop<T, S, H, O, P = Policy> {
     settings: Settings,
+    /// Decides whether an attempt may go and when the next one is due.
+    strategy: P,
     transport: T,
     store: S,
     host: H,
@@ -119,12 +123,21 @@ pub struct CheckinLoop<T, S, H, O> {
     last_store_error: Option<String>,
 }
 
-impl<T: Transport, S: Store, H: Host, O: Observer> CheckinLoop<T, S, H, O> {
-    /// `rng` drives all jitter; seed it from the OS in production and from the run's seed in
-    /// simulation.
+impl<T: Transport, S: Store, H: Host, O: Observer> CheckinLoop<T, S, H, O, Policy> {
+    /// The production loop: the [`Policy`] built from `settings.policy`. `rng` drives all
+    /// jitter; seed it from the OS in production and from the run's seed in simulation.
     pub fn new(settings: Settings, transport: T, store: S, host: H, observer: O, rng: StdRng) -> Self {
+        let policy = Policy::new(settings.policy);
+        CheckinLoop::with_strategy(settings, policy, transport, store, host, observer, rng)
+    }
+}
+
+impl<T: Transport, S: Store, H: Host, O: Observer, P: Strategy> CheckinLoop<T, S, H, O, P> {
+    /// The same loop deciding with another [`Strategy`] (the simulation's baselines).
+    pub fn with_strategy(settings: Settings, strategy: P, transport: T, store: S, host: H, observer: O, rng: StdRng) -> Self {
         CheckinLoop {
             settings,
+            strategy,
             transport,
             store,
             host,
@@ -142,7 +155,6 @@ impl<T: Transport, S: Store, H: Host, O: Observer> CheckinLoop<T, S, H, O> {
     /// the network can produce leads to another attempt, after a bounded wait.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
-        let mut policy = Policy::new(self.settings.policy);
         self.started = Instant::now();
         let mut next_due = self.started;
         self.emit(Event::AgentStarted { agent_id: self.settings.agent_id.clone(), version: AGENT_VERSION.to_string() });
@@ -153,7 +165,7 @@ impl<T: Transport, S: Store, H: Host, O: Observer> CheckinLoop<T, S, H, O> {
                 _ = sleep_until(next_due) => {}
             }
             let now = Instant::now();
-            let (gate, transition) = policy.admit(now.into_std());
+            let (gate, transition) = self.strategy.admit(now.into_std());
             self.emit_transition(transition);
             let probe_health = match gate {
                 Gate::Go { probe_health } => probe_health,
@@ -171,8 +183,8 @@ impl<T: Transport, S: Store, H: Host, O: Observer> CheckinLoop<T, S, H, O> {
             let now = Instant::now();
             let interval = self.rapid_interval(now);
             let report = Report { verdict: result.verdict, retry_after: result.retry_after, interval };
-            let decision = policy.complete(now.into_std(), report, &mut self.rng);
-            self.after_attempt(&policy, &result, &decision);
+            let decision = self.strategy.complete(now.into_std(), report, &mut self.rng);
+            self.after_attempt(&result, &decision);
             next_due = Instant::from_std(decision.next_attempt_at);
         }
         self.emit(Event::Stopped);
@@ -349,7 +361,7 @@ impl<T: Transport, S: Store, H: Host, O: Observer> CheckinLoop<T, S, H, O> {
     }
 
     /// Everything that follows an attempt: events, commands, status.
-    fn after_attempt(&mut self, policy: &Policy, result: &AttemptResult, decision: &Decision) {
+    fn after_attempt(&mut self, result: &AttemptResult, decision: &Decision) {
         self.emit_transition(decision.transition);
         let wall = self.host.wall_clock();
         let wall_text = humantime::format_rfc3339_millis(wall).to_string();
@@ -381,8 +393,8 @@ impl<T: Transport, S: Store, H: Host, O: Observer> CheckinLoop<T, S, H, O> {
             agent_id: self.settings.agent_id.clone(),
             last_success: self.last_success.clone(),
             last_attempt: Some(wall_text),
-            consecutive_failures: policy.consecutive_failures(),
-            breaker: policy.breaker_state().to_string(),
+            consecutive_failures: self.strategy.consecutive_failures(),
+            breaker: self.strategy.breaker_state().to_string(),
             last_error: self.last_error.clone(),
             agent_version: AGENT_VERSION.to_string(),
         };

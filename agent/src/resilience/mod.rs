@@ -10,15 +10,19 @@
 //! * `classify.rs`: request outcome -> verdict (retry, renew, fail fast, success).
 //! * `retry_after.rs`: the Retry-After header, delta-seconds or HTTP-date.
 //! * `policy.rs`: the above combined into the loop's two questions: may I go, and when next?
+//! * `strategy.rs`: those two questions as a trait, so a harness can run the same loop under
+//!   other retry strategies; [`Policy`] is the only production implementation.
 
 pub mod backoff;
 pub mod breaker;
 pub mod classify;
 pub mod policy;
 pub mod retry_after;
+pub mod strategy;
 
 pub use backoff::{Backoff, BackoffConfig, Jitter};
 pub use breaker::{Admission, Breaker, BreakerConfig, BreakerState, Transition};
 pub use classify::{ErrorClass, Outcome, Verdict, classify, classify_status, honours_retry_after};
 pub use policy::{Decision, Gate, Policy, PolicyConfig, Recovery, Report, WaitReason};
 pub use retry_after::{parse_http_date, parse_retry_after};
+pub use strategy::Strategy;
