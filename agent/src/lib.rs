@@ -13,6 +13,7 @@ pub mod checkin;
 pub mod commands;
 pub mod config;
 pub mod events;
+pub mod file_read;
 pub mod logging;
 pub mod protocol;
 pub mod resilience;
