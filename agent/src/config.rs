@@ -36,9 +36,10 @@ pub const CONFIG_FILE_MAX_BYTES: u64 = 1024 * 1024;
 pub const RECOVERY_TARGET: Duration = Duration::from_secs(30);
 
 /// Limits on every knob, so a typo cannot make the agent wait a year or retry a million times,
-/// nor hammer the server: the floors on delays keep one agent against a failing server to a few
-/// requests per second at the very worst (a 0.1 s first delay, doubling, capped no lower than
-/// 1 s, and a breaker open for at least 1 s), where 1 ms values made over 1,000 requests in 10 s.
+/// nor hammer the server: the floors on delays keep one agent against a failing server to about
+/// ten attempts per second at the very worst (a 0.1 s delay that never grows, a breaker that
+/// never opens), and to about one per second once the breaker (open at least 1 s) or the cap
+/// (at least 1 s) is reached, where 1 ms values made over 1,000 requests in 10 s.
 pub mod limits {
     pub const CHECK_IN_INTERVAL_MIN_SECONDS: f64 = 1.0;
     pub const CHECK_IN_INTERVAL_WARN_BELOW_SECONDS: f64 = 30.0;
