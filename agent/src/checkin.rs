@@ -551,25 +551,28 @@ impl<T: Transport, S: Store, H: Host, O: Observer, P: Strategy> CheckinLoop<T, S
         let mut not_logged = 0;
         let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
         for event in events {
-            let kind = match &event {
+            let is_command_line = matches!(event, Event::CommandReceived { .. } | Event::CommandSkipped { .. });
+            if !is_command_line {
+                self.emit(event);
+                continue;
+            }
+            if logged < COMMAND_LOG_LINES_MAX {
+                logged += 1;
+                self.emit(event);
+                continue;
+            }
+            not_logged += 1;
+            // Each command is counted once, by its `command_received`; the skips of invalid
+            // or deferred entries have no type of their own.
+            let counted = match &event {
                 Event::CommandReceived { kind, .. } => Some(kind.as_str()),
-                Event::CommandSkipped { kind, .. } => Some(if kind.is_empty() { "(invalid or deferred)" } else { "" }),
+                Event::CommandSkipped { kind, .. } if kind.is_empty() => Some("(invalid or deferred)"),
                 _ => None,
             };
-            match kind {
-                Some(kind) if logged >= COMMAND_LOG_LINES_MAX => {
-                    not_logged += 1;
-                    if !kind.is_empty() {
-                        *kinds.entry(kind.to_string()).or_default() += 1;
-                    }
-                    self.observer.on_event(&event);
-                }
-                Some(_) => {
-                    logged += 1;
-                    self.emit(event);
-                }
-                None => self.emit(event),
+            if let Some(kind) = counted {
+                *kinds.entry(kind.to_string()).or_default() += 1;
             }
+            self.observer.on_event(&event);
         }
         if not_logged > 0 {
             log_commands_summary(&self.settings.agent_id, not_logged, &kinds);
