@@ -8,14 +8,19 @@
 //!   unchanged over turmoil.
 //! * [`config`], [`protocol`], [`transport`], [`store`], [`events`] and [`secret`] are the pieces
 //!   the loop is built from; `main.rs` is the command line.
+//! * [`journal`], [`outbox`] and [`runner`] are how commands are never lost or run twice: the
+//!   durable record of every command, the durable queue of results, and what runs a command.
 
 pub mod checkin;
 pub mod commands;
 pub mod config;
 pub mod events;
+pub mod journal;
 pub mod logging;
+pub mod outbox;
 pub mod protocol;
 pub mod resilience;
+pub mod runner;
 pub mod secret;
 pub mod store;
 pub mod transport;

@@ -16,6 +16,7 @@ use redflag_agent::checkin::{CheckinLoop, Settings, SystemHost};
 use redflag_agent::config::{self, Config};
 use redflag_agent::events::NoObserver;
 use redflag_agent::logging::{self, LogFormat};
+use redflag_agent::runner::{ProductionRunner, TEST_COMMAND_DELAY_ENV};
 use redflag_agent::store::{self, FileStore};
 use redflag_agent::transport::ReqwestTransport;
 
@@ -143,6 +144,16 @@ fn run(path: &std::path::Path, format: LogFormat, level: &str) -> ExitCode {
         tracing::warn!("{e}; `redflag-agent status` will have nothing to show");
     }
     let store = FileStore::new(path, &config.state_dir);
+    let runner = match ProductionRunner::from_env() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    if !runner.test_delay.is_zero() {
+        tracing::warn!("{TEST_COMMAND_DELAY_ENV} is set: every command waits {} ms before it runs (a test hook)", runner.test_delay.as_millis());
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -165,7 +176,8 @@ fn run(path: &std::path::Path, format: LogFormat, level: &str) -> ExitCode {
             SystemHost,
             NoObserver,
             StdRng::from_os_rng(),
-        );
+        )
+        .with_runner(runner);
         agent.run(shutdown).await;
         ExitCode::SUCCESS
     })
