@@ -660,7 +660,16 @@ impl Live<'_> {
         let scenario = self.scenario;
         let verdicts = judge::evaluate(scenario, &records, TOLERANCE);
         let recoveries = TraceIndex::new(&records, &scenario.fleet).recoveries();
-        let result = RunResult { seed: self.seed, records, verdicts, recoveries, steps: 0, tick: TOLERANCE, wall };
+        let result = RunResult {
+            seed: self.seed,
+            records,
+            verdicts,
+            recoveries,
+            steps: 0,
+            tick: TOLERANCE,
+            wall,
+            expect_failure: scenario.expect_failure,
+        };
         let trace_path = args.trace.clone().unwrap_or_else(|| {
             std::env::temp_dir().join("redflag-sim").join(format!("{}-live-seed-{}.jsonl", scenario.name, self.seed))
         });
@@ -700,7 +709,7 @@ impl Live<'_> {
             eprintln!("harness error: {e}");
             return EXIT_HARNESS;
         }
-        if result.passed() { 0 } else { EXIT_FAILED }
+        if result.as_expected() { 0 } else { EXIT_FAILED }
     }
 
     fn live_section(&self, counts: &Counts) -> String {
