@@ -9,6 +9,8 @@
 //! * [`config`], [`protocol`], [`transport`], [`store`], [`events`] and [`secret`] are the pieces
 //!   the loop is built from; [`config_rewrite`] writes a renewed token back, [`file_read`] reads
 //!   operator-given files safely, [`rfc3339`] reads timestamps with offsets.
+//! * [`journal`], [`outbox`] and [`runner`] are how commands are never lost or run twice: the
+//!   durable record of every command, the durable queue of results, and what runs a command.
 //! * [`service`] is the `run` command (start-up checks, [`signals`], reloads), [`logging`] and
 //!   [`log_writer`] its log output; `main.rs` is the command line.
 
@@ -18,11 +20,14 @@ pub mod config;
 pub mod config_rewrite;
 pub mod events;
 pub mod file_read;
+pub mod journal;
 pub mod log_writer;
 pub mod logging;
+pub mod outbox;
 pub mod protocol;
 pub mod resilience;
 pub mod rfc3339;
+pub mod runner;
 pub mod secret;
 pub mod service;
 pub mod signals;
