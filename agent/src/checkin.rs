@@ -126,6 +126,16 @@ impl Settings {
     }
 }
 
+/// The command log lines one check-in has written one by one, and what it only summarised
+/// (at most [`COMMAND_LOG_LINES_MAX`] lines each for an answer's commands and for their runs).
+#[derive(Debug, Default)]
+struct CommandLogBudget {
+    logged: usize,
+    not_logged: usize,
+    /// Commands not logged one by one, by type.
+    kinds: BTreeMap<String, usize>,
+}
+
 /// How one attempt ended.
 #[derive(Debug)]
 struct AttemptResult {
@@ -535,12 +545,17 @@ impl<T: Transport, S: Store, H: Host, O: Observer, P: Strategy, R: CommandRunner
     }
 
     /// Switches rapid polling on for `window` (clamped); the event to report it, if it did.
+    ///
+    /// A window only ever extends the one in force: RedFlag asks twice at once (a 10-minute
+    /// `rapid_polling` in the answer and an `enable_heartbeat` command of its own length), and
+    /// the shorter request must not cut the longer one short. `disable_heartbeat` ends it.
     fn start_rapid_polling(&mut self, window: Duration) -> Option<Event> {
         let window = window.min(RAPID_POLLING_MAX);
-        if window.is_zero() {
+        let until = Instant::now() + window;
+        if window.is_zero() || self.rapid_until.is_some_and(|current| current >= until) {
             return None;
         }
-        self.rapid_until = Some(Instant::now() + window);
+        self.rapid_until = Some(until);
         Some(Event::RapidPolling { for_ms: ms(window) })
     }
 
@@ -633,35 +648,44 @@ impl<T: Transport, S: Store, H: Host, O: Observer, P: Strategy, R: CommandRunner
     /// [`COMMAND_LOG_LINES_MAX`] command lines one by one and a summary of the rest, so 10,000
     /// queued commands cost a few lines per check-in, not hundreds.
     fn emit_answer_events(&mut self, events: Vec<Event>) {
-        let mut logged = 0;
-        let mut not_logged = 0;
-        let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+        let mut budget = CommandLogBudget::default();
         for event in events {
-            let is_command_line = matches!(event, Event::CommandReceived { .. } | Event::CommandSkipped { .. });
-            if !is_command_line {
-                self.emit(event);
-                continue;
-            }
-            if logged < COMMAND_LOG_LINES_MAX {
-                logged += 1;
-                self.emit(event);
-                continue;
-            }
-            not_logged += 1;
-            // Each command is counted once, by its `command_received`; the skips of invalid
-            // or deferred entries have no type of their own.
-            let counted = match &event {
+            // Each command is counted once, by its `command_received`; the skips of invalid or
+            // deferred entries have no type of their own.
+            let kind = match &event {
                 Event::CommandReceived { kind, .. } => Some(kind.as_str()),
                 Event::CommandSkipped { kind, .. } if kind.is_empty() => Some("(invalid or deferred)"),
-                _ => None,
+                Event::CommandSkipped { .. } | Event::CommandDuplicate { .. } => None,
+                _ => {
+                    self.emit(event);
+                    continue;
+                }
             };
-            if let Some(kind) = counted {
-                *kinds.entry(kind.to_string()).or_default() += 1;
-            }
-            self.observer.on_event(&event);
+            let kind = kind.map(str::to_string);
+            self.emit_command_line(&mut budget, event, kind);
         }
-        if not_logged > 0 {
-            log_commands_summary(&self.settings.agent_id, not_logged, &kinds);
+        self.end_command_lines(budget);
+    }
+
+    /// One command log line under `budget`: logged while the budget lasts, then only traced
+    /// (the observer gets every event) and counted by `kind` for the summary.
+    fn emit_command_line(&mut self, budget: &mut CommandLogBudget, event: Event, kind: Option<String>) {
+        if budget.logged < COMMAND_LOG_LINES_MAX {
+            budget.logged += 1;
+            self.emit(event);
+            return;
+        }
+        budget.not_logged += 1;
+        if let Some(kind) = kind {
+            *budget.kinds.entry(kind).or_default() += 1;
+        }
+        self.observer.on_event(&event);
+    }
+
+    /// The summary of what `budget` did not log one by one, if anything.
+    fn end_command_lines(&mut self, budget: CommandLogBudget) {
+        if budget.not_logged > 0 {
+            log_commands_summary(&self.settings.agent_id, budget.not_logged, &budget.kinds);
         }
     }
 
@@ -808,6 +832,9 @@ impl<T: Transport, S: Store, H: Host, O: Observer, P: Strategy, R: CommandRunner
     /// successful check-in, the new results are delivered at once, as one more attempt under the
     /// strategy. Returns when the next attempt is due instead, if the strategy said so.
     async fn run_commands_then_deliver(&mut self, checked_in: bool) -> Option<Instant> {
+        // Hundreds of queued commands must not cost hundreds of log lines (see
+        // `emit_answer_events`): past the budget, their lines are summarised.
+        let mut budget = CommandLogBudget::default();
         for _ in 0..JOURNAL_ENTRIES_MAX {
             let Some(cmd) = self.journal.next_to_run().cloned() else { break };
             let outcome = self.journal.start(&cmd.id, &mut self.store);
@@ -816,7 +843,8 @@ impl<T: Transport, S: Store, H: Host, O: Observer, P: Strategy, R: CommandRunner
             if !started_ok {
                 break;
             }
-            self.emit(Event::CommandStarted { id: cmd.id.clone(), kind: cmd.kind.clone() });
+            let started_event = Event::CommandStarted { id: cmd.id.clone(), kind: cmd.kind.clone() };
+            self.emit_command_line(&mut budget, started_event, Some(cmd.kind.clone()));
             let started = Instant::now();
             let exec = self.runner.run(&cmd).await;
             let elapsed = started.elapsed();
@@ -829,12 +857,13 @@ impl<T: Transport, S: Store, H: Host, O: Observer, P: Strategy, R: CommandRunner
                 Some(Action::StopRapidPolling) => self.rapid_until = None,
                 Some(Action::Skip { .. }) | None => {}
             }
-            self.emit(Event::CommandFinished {
+            let finished_event = Event::CommandFinished {
                 id: cmd.id.clone(),
                 kind: cmd.kind.clone(),
                 result: exec.result.to_string(),
                 elapsed_ms: ms(elapsed),
-            });
+            };
+            self.emit_command_line(&mut budget, finished_event, None);
             let result = UpdateLogRequest {
                 command_id: cmd.id.clone(),
                 action: cmd.kind.clone(),
@@ -846,6 +875,7 @@ impl<T: Transport, S: Store, H: Host, O: Observer, P: Strategy, R: CommandRunner
             };
             self.record_result(result);
         }
+        self.end_command_lines(budget);
         if !(checked_in && self.results_added) {
             return None;
         }

@@ -204,7 +204,7 @@ pub fn log_commands_summary(agent: &str, not_logged: usize, kinds: &std::collect
 /// Writes one event as a log line. Levels: failures, breaker changes and recoveries are
 /// operator news (WARN/INFO); routine check-ins and single requests are DEBUG.
 pub fn log_event(agent: &str, e: &Event) {
-    use tracing::{debug, error, info, warn};
+    use tracing::{debug, error, info, trace, warn};
     let event = e.name();
     match e {
         Event::AgentStarted { agent_id, version } => {
@@ -328,8 +328,10 @@ pub fn log_event(agent: &str, e: &Event) {
             "state file {file} is corrupt ({}); moved aside to {moved_to}, starting with an empty one",
             Untrusted(error)
         ),
+        // One per write of a state file (three per command run): TRACE, so a debug log of a
+        // check-in with hundreds of commands stays readable.
         Event::StateSaved { file, entries, bytes } => {
-            debug!(event, agent, file, entries, bytes, "saved {file}: {entries} entries, {bytes} bytes")
+            trace!(event, agent, file, entries, bytes, "saved {file}: {entries} entries, {bytes} bytes")
         }
     }
 }

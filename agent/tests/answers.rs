@@ -110,12 +110,19 @@ fn ten_thousand_queued_commands_are_summarised_in_the_log() {
         "no summary line\n{}",
         agent.tail()
     );
+    // The answer's commands, then their runs (each gets a `failed` result: not implemented by
+    // this agent), are each logged one by one up to the budget and summarised beyond it.
+    assert!(
+        wait_until(Duration::from_secs(30), || agent.events_named("command_lines_summarised").len() >= 2),
+        "no summary of the runs\n{}",
+        agent.tail()
+    );
     let command_lines = agent.events().iter().filter(|e| e.name().starts_with("command_")).count();
-    assert!(command_lines <= 20, "{command_lines} command log lines for one check-in");
-    assert!(agent.lines().len() <= 40, "{} log lines after one check-in with 10,000 commands", agent.lines().len());
+    assert!(command_lines <= 2 * 17, "{command_lines} command log lines for one check-in");
+    assert!(agent.lines().len() <= 60, "{} log lines after one check-in with 10,000 commands", agent.lines().len());
     let summary = &agent.events_named("command_lines_summarised")[0];
     assert!(summary.str("types").contains("reboot") && summary.str("types").contains("scan_updates"), "{}", summary.v);
-    assert!(summary.u64("not_logged") >= 400, "{}", summary.v);
+    assert!(summary.u64("not_logged") >= 200, "{}", summary.v);
 }
 
 #[test]

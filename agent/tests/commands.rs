@@ -148,7 +148,7 @@ impl CommandRunner for Counting {
 fn settings() -> Settings {
     let config = Config::from_value(
         json!({
-            "server_url": "http://server.invalid",
+            "server_url": "https://server.invalid",
             "agent_id": "a1",
             "token": "t",
             "refresh_token": "r",
