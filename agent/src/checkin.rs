@@ -18,10 +18,12 @@ use rand::rngs::StdRng;
 use tokio::time::{Instant, sleep_until, timeout};
 
 use crate::commands::{self, Action, RAPID_POLLING_INTERVAL, RAPID_POLLING_MAX};
+use crate::heartbeat;
 use crate::config::Config;
 use crate::events::{Event, Observer, RequestKind, log_event};
 use crate::protocol::{
-    self, AGENT_VERSION, CheckinAnswer, HEALTH_PATH, Metrics, RENEW_PATH, RenewRequest, commands_path,
+    self, AGENT_VERSION, BUILD_VERSION_KEY, CheckinAnswer, HEALTH_PATH, Metrics, PROTOCOL_VERSION, RENEW_PATH, RenewRequest,
+    commands_path,
 };
 use crate::resilience::{
     Decision, Gate, Outcome, Policy, PolicyConfig, Report, Strategy, Transition, Verdict, classify,
@@ -31,39 +33,7 @@ use crate::secret::Secret;
 use crate::store::{Status, Store};
 use crate::transport::{Method, Request, Response, Transport, TransportError};
 
-/// The machine the agent runs on, as far as the loop cares.
-pub trait Host {
-    /// Wall-clock time, for HTTP-date Retry-After values, rapid-polling deadlines and the
-    /// status file. (Scheduling never uses it: that is `tokio::time`.)
-    fn wall_clock(&self) -> SystemTime;
-    /// System metrics for the check-in body; fields left `None` are not sent.
-    fn metrics(&self, _into: &mut Metrics) {}
-}
-
-/// Production: the system clock, and memory use from `/proc/meminfo`.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemHost;
-
-impl Host for SystemHost {
-    fn wall_clock(&self) -> SystemTime {
-        SystemTime::now()
-    }
-
-    fn metrics(&self, into: &mut Metrics) {
-        into.memory_percent = read_memory_percent();
-    }
-}
-
-fn read_memory_percent() -> Option<f64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let field = |name: &str| -> Option<f64> {
-        let line = text.lines().find(|l| l.starts_with(name))?;
-        line.split_whitespace().nth(1)?.parse().ok()
-    };
-    let total = field("MemTotal:")?;
-    let available = field("MemAvailable:")?;
-    (total > 0.0).then(|| ((total - available) / total * 1000.0).round() / 10.0)
-}
+pub use crate::host::{Host, SystemHost};
 
 /// What the loop needs from the config.
 #[derive(Debug, Clone)]
@@ -117,6 +87,9 @@ pub struct CheckinLoop<T, S, H, O, P = Policy> {
     started: Instant,
     /// Until when the server (or a command) asked for rapid polling.
     rapid_until: Option<Instant>,
+    /// The last attempt was the immediate check-in that follows an `enable_heartbeat`; the
+    /// next one may not be immediate again (so no answer can make the agent spin).
+    checked_in_at_once: bool,
     last_success: Option<String>,
     last_error: Option<String>,
     /// The last store error reported, so a full disk is logged once, not every attempt.
@@ -145,6 +118,7 @@ impl<T: Transport, S: Store, H: Host, O: Observer, P: Strategy> CheckinLoop<T, S
             rng,
             started: Instant::now(),
             rapid_until: None,
+            checked_in_at_once: false,
             last_success: None,
             last_error: None,
             last_store_error: None,
@@ -181,7 +155,10 @@ impl<T: Transport, S: Store, H: Host, O: Observer, P: Strategy> CheckinLoop<T, S
                 r = self.attempt(probe_health) => r,
             };
             let now = Instant::now();
-            let interval = self.rapid_interval(now);
+            let interval = match self.at_once_after(&result) {
+                true => Some(Duration::ZERO),
+                false => self.rapid_interval(now),
+            };
             let report = Report { verdict: result.verdict, retry_after: result.retry_after, interval };
             let decision = self.strategy.complete(now.into_std(), report, &mut self.rng);
             self.after_attempt(&result, &decision);
@@ -195,7 +172,7 @@ impl<T: Transport, S: Store, H: Host, O: Observer, P: Strategy> CheckinLoop<T, S
         if probe_health {
             match self.request(RequestKind::Health).await {
                 Ok(resp) => {
-                    let outcome = status_outcome(resp.status);
+                    let outcome = health_outcome(&resp);
                     // A server without /health (404, 405, ...) must not block check-ins:
                     // only "unavailable" answers stop the attempt here.
                     if classify(outcome) == Verdict::Retry {
@@ -323,10 +300,34 @@ impl<T: Transport, S: Store, H: Host, O: Observer, P: Strategy> CheckinLoop<T, S
         result
     }
 
+    /// The check-in body: the host's metrics, the version the server compares
+    /// ([`PROTOCOL_VERSION`]), our own build in `metadata`, and the rapid-polling state while
+    /// it is on (see `heartbeat.rs`).
     fn metrics_body(&self) -> Vec<u8> {
-        let mut m = Metrics { version: AGENT_VERSION.to_string(), uptime: Some(self.started.elapsed().as_secs()), ..Metrics::default() };
+        let mut m = Metrics { version: PROTOCOL_VERSION.to_string(), ..Metrics::default() };
         self.host.metrics(&mut m);
+        m.metadata.insert(BUILD_VERSION_KEY.into(), AGENT_VERSION.into());
+        let now = Instant::now();
+        if let Some(left) = self.rapid_until.and_then(|until| until.checked_duration_since(now)) {
+            let wall = self.host.wall_clock();
+            for (key, value) in heartbeat::metadata(heartbeat::wall_until(wall, left), wall) {
+                m.metadata.insert(key.into(), value);
+            }
+        }
         serde_json::to_vec(&m).unwrap_or_default()
+    }
+
+    /// Whether the next check-in goes out at once: right after an answer that carried an
+    /// `enable_heartbeat`, as RedFlag's Go agent does, so the server sees the heartbeat state
+    /// in a check-in now rather than after a whole interval. Never twice in a row.
+    fn at_once_after(&mut self, result: &AttemptResult) -> bool {
+        let heartbeat = result
+            .answer
+            .as_ref()
+            .is_some_and(|a| a.commands.iter().any(|c| matches!(commands::decide(c), Action::RapidPolling(_))));
+        let at_once = heartbeat && !self.checked_in_at_once;
+        self.checked_in_at_once = at_once;
+        at_once
     }
 
     /// The server's Retry-After, on the answers where it is honoured.
@@ -444,6 +445,16 @@ impl<T: Transport, S: Store, H: Host, O: Observer, P: Strategy> CheckinLoop<T, S
     fn emit(&mut self, event: Event) {
         log_event(&self.settings.agent_id, &event);
         self.observer.on_event(&event);
+    }
+}
+
+/// A `/health` answer as an outcome: its status, except that a 2xx saying the server is
+/// waiting for configuration (RedFlag's welcome mode, which has no agent routes) is
+/// [`Outcome::NotReady`].
+fn health_outcome(resp: &Response) -> Outcome {
+    match status_outcome(resp.status) {
+        Outcome::Success if protocol::health_not_ready(&resp.body) => Outcome::NotReady,
+        other => other,
     }
 }
 

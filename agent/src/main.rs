@@ -1,7 +1,8 @@
-//! The `redflag-agent` command line: run the agent, validate its config, or show its status.
+//! The `redflag-agent` command line: register with a server, run the agent, validate its
+//! config, or show its status.
 //!
-//! Exit codes: 0 on success (and after SIGTERM/SIGINT), 1 when `check-config` or `status`
-//! finds a problem, 2 for command-line usage errors (clap), 78 (EX_CONFIG) when `run` cannot
+//! Exit codes: 0 on success (and after SIGTERM/SIGINT), 1 when `register`, `check-config` or
+//! `status` fails, 2 for command-line usage errors (clap), 78 (EX_CONFIG) when `run` cannot
 //! start because of its config.
 
 use std::path::PathBuf;
@@ -16,6 +17,8 @@ use redflag_agent::checkin::{CheckinLoop, Settings, SystemHost};
 use redflag_agent::config::{self, Config};
 use redflag_agent::events::NoObserver;
 use redflag_agent::logging::{self, LogFormat};
+use redflag_agent::register::{self, RegisterOptions};
+use redflag_agent::secret::Secret;
 use redflag_agent::store::{self, FileStore};
 use redflag_agent::transport::ReqwestTransport;
 
@@ -48,6 +51,19 @@ enum Command {
     CheckConfig,
     /// Print the last successful check-in, consecutive failures and breaker state.
     Status,
+    /// Register this host with a RedFlag server and write the config file (mode 0600).
+    Register {
+        /// The server's URL, e.g. http://redflag.example:8080; written to the config as given.
+        #[arg(long, value_name = "URL")]
+        server: String,
+        /// A registration token from the RedFlag dashboard (or REDFLAG_REGISTRATION_TOKEN, which
+        /// keeps it out of the process list).
+        #[arg(long, value_name = "TOKEN", env = "REDFLAG_REGISTRATION_TOKEN", hide_env_values = true)]
+        registration_token: String,
+        /// Replace a config file that already holds a registered agent.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -55,7 +71,26 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Run) {
         Command::CheckConfig => check_config(&cli.config),
         Command::Status => status(&cli.config),
+        Command::Register { server, registration_token, force } => {
+            let opts = RegisterOptions { server, registration_token: Secret::new(registration_token), config_path: cli.config, force };
+            register_host(&opts)
+        }
         Command::Run => run(&cli.config, cli.log_format, &cli.log_level),
+    }
+}
+
+fn register_host(opts: &RegisterOptions) -> ExitCode {
+    match register::register(opts) {
+        Ok(r) => {
+            println!("registered with {} as agent {}", r.server_url, r.agent_id);
+            println!("config written to {} (mode 0600)", r.config_path.display());
+            println!("start the agent: redflag-agent --config {}", r.config_path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -162,7 +197,7 @@ fn run(path: &std::path::Path, format: LogFormat, level: &str) -> ExitCode {
             Settings::from_config(&config),
             transport,
             store,
-            SystemHost,
+            SystemHost::new(),
             NoObserver,
             StdRng::from_os_rng(),
         );
