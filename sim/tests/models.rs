@@ -227,8 +227,12 @@ fn setup_mode_404s_agent_routes_but_not_health() {
         assert_eq!(status(&send(&mut t, &checkin_req(TOKEN), T).await), Ok(404));
         assert_eq!(status(&send(&mut t, &renew_req(REFRESH), T).await), Ok(404));
         let health = send(&mut t, &health_req(), T).await.unwrap();
-        assert_eq!((health.status, health.body.as_slice()), (200, &br#"{"status":"healthy"}"#[..]));
+        // What RedFlag's unconfigured welcome mode answers, and what the agent calls not ready.
+        assert_eq!((health.status, health.body.as_slice()), (200, &br#"{"status":"waiting for configuration"}"#[..]));
+        assert!(redflag_agent::protocol::health_not_ready(&health.body));
         modes.set_setup_mode(false);
+        let health = send(&mut t, &health_req(), T).await.unwrap();
+        assert_eq!((health.status, health.body.as_slice()), (200, &br#"{"status":"healthy"}"#[..]));
         assert_eq!(status(&send(&mut t, &checkin_req(TOKEN), T).await), Ok(200));
         Ok(())
     });
