@@ -100,8 +100,8 @@ pub struct Credentials {
     pub agent_id: String,
     pub token: Secret,
     pub refresh_token: Secret,
-    /// The server's suggested interval, when it sent a usable one.
-    pub check_in_interval: Option<f64>,
+    /// The server's suggested interval in seconds, as it wrote the number, when usable.
+    pub check_in_interval: Option<serde_json::Number>,
 }
 
 #[derive(Deserialize)]
@@ -165,7 +165,7 @@ pub fn register(opts: &RegisterOptions) -> Result<Registered, String> {
     out.insert("refresh_token".into(), Value::String(credentials.refresh_token.expose().to_string()));
     if !out.contains_key("check_in_interval") {
         if let Some(interval) = credentials.check_in_interval {
-            out.insert("check_in_interval".into(), Value::from(interval));
+            out.insert("check_in_interval".into(), Value::Number(interval));
         }
     }
     let seat_used = |what: String| {
@@ -332,11 +332,14 @@ fn parse_credentials(body: &[u8]) -> Result<Credentials, String> {
             return Err(format!("the server's registration answer has an empty or invalid {name}"));
         }
     }
-    let check_in_interval = raw
-        .config
-        .get("check_in_interval")
-        .and_then(Value::as_f64)
-        .filter(|s| (limits::CHECK_IN_INTERVAL_MIN_SECONDS..=limits::CHECK_IN_INTERVAL_MAX_SECONDS).contains(s));
+    let check_in_interval = match raw.config.get("check_in_interval") {
+        Some(Value::Number(n))
+            if n.as_f64().is_some_and(|s| (limits::CHECK_IN_INTERVAL_MIN_SECONDS..=limits::CHECK_IN_INTERVAL_MAX_SECONDS).contains(&s)) =>
+        {
+            Some(n.clone())
+        }
+        _ => None,
+    };
     Ok(Credentials {
         agent_id,
         token: Secret::new(raw.token.trim()),
@@ -385,7 +388,7 @@ mod tests {
         let c = interpret_answer(200, body, None).unwrap();
         assert_eq!(c.agent_id, "ff8e75fb-9d20-4fe1-b211-e9bfa975665a");
         assert_eq!((c.token.expose(), c.refresh_token.expose()), ("eyJ.a.b", "b208"));
-        assert_eq!(c.check_in_interval, Some(300.0));
+        assert_eq!(c.check_in_interval, Some(300.into()));
         let no_config = br#"{"agent_id":"a","token":"t","refresh_token":"r","config":{"check_in_interval":0}}"#;
         assert_eq!(interpret_answer(200, no_config, None).unwrap().check_in_interval, None);
     }
