@@ -18,9 +18,9 @@ use rand::rngs::StdRng;
 use tokio::time::{Instant, sleep_until, timeout};
 
 use crate::commands::{self, Action, RAPID_POLLING_INTERVAL, RAPID_POLLING_MAX};
-use crate::heartbeat;
 use crate::config::Config;
 use crate::events::{Event, Observer, RequestKind, log_event};
+use crate::heartbeat;
 use crate::protocol::{
     self, AGENT_VERSION, BUILD_VERSION_KEY, CheckinAnswer, HEALTH_PATH, Metrics, PROTOCOL_VERSION, RENEW_PATH, RenewRequest,
     commands_path,

@@ -284,18 +284,13 @@ fn up_or_skip() -> Option<RealServer> {
 
 // ---- the agent side ------------------------------------------------------------------------
 
-/// A config prepared before registration: the test's timing, kept by `register`.
+/// A config prepared before registration, kept by `register`: a short regular interval (so
+/// the test need not wait minutes), and the production resilience defaults, so the recovery
+/// after the kill is the one operators get.
 fn prepared_config(dir: &Path) -> Value {
     json!({
         "check_in_interval": CHECK_IN_INTERVAL_SECONDS,
         "state_dir": dir.join("state"),
-        "resilience": {
-            "initial_delay_seconds": 0.5,
-            "max_delay_minutes": 0.05,
-            "circuit_breaker_threshold": 5,
-            "circuit_breaker_timeout_minutes": 0.05,
-            "request_timeout_seconds": 3
-        }
     })
 }
 
