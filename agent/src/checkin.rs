@@ -291,11 +291,12 @@ impl<T: Transport, S: Store, H: Host, O: Observer, P: Strategy> CheckinLoop<T, S
             Ok(r) => r,
             Err(_) => Err(TransportError::Timeout),
         };
-        let class = match &result {
-            Ok(resp) => status_outcome(resp.status).class().to_string(),
-            Err(e) => e.outcome().class().to_string(),
+        let outcome = match &result {
+            Ok(resp) if kind == RequestKind::Health => health_outcome(resp),
+            Ok(resp) => status_outcome(resp.status),
+            Err(e) => e.outcome(),
         };
-        let ok = result.as_ref().is_ok_and(|r| (200..300).contains(&r.status));
+        let (class, ok) = (outcome.class().to_string(), outcome == Outcome::Success);
         self.emit(Event::RequestFinished { kind, class, ok, elapsed_ms: ms(started.elapsed()) });
         result
     }

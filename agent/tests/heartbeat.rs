@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use redflag_agent::checkin::{CheckinLoop, Host, Settings};
-use redflag_agent::events::{Event, Observer};
+use redflag_agent::events::{Event, Observer, RequestKind};
 use redflag_agent::resilience::{BackoffConfig, BreakerConfig, Jitter, PolicyConfig};
 use redflag_agent::secret::Secret;
 use redflag_agent::store::MemoryStore;
@@ -278,6 +278,16 @@ fn a_server_waiting_for_configuration_is_not_ready() {
         .filter(|(_, e)| matches!(e, Event::AttemptFailed { class, .. } if class == "server_not_ready"))
         .count();
     assert!(not_ready >= 1, "no attempt failed as server_not_ready: {events:#?}");
+    // The probe itself is traced as a failed request, not as an "ok" health check.
+    let probes: Vec<(bool, String)> = events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::RequestFinished { kind: RequestKind::Health, ok, class, .. } => Some((*ok, class.clone())),
+            _ => None,
+        })
+        .take(3)
+        .collect();
+    assert_eq!(probes, vec![(false, "server_not_ready".to_string()); 3]);
     // Once configured, the agent checks in again.
     let last_probe = waiting_probes[2].at;
     assert!(checkins(&seen).iter().any(|s| s.at > last_probe), "no check-in after the server was configured");
