@@ -24,6 +24,10 @@ pub trait Host {
     fn wall_clock(&self) -> SystemTime;
     /// System metrics for the check-in body; fields left `None` are not sent.
     fn metrics(&self, _into: &mut Metrics) {}
+    /// Log lines that could not be written (a closed stderr), for the status file.
+    fn log_lines_dropped(&self) -> u64 {
+        0
+    }
 }
 
 /// Production: the system clock, and metrics from `/proc` and `statvfs("/")`.
@@ -44,6 +48,10 @@ impl SystemHost {
 impl Host for SystemHost {
     fn wall_clock(&self) -> SystemTime {
         SystemTime::now()
+    }
+
+    fn log_lines_dropped(&self) -> u64 {
+        crate::log_writer::dropped_lines()
     }
 
     fn metrics(&self, into: &mut Metrics) {

@@ -154,8 +154,8 @@ pub fn parse_checkin_answer(body: &[u8]) -> Result<CheckinAnswer, String> {
     }
     if let Some(Value::Object(rp)) = map.remove("rapid_polling") {
         let enabled = rp.get("enabled").and_then(Value::as_bool).unwrap_or(false);
-        // RedFlag's Go server writes `until` in its own local time zone (`+05:30`, `-04:00`).
-        let until = rp.get("until").and_then(Value::as_str).and_then(crate::rfc3339::parse);
+        // Any RFC 3339 offset (a Go server writes its local time), or a bare UTC time.
+        let until = rp.get("until").and_then(Value::as_str).and_then(|s| crate::rfc3339::parse(s).or_else(|| humantime::parse_rfc3339_weak(s).ok()));
         if enabled {
             answer.rapid_polling_until = until;
         }
