@@ -212,7 +212,8 @@ async fn answer(
         tokio::time::sleep(delay).await;
     }
     let mut resp = if is_agent_route(&path) && app.modes.setup_mode() {
-        json_error(StatusCode::NOT_FOUND, "server is in setup mode")
+        // RedFlag's welcome mode has no agent routes at all: gin's own plain-text 404.
+        status_response(404, None, "404 page not found".into(), "text/plain")
     } else if path == HEALTH_PATH && app.modes.setup_mode() {
         axum::Json(serde_json::json!({ "status": WAITING_FOR_CONFIGURATION })).into_response()
     } else if let Some((status, retry_after)) = app.modes.http_status().filter(|_| is_agent_route(&path)) {
