@@ -254,8 +254,13 @@ fn a_server_waiting_for_configuration_is_not_ready() {
         |log| {
             let mut t = Scripted::new(log);
             // An outage (so the agent probes /health), then the server comes back unconfigured
-            // for three probes, then configured.
+            // for three probes, then configured. A failed probe sends the next attempt straight
+            // to the check-in (probes never gate twice in a row), so the check-ins between the
+            // unconfigured probes fail too, as a real unconfigured server's would (gin's 404).
             t.checkins.push_back((502, "bad gateway".into()));
+            for _ in 0..3 {
+                t.checkins.push_back((404, "404 page not found".into()));
+            }
             t.health.extend([(200, waiting.clone()), (200, waiting.clone()), (200, waiting)]);
             t
         },
