@@ -14,6 +14,14 @@
 //! waits for the next regular check-in; a bare 404 (HTML or empty: a gateway whose backend is
 //! gone) is retried with backoff like a 502, at most [`BARE_404_RETRIES_MAX`] times in a row.
 //!
+//! Commands (the second half of this file): a command in a check-in answer is written to the
+//! journal before anything else, acknowledged in the next check-in's `acknowledged_commands`,
+//! run once through the [`CommandRunner`] (journaled `running` first), and its result written to
+//! the outbox and `POST`ed to `/logs`. Results waiting in the outbox go first in every attempt,
+//! under the same strategy and breaker as check-ins (one server): if the server fails them, the
+//! attempt ends there, like a failed health probe. A command the journal knows is never run
+//! again; one found `running` at start-up is reported `failed`.
+//!
 //! It is generic over everything that touches the outside world (the [`Transport`], the
 //! [`Store`], the [`Host`] for wall-clock time and system metrics, and the [`Observer`]) and it
 //! uses only `tokio::time` for time, so the simulation harness runs this exact code inside
@@ -26,19 +34,22 @@ use std::time::{Duration, SystemTime};
 use rand::rngs::StdRng;
 use tokio::time::{Instant, sleep_until, timeout};
 
-use crate::commands::{self, Action, RAPID_POLLING_INTERVAL, RAPID_POLLING_MAX};
+use crate::commands::{Action, RAPID_POLLING_INTERVAL, RAPID_POLLING_MAX};
 use crate::config::Config;
 use crate::events::{COMMAND_LOG_LINES_MAX, Event, Observer, RequestKind, log_commands_summary, log_event};
 use crate::heartbeat;
+use crate::journal::{COMMAND_ID_MAX_LEN, Corrupt, Delivery, JOURNAL_ENTRIES_MAX, JOURNAL_FILE, Journal, Saved};
+use crate::outbox::{OUTBOX_FILE, OUTBOX_RESULTS_MAX, Outbox};
 use crate::protocol::{
-    self, AGENT_VERSION, BUILD_VERSION_KEY, CheckinAnswer, HEALTH_PATH, Metrics, PROTOCOL_VERSION, RENEW_PATH,
-    RESPONSE_BODY_MAX_BYTES, RenewRequest,
-    commands_path,
+    self, ACKNOWLEDGED_COMMANDS_MAX, AGENT_VERSION, BUILD_VERSION_KEY, CheckinAnswer, Command, HEALTH_PATH, Metrics,
+    PROTOCOL_VERSION, RENEW_PATH, RESPONSE_BODY_MAX_BYTES, RESULT_FAILED, RESULT_OUTPUT_MAX_BYTES, RenewRequest,
+    UpdateLogRequest, commands_path, logs_path, truncate_output,
 };
 use crate::resilience::{
     Decision, Gate, Outcome, Policy, PolicyConfig, Report, Strategy, Transition, Verdict, classify,
     classify_status, honours_retry_after, parse_http_date, parse_retry_after,
 };
+use crate::runner::{CommandRunner, ProductionRunner};
 use crate::secret::Secret;
 use crate::store::{Status, Store};
 use crate::transport::{Method, Request, Response, Transport, TransportError};
@@ -118,8 +129,9 @@ impl AttemptResult {
 }
 
 /// One agent's check-in loop. Build it with [`CheckinLoop::new`] (the production [`Policy`])
-/// or [`CheckinLoop::with_strategy`], then `run` it.
-pub struct CheckinLoop<T, S, H, O, P = Policy> {
+/// or [`CheckinLoop::with_strategy`], give it a [`CommandRunner`] with
+/// [`CheckinLoop::with_runner`] (default: the [`ProductionRunner`]), then `run` it.
+pub struct CheckinLoop<T, S, H, O, P = Policy, R = ProductionRunner> {
     settings: Settings,
     /// Decides whether an attempt may go and when the next one is due.
     strategy: P,
@@ -144,6 +156,21 @@ pub struct CheckinLoop<T, S, H, O, P = Policy> {
     bare_404_streak: u32,
     /// The cause last logged with a failure, so an unchanged cause is not repeated each attempt.
     last_cause: Option<String>,
+    /// Events held back while an answer is taken in, to be reported after its `checkin_ok`
+    /// (see [`CheckinLoop::apply_answer`]); `None`: events are reported as they happen.
+    held_events: Option<Vec<Event>>,
+    /// Runs commands.
+    runner: R,
+    /// Every command received, by id (`state_dir/journal.json`).
+    journal: Journal,
+    /// Results waiting for the server's 2xx (`state_dir/outbox.json`).
+    outbox: Outbox,
+    /// The acknowledgements the check-in in flight carries.
+    acks_in_flight: Vec<String>,
+    /// The body of the result request about to go out.
+    result_body: Option<Vec<u8>>,
+    /// A result entered the outbox since the last delivery.
+    results_added: bool,
 }
 
 impl<T: Transport, S: Store, H: Host, O: Observer> CheckinLoop<T, S, H, O, Policy> {
@@ -175,6 +202,45 @@ impl<T: Transport, S: Store, H: Host, O: Observer, P: Strategy> CheckinLoop<T, S
             skip_next_probe: false,
             bare_404_streak: 0,
             last_cause: None,
+            held_events: None,
+            runner: ProductionRunner::default(),
+            journal: Journal::default(),
+            outbox: Outbox::default(),
+            acks_in_flight: Vec::new(),
+            result_body: None,
+            results_added: false,
+        }
+    }
+}
+
+impl<T: Transport, S: Store, H: Host, O: Observer, P: Strategy, R: CommandRunner> CheckinLoop<T, S, H, O, P, R> {
+    /// The same loop running commands with `runner` (the simulation's runs them in simulated
+    /// time; production's is [`ProductionRunner`]).
+    pub fn with_runner<R2: CommandRunner>(self, runner: R2) -> CheckinLoop<T, S, H, O, P, R2> {
+        CheckinLoop {
+            settings: self.settings,
+            strategy: self.strategy,
+            transport: self.transport,
+            store: self.store,
+            host: self.host,
+            observer: self.observer,
+            rng: self.rng,
+            started: self.started,
+            rapid_until: self.rapid_until,
+            last_success: self.last_success,
+            last_error: self.last_error,
+            last_store_error: self.last_store_error,
+            skip_next_probe: self.skip_next_probe,
+            bare_404_streak: self.bare_404_streak,
+            last_cause: self.last_cause,
+            held_events: self.held_events,
+            checked_in_at_once: self.checked_in_at_once,
+            runner,
+            journal: self.journal,
+            outbox: self.outbox,
+            acks_in_flight: self.acks_in_flight,
+            result_body: self.result_body,
+            results_added: self.results_added,
         }
     }
 
@@ -185,6 +251,7 @@ impl<T: Transport, S: Store, H: Host, O: Observer, P: Strategy> CheckinLoop<T, S
         self.started = Instant::now();
         let mut next_due = self.started;
         self.emit(Event::AgentStarted { agent_id: self.settings.agent_id.clone(), version: AGENT_VERSION.to_string() });
+        self.recover_commands();
         loop {
             tokio::select! {
                 biased;
@@ -205,7 +272,7 @@ impl<T: Transport, S: Store, H: Host, O: Observer, P: Strategy> CheckinLoop<T, S
             let result = tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
-                r = self.attempt(probe_health) => r,
+                r = self.attempt_with_results(probe_health) => r,
             };
             let now = Instant::now();
             // The answer's rapid polling (or an enable_heartbeat command) applies to the delay
@@ -214,7 +281,8 @@ impl<T: Transport, S: Store, H: Host, O: Observer, P: Strategy> CheckinLoop<T, S
                 (Some(answer), Verdict::Success) => self.apply_answer(answer, self.host.wall_clock()),
                 _ => Vec::new(),
             };
-            let interval = match self.at_once_after(&result) {
+            let at_once = self.at_once_after(&result);
+            let interval = match at_once {
                 true => Some(Duration::ZERO),
                 false => self.rapid_interval(now),
             };
@@ -222,6 +290,20 @@ impl<T: Transport, S: Store, H: Host, O: Observer, P: Strategy> CheckinLoop<T, S
             let decision = self.strategy.complete(now.into_std(), report, &mut self.rng);
             self.after_attempt(&result, &decision, answer_events);
             next_due = Instant::from_std(decision.next_attempt_at);
+            let checked_in = decision.verdict == Verdict::Success;
+            if checked_in {
+                self.acknowledged();
+            }
+            if self.journal.next_to_run().is_some() || (checked_in && self.results_added) {
+                let retry_at = tokio::select! {
+                    biased;
+                    _ = &mut shutdown => break,
+                    r = self.run_commands_then_deliver(checked_in, at_once) => r,
+                };
+                if let Some(at) = retry_at {
+                    next_due = at;
+                }
+            }
         }
         self.emit(Event::Stopped);
     }
@@ -358,7 +440,13 @@ impl<T: Transport, S: Store, H: Host, O: Observer, P: Strategy> CheckinLoop<T, S
                 method: Method::Get,
                 path: commands_path(&self.settings.agent_id),
                 bearer: Some(self.settings.token.clone()),
-                json_body: Some(self.metrics_body()),
+                json_body: Some(self.checkin_body()),
+            },
+            RequestKind::Result => Request {
+                method: Method::Post,
+                path: logs_path(&self.settings.agent_id),
+                bearer: Some(self.settings.token.clone()),
+                json_body: self.result_body.clone(),
             },
             RequestKind::Renew => {
                 let body = RenewRequest {
@@ -413,7 +501,7 @@ impl<T: Transport, S: Store, H: Host, O: Observer, P: Strategy> CheckinLoop<T, S
         let heartbeat = result
             .answer
             .as_ref()
-            .is_some_and(|a| a.commands.iter().any(|c| matches!(commands::decide(c), Action::RapidPolling(_))));
+            .is_some_and(|a| a.commands.iter().any(|c| matches!(crate::commands::decide(c), Action::RapidPolling(_))));
         let at_once = heartbeat && !self.checked_in_at_once;
         self.checked_in_at_once = at_once;
         at_once
@@ -507,9 +595,12 @@ impl<T: Transport, S: Store, H: Host, O: Observer, P: Strategy> CheckinLoop<T, S
         }
     }
 
-    /// Acts on a check-in answer (rapid polling on or off) and returns the events that say so,
-    /// to be reported once the check-in itself is.
+    /// Takes in a check-in answer (its commands into the journal, its rapid polling on) and
+    /// returns the events that say so, to be reported once the check-in itself is. Commands
+    /// are only journaled here; they run after the check-in is reported
+    /// ([`CheckinLoop::run_commands_then_deliver`]).
     fn apply_answer(&mut self, answer: &CheckinAnswer, wall: SystemTime) -> Vec<Event> {
+        self.held_events = Some(Vec::new());
         let mut events = Vec::new();
         for reason in &answer.invalid_commands {
             events.push(Event::CommandSkipped { id: String::new(), kind: String::new(), reason: reason.clone() });
@@ -522,13 +613,9 @@ impl<T: Transport, S: Store, H: Host, O: Observer, P: Strategy> CheckinLoop<T, S
             });
         }
         for cmd in &answer.commands {
-            events.push(Event::CommandReceived { id: cmd.id.clone(), kind: cmd.kind.clone() });
-            match commands::decide(cmd) {
-                Action::RapidPolling(window) => events.extend(self.start_rapid_polling(window)),
-                Action::StopRapidPolling => self.rapid_until = None,
-                Action::Skip { reason } => events.push(Event::CommandSkipped { id: cmd.id.clone(), kind: cmd.kind.clone(), reason }),
-            }
+            self.take_command(cmd);
         }
+        events.extend(self.held_events.take().unwrap_or_default());
         if let Some(until) = answer.rapid_polling_until {
             if let Ok(window) = until.duration_since(wall) {
                 events.extend(self.start_rapid_polling(window));
@@ -573,6 +660,269 @@ impl<T: Transport, S: Store, H: Host, O: Observer, P: Strategy> CheckinLoop<T, S
         }
     }
 
+    // ---- commands: journal, runner, outbox -------------------------------------------------
+
+    /// At start-up: reads the journal and the outbox (a corrupt one is moved aside and replaced),
+    /// puts back into the outbox every result the journal holds as undelivered, and reports every
+    /// command that was running when the agent died as `failed`, never to run again.
+    fn recover_commands(&mut self) {
+        let (journal, corrupt) = Journal::load(&mut self.store);
+        self.journal = journal;
+        self.report_corrupt(corrupt);
+        let (outbox, corrupt) = Outbox::load(&mut self.store);
+        self.outbox = outbox;
+        self.report_corrupt(corrupt);
+        for result in self.journal.undelivered() {
+            if !self.outbox.contains(&result.command_id) {
+                self.queue_result(result);
+            }
+        }
+        for cmd in self.journal.running() {
+            self.emit(Event::CommandInterrupted { id: cmd.id.clone(), kind: cmd.kind.clone() });
+            let result = UpdateLogRequest {
+                command_id: cmd.id.clone(),
+                action: truncate_output(&cmd.kind, COMMAND_ID_MAX_LEN),
+                result: RESULT_FAILED.into(),
+                stdout: String::new(),
+                stderr: "interrupted by agent restart".into(),
+                exit_code: 1,
+                duration_seconds: 0,
+            };
+            self.record_result(result);
+        }
+    }
+
+    fn report_corrupt(&mut self, corrupt: Option<Corrupt>) {
+        if let Some(c) = corrupt {
+            self.emit(Event::StateCorrupt { file: c.file, error: c.error, moved_to: c.moved_to });
+        }
+    }
+
+    /// Reports a state file write: `state_saved`, or `store_failed`.
+    fn saved(&mut self, file: &str, what: &str, outcome: Result<Saved, String>) {
+        match outcome {
+            Ok(s) if s.bytes > 0 => self.emit(Event::StateSaved { file: file.to_string(), entries: s.entries, bytes: s.bytes }),
+            Ok(_) => {}
+            Err(error) => self.emit(Event::StoreFailed { what: what.to_string(), error }),
+        }
+    }
+
+    /// One command from a check-in answer: journaled before anything else, or recognised.
+    fn take_command(&mut self, cmd: &Command) {
+        self.emit(Event::CommandReceived { id: cmd.id.clone(), kind: cmd.kind.clone() });
+        if cmd.id.is_empty() || cmd.id.len() > COMMAND_ID_MAX_LEN || cmd.kind.len() > COMMAND_ID_MAX_LEN {
+            let reason = format!("a command id must have 1 to {COMMAND_ID_MAX_LEN} bytes, and its type at most {COMMAND_ID_MAX_LEN}");
+            self.emit(Event::CommandSkipped { id: truncate_output(&cmd.id, 64), kind: truncate_output(&cmd.kind, 64), reason });
+            return;
+        }
+        let Some(entry) = self.journal.get(&cmd.id) else {
+            let outcome = self.journal.receive(cmd, &mut self.store);
+            if let Err(e) = &outcome {
+                let reason = format!("not recorded in the journal ({e}); not acknowledged, so the server sends it again");
+                self.emit(Event::CommandSkipped { id: cmd.id.clone(), kind: cmd.kind.clone(), reason });
+            }
+            self.saved(JOURNAL_FILE, "journal", outcome);
+            return;
+        };
+        // Known: the server sent it again, so it has not seen our acknowledgement. Never run it
+        // again; a finished one has its stored result re-sent.
+        let (state, stored) = (entry.state, entry.result.clone());
+        self.emit(Event::CommandDuplicate { id: cmd.id.clone(), kind: cmd.kind.clone(), state: state.as_str().to_string() });
+        let outcome = self.journal.redelivered(&cmd.id, &mut self.store);
+        self.saved(JOURNAL_FILE, "journal", outcome);
+        if let Some(result) = stored {
+            if !self.outbox.contains(&cmd.id) {
+                let outcome = self.journal.set_delivery(&cmd.id, Delivery::Pending, &mut self.store);
+                self.saved(JOURNAL_FILE, "journal", outcome);
+                self.queue_result(result);
+            }
+        }
+    }
+
+    /// The check-in that carried `acks_in_flight` succeeded: the server has them.
+    fn acknowledged(&mut self) {
+        if self.acks_in_flight.is_empty() {
+            return;
+        }
+        let acks = std::mem::take(&mut self.acks_in_flight);
+        let outcome = self.journal.acknowledged(&acks, &mut self.store);
+        self.saved(JOURNAL_FILE, "journal", outcome);
+    }
+
+    /// The check-in body: the metrics, plus the journal's unacknowledged ids when there are any
+    /// (without them the body is exactly the metrics, as RedFlag's own agent sends it).
+    fn checkin_body(&mut self) -> Vec<u8> {
+        let metrics = self.metrics_body();
+        self.acks_in_flight = self.journal.acks(ACKNOWLEDGED_COMMANDS_MAX);
+        if self.acks_in_flight.is_empty() {
+            return metrics;
+        }
+        match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&metrics) {
+            Ok(mut body) => {
+                body.insert("acknowledged_commands".into(), serde_json::json!(self.acks_in_flight));
+                serde_json::to_vec(&body).unwrap_or(metrics)
+            }
+            Err(_) => {
+                self.acks_in_flight.clear();
+                metrics
+            }
+        }
+    }
+
+    /// A finished command's result: journal first (`done`, durably), then the outbox.
+    fn record_result(&mut self, result: UpdateLogRequest) {
+        let outcome = self.journal.finish(&result, &mut self.store);
+        self.saved(JOURNAL_FILE, "journal", outcome);
+        self.queue_result(result);
+    }
+
+    /// Puts a result in the outbox; results it had to drop to make room are logged by id.
+    fn queue_result(&mut self, result: UpdateLogRequest) {
+        let (dropped, outcome) = self.outbox.push(result, &mut self.store);
+        self.results_added = true;
+        self.saved(OUTBOX_FILE, "outbox", outcome);
+        for id in dropped {
+            let reason = format!("the outbox is full (at most {OUTBOX_RESULTS_MAX} results or {} bytes); the oldest goes", crate::outbox::OUTBOX_BYTES_MAX);
+            self.settle_result(&id, Delivery::Dropped, false);
+            self.emit(Event::ResultDropped { id, reason });
+        }
+    }
+
+    /// A result left the outbox for good: delivered, or dropped.
+    fn settle_result(&mut self, id: &str, delivery: Delivery, remove: bool) {
+        if remove {
+            let outcome = self.outbox.remove(id, &mut self.store);
+            self.saved(OUTBOX_FILE, "outbox", outcome);
+        }
+        let outcome = self.journal.set_delivery(id, delivery, &mut self.store);
+        self.saved(JOURNAL_FILE, "journal", outcome);
+    }
+
+    /// Runs every journaled command not yet started, oldest first, each journaled `running`
+    /// before it starts (a command whose `running` cannot be written does not start). After a
+    /// successful check-in, the new results are delivered at once, as one more attempt under the
+    /// strategy. Returns when the next attempt is due instead, if the strategy said so.
+    ///
+    /// `at_once`: the check-in's answer asked for an immediate check-in (see
+    /// [`CheckinLoop::at_once_after`]); the decision after the results keeps it.
+    async fn run_commands_then_deliver(&mut self, checked_in: bool, at_once: bool) -> Option<Instant> {
+        for _ in 0..JOURNAL_ENTRIES_MAX {
+            let Some(cmd) = self.journal.next_to_run().cloned() else { break };
+            let outcome = self.journal.start(&cmd.id, &mut self.store);
+            let started_ok = outcome.is_ok();
+            self.saved(JOURNAL_FILE, &format!("journal (command {} not started; retried later)", cmd.id), outcome);
+            if !started_ok {
+                break;
+            }
+            self.emit(Event::CommandStarted { id: cmd.id.clone(), kind: cmd.kind.clone() });
+            let started = Instant::now();
+            let exec = self.runner.run(&cmd).await;
+            let elapsed = started.elapsed();
+            match &exec.effect {
+                Some(Action::RapidPolling(window)) => {
+                    if let Some(event) = self.start_rapid_polling(*window) {
+                        self.emit(event);
+                    }
+                }
+                Some(Action::StopRapidPolling) => self.rapid_until = None,
+                Some(Action::Skip { .. }) | None => {}
+            }
+            self.emit(Event::CommandFinished {
+                id: cmd.id.clone(),
+                kind: cmd.kind.clone(),
+                result: exec.result.to_string(),
+                elapsed_ms: ms(elapsed),
+            });
+            let result = UpdateLogRequest {
+                command_id: cmd.id.clone(),
+                action: cmd.kind.clone(),
+                result: exec.result.to_string(),
+                stdout: truncate_output(&exec.stdout, RESULT_OUTPUT_MAX_BYTES),
+                stderr: truncate_output(&exec.stderr, RESULT_OUTPUT_MAX_BYTES),
+                exit_code: exec.exit_code,
+                duration_seconds: elapsed.as_secs_f64().round() as i64,
+            };
+            self.record_result(result);
+        }
+        if !(checked_in && self.results_added) {
+            return None;
+        }
+        let now = Instant::now();
+        let (gate, transition) = self.strategy.admit(now.into_std());
+        self.emit_transition(transition);
+        if let Gate::Wait { .. } = gate {
+            return None;
+        }
+        let failed = self.deliver_results().await;
+        let now = Instant::now();
+        let (verdict, retry_after) = failed.as_ref().map_or((Verdict::Success, None), |f| (f.verdict, f.retry_after));
+        let interval = match at_once {
+            true => Some(Duration::ZERO),
+            false => self.rapid_interval(now),
+        };
+        let decision = self.strategy.complete(now.into_std(), Report { verdict, retry_after, interval }, &mut self.rng);
+        self.emit_transition(decision.transition);
+        if let Some(f) = failed {
+            self.emit(Event::ResultsHeld { pending: self.outbox.len() as u32, class: f.outcome.class().to_string(), delay_ms: ms(decision.delay) });
+        }
+        Some(Instant::from_std(decision.next_attempt_at))
+    }
+
+    /// Results waiting in the outbox go first, inside the admitted attempt: if the server fails
+    /// them, it is failing, and the attempt ends there (no check-in).
+    async fn attempt_with_results(&mut self, probe_health: bool) -> AttemptResult {
+        if let Some(failed) = self.deliver_results().await {
+            return failed;
+        }
+        self.attempt(probe_health).await
+    }
+
+    /// Posts the outbox's results, oldest first, until it is empty or one fails. `Some` is a
+    /// failure that ends the attempt (the server is unavailable, or renewal failed); answers
+    /// that only say "not now" (403, 404, a second 401, ...) keep the results and let the check-in
+    /// go on; 400, 413 and 422 mean this result will never be accepted: it is dropped, logged.
+    async fn deliver_results(&mut self) -> Option<AttemptResult> {
+        self.results_added = false;
+        let mut renewed = false;
+        for _ in 0..OUTBOX_RESULTS_MAX + 1 {
+            let Some(result) = self.outbox.front().cloned() else { break };
+            self.result_body = Some(serde_json::to_vec(&result).unwrap_or_default());
+            let sent = self.request(RequestKind::Result).await;
+            self.result_body = None;
+            let resp = match sent {
+                Ok(resp) => resp,
+                Err(e) => return Some(AttemptResult::transport(RequestKind::Result, &e)),
+            };
+            let id = result.command_id;
+            match resp.status {
+                200..=299 => {
+                    self.settle_result(&id, Delivery::Delivered, true);
+                    self.emit(Event::ResultDelivered { id });
+                }
+                401 if !renewed => {
+                    renewed = true;
+                    if let Err(failed) = self.renew().await {
+                        return Some(failed);
+                    }
+                }
+                400 | 413 | 422 => {
+                    self.settle_result(&id, Delivery::Dropped, true);
+                    let reason = format!("the server refused it for good (HTTP {})", resp.status);
+                    self.emit(Event::ResultDropped { id, reason });
+                }
+                status => {
+                    let outcome = status_outcome(status);
+                    if classify(outcome) == Verdict::Retry {
+                        let retry_after = self.retry_after(outcome, &resp);
+                        return Some(AttemptResult::failed(RequestKind::Result, outcome, Verdict::Retry, retry_after));
+                    }
+                    return None;
+                }
+            }
+        }
+        None
+    }
+
     fn emit_transition(&mut self, transition: Option<Transition>) {
         if let Some(t) = transition {
             self.emit(Event::Breaker { from: t.from.to_string(), to: t.to.to_string() });
@@ -580,6 +930,10 @@ impl<T: Transport, S: Store, H: Host, O: Observer, P: Strategy> CheckinLoop<T, S
     }
 
     fn emit(&mut self, event: Event) {
+        if let Some(held) = self.held_events.as_mut() {
+            held.push(event);
+            return;
+        }
         log_event(&self.settings.agent_id, &event);
         self.observer.on_event(&event);
     }

@@ -3,8 +3,9 @@
 //! This agent is the resilient check-in core. Of RedFlag's command types it runs the two that
 //! concern the check-in loop itself, `enable_heartbeat` and `disable_heartbeat` (RedFlag's
 //! rapid polling: check in every few seconds for a while). Every other type (`scan_updates`,
-//! `install_updates`, `reboot`, ...) is logged and skipped, never fatal: an unknown command
-//! must not stop check-ins. Pure: decides, the loop acts.
+//! `install_updates`, `reboot`, ...) is not for this agent ([`Action::Skip`]): the production
+//! runner (`runner.rs`) answers it with a `failed` result, never fatal: an unknown command must
+//! not stop check-ins. Pure: decides, the runner and the loop act.
 
 use std::time::Duration;
 

@@ -18,6 +18,8 @@ pub enum RequestKind {
     Health,
     Checkin,
     Renew,
+    /// `POST /api/v1/agents/{id}/logs`: a command's result.
+    Result,
 }
 
 impl RequestKind {
@@ -26,6 +28,7 @@ impl RequestKind {
             RequestKind::Health => "health",
             RequestKind::Checkin => "checkin",
             RequestKind::Renew => "renew",
+            RequestKind::Result => "result",
         }
     }
 }
@@ -81,6 +84,27 @@ pub enum Event {
     StoreFailed { what: String, error: String },
     /// The loop returned because it was asked to shut down.
     Stopped,
+    /// A command the journal already knows came again (the server redelivered it): it is not
+    /// run again. `state` is its journal state; a finished one has its stored result re-sent.
+    CommandDuplicate { id: String, kind: String, state: String },
+    /// A command starts running (its journal entry says `running` first, durably).
+    CommandStarted { id: String, kind: String },
+    /// A command finished; its result (`success` or `failed`) is in the outbox.
+    CommandFinished { id: String, kind: String, result: String, elapsed_ms: u64 },
+    /// A command was running when the agent died: it is reported `failed` and never run again.
+    CommandInterrupted { id: String, kind: String },
+    /// The server answered 2xx to a command's result.
+    ResultDelivered { id: String },
+    /// A result was given up: the outbox was full (the oldest goes), or the server refused it
+    /// for good (400, 413, 422).
+    ResultDropped { id: String, reason: String },
+    /// Posting results failed; `pending` results wait `delay_ms` (the strategy's wait).
+    ResultsHeld { pending: u32, class: String, delay_ms: u64 },
+    /// A state file (journal, outbox) was unreadable: moved aside to `moved_to`, and the agent
+    /// goes on with an empty one.
+    StateCorrupt { file: String, error: String, moved_to: String },
+    /// A state file was written (atomically, fsync'd): its entries and size.
+    StateSaved { file: String, entries: u32, bytes: u64 },
 }
 
 impl Event {
@@ -102,6 +126,15 @@ impl Event {
             Event::RapidPolling { .. } => "rapid_polling",
             Event::StoreFailed { .. } => "store_failed",
             Event::Stopped => "stopped",
+            Event::CommandDuplicate { .. } => "command_duplicate",
+            Event::CommandStarted { .. } => "command_started",
+            Event::CommandFinished { .. } => "command_finished",
+            Event::CommandInterrupted { .. } => "command_interrupted",
+            Event::ResultDelivered { .. } => "result_delivered",
+            Event::ResultDropped { .. } => "result_dropped",
+            Event::ResultsHeld { .. } => "results_held",
+            Event::StateCorrupt { .. } => "state_corrupt",
+            Event::StateSaved { .. } => "state_saved",
         }
     }
 }
@@ -185,6 +218,7 @@ pub fn log_event(agent: &str, e: &Event) {
             let what = match request {
                 Some(RequestKind::Health) => "health probe failed, so no check-in was sent",
                 Some(RequestKind::Renew) => "token renewal failed",
+                Some(RequestKind::Result) => "result delivery failed, so no check-in was sent",
                 Some(RequestKind::Checkin) | None => "check-in failed",
             };
             let then = match request {
@@ -247,6 +281,56 @@ pub fn log_event(agent: &str, e: &Event) {
             warn!(event, agent, what, error, "could not save {what}: {}", Untrusted(error))
         }
         Event::Stopped => info!(event, agent, "check-in loop stopped"),
+        Event::CommandDuplicate { id, kind, state } => {
+            info!(event, agent, id, kind, state, "command {} ({}) came again; already {state} here, not run again", Untrusted(id), Untrusted(kind))
+        }
+        Event::CommandStarted { id, kind } => info!(event, agent, id, kind, "running command {} ({})", Untrusted(id), Untrusted(kind)),
+        Event::CommandFinished { id, kind, result, elapsed_ms } => info!(
+            event,
+            agent,
+            id,
+            kind,
+            result,
+            elapsed_ms,
+            "command {} ({}) finished: {result} in {}s",
+            Untrusted(id),
+            Untrusted(kind),
+            secs(*elapsed_ms)
+        ),
+        Event::CommandInterrupted { id, kind } => warn!(
+            event,
+            agent,
+            id,
+            kind,
+            "command {} ({}) was running when the agent stopped; reported failed, not run again",
+            Untrusted(id),
+            Untrusted(kind)
+        ),
+        Event::ResultDelivered { id } => debug!(event, agent, id, "result of command {} delivered", Untrusted(id)),
+        Event::ResultDropped { id, reason } => {
+            error!(event, agent, id, reason, "result of command {} dropped: {}", Untrusted(id), Untrusted(reason))
+        }
+        Event::ResultsHeld { pending, class, delay_ms } => warn!(
+            event,
+            agent,
+            pending,
+            class,
+            delay_ms,
+            "{pending} result(s) not delivered ({class}); next attempt in {}s",
+            secs(*delay_ms)
+        ),
+        Event::StateCorrupt { file, error, moved_to } => error!(
+            event,
+            agent,
+            file,
+            error,
+            moved_to,
+            "state file {file} is corrupt ({}); moved aside to {moved_to}, starting with an empty one",
+            Untrusted(error)
+        ),
+        Event::StateSaved { file, entries, bytes } => {
+            debug!(event, agent, file, entries, bytes, "saved {file}: {entries} entries, {bytes} bytes")
+        }
     }
 }
 
@@ -293,6 +377,16 @@ mod tests {
             Event::RapidPolling { for_ms: 1 },
             Event::StoreFailed { what: "status".into(), error: "e".into() },
             Event::Stopped,
+            Event::CommandDuplicate { id: "1".into(), kind: "x".into(), state: "done".into() },
+            Event::CommandStarted { id: "1".into(), kind: "x".into() },
+            Event::CommandFinished { id: "1".into(), kind: "x".into(), result: "success".into(), elapsed_ms: 2 },
+            Event::CommandInterrupted { id: "1".into(), kind: "x".into() },
+            Event::ResultDelivered { id: "1".into() },
+            Event::ResultDropped { id: "1".into(), reason: "r".into() },
+            Event::ResultsHeld { pending: 1, class: "http_502".into(), delay_ms: 3 },
+            Event::StateCorrupt { file: "journal.json".into(), error: "e".into(), moved_to: "journal.json.corrupt".into() },
+            Event::StateSaved { file: "outbox.json".into(), entries: 1, bytes: 2 },
+            Event::RequestStarted { kind: RequestKind::Result },
         ];
         for e in samples {
             let v = serde_json::to_value(&e).unwrap();

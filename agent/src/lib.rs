@@ -11,6 +11,8 @@
 //!   operator-given files safely, [`rfc3339`] reads the server's timestamps with any offset.
 //! * [`host`] is the machine (clock, system metrics, identity), [`heartbeat`] the rapid-polling
 //!   state reported to the server.
+//! * [`journal`], [`outbox`] and [`runner`] are how commands are never lost or run twice: the
+//!   durable record of every command, the durable queue of results, and what runs a command.
 //! * [`service`] is the `run` command (start-up checks, [`signals`], reloads), [`register`] the
 //!   `register` command, [`logging`] and [`log_writer`] the log output; `main.rs` is the command
 //!   line.
@@ -23,12 +25,15 @@ pub mod events;
 pub mod file_read;
 pub mod heartbeat;
 pub mod host;
+pub mod journal;
 pub mod log_writer;
 pub mod logging;
+pub mod outbox;
 pub mod protocol;
 pub mod register;
 pub mod resilience;
 pub mod rfc3339;
+pub mod runner;
 pub mod secret;
 pub mod service;
 pub mod signals;

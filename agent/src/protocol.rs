@@ -5,6 +5,12 @@
 //! * `POST /api/v1/agents/renew` `{"agent_id","refresh_token"}` -> `{"token"}`
 //! * `GET  /health` -> 200 `{"status":"healthy"}`; an unconfigured server (RedFlag's welcome
 //!   mode) answers 200 `{"status":"waiting for configuration"}`, which [`health_not_ready`] spots
+//! * `POST /api/v1/agents/{agent_id}/logs`, Bearer token, [`UpdateLogRequest`]: a command's
+//!   result (RedFlag's own route and field types)
+//!
+//! The check-in body is RedFlag's metrics object plus one field RedFlag 0.1.18 does not know and
+//! ignores, as its JSON binding ignores every unknown field: `acknowledged_commands`, the ids
+//! of the commands the agent has durably recorded in its journal ([`CheckinBody`]).
 //!
 //! Parsing is deliberately forgiving *inside* a valid answer (one bad command is skipped, an
 //! odd `rapid_polling` is ignored) and strict about the answer's shape (a body that is not a
@@ -48,6 +54,72 @@ pub const IMPLEMENTATION: &str = "redflag-agent (Rust resilient check-in agent)"
 
 pub fn commands_path(agent_id: &str) -> String {
     format!("{AGENTS_PREFIX}{agent_id}/commands")
+}
+
+/// `POST` a command's result here ([`UpdateLogRequest`]).
+pub fn logs_path(agent_id: &str) -> String {
+    format!("{AGENTS_PREFIX}{agent_id}/logs")
+}
+
+/// Acknowledgements carried by one check-in, at most. More wait for the next check-in.
+pub const ACKNOWLEDGED_COMMANDS_MAX: usize = 1024;
+/// `stdout` and `stderr` of a result are cut to this many bytes each (at a char boundary).
+pub const RESULT_OUTPUT_MAX_BYTES: usize = 8 * 1024;
+
+/// The check-in body: RedFlag's metrics, plus the ids of the commands this agent has durably
+/// recorded and not yet seen acknowledged by a successful check-in. A server that does not know
+/// `acknowledged_commands` ignores it; one that does stops redelivering those commands.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+pub struct CheckinBody {
+    #[serde(flatten)]
+    pub metrics: Metrics,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acknowledged_commands: Vec<String>,
+}
+
+/// `result` of an [`UpdateLogRequest`]: RedFlag completes a command on `success` and fails it on
+/// `failed`. (Its handler also reads `completed`, but its `update_logs` table only takes
+/// `success`, `failed` and `partial`: `completed` is answered 500, so it is never sent.)
+pub const RESULT_SUCCESS: &str = "success";
+pub const RESULT_FAILED: &str = "failed";
+
+/// RedFlag's `UpdateLogRequest`, field for field (Go `int` is 64-bit; `action` and `result` are
+/// required by its binding): the result of one command, `POST`ed to [`logs_path`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UpdateLogRequest {
+    pub command_id: String,
+    /// The command's type (`scan_updates`, `enable_heartbeat`, ...).
+    pub action: String,
+    /// [`RESULT_SUCCESS`] or [`RESULT_FAILED`].
+    pub result: String,
+    #[serde(default)]
+    pub stdout: String,
+    #[serde(default)]
+    pub stderr: String,
+    #[serde(default)]
+    pub exit_code: i64,
+    #[serde(default)]
+    pub duration_seconds: i64,
+}
+
+impl UpdateLogRequest {
+    /// The result's size as it is sent, for the outbox's byte bound.
+    pub fn encoded_len(&self) -> usize {
+        serde_json::to_vec(self).map_or(usize::MAX, |v| v.len())
+    }
+}
+
+/// `text` cut to at most `max` bytes at a char boundary, with a marker when it was cut.
+pub fn truncate_output(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    const MARK: &str = "\n[output truncated]";
+    let mut end = max.saturating_sub(MARK.len());
+    while end > 0 && !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{MARK}", &text[..end])
 }
 
 /// The small JSON body sent with each check-in, field for field what RedFlag 0.1.18's
@@ -237,6 +309,37 @@ mod tests {
         let a = parse_checkin_answer(body.as_bytes()).unwrap();
         assert_eq!(a.commands.len(), MAX_COMMANDS_PER_CHECKIN);
         assert_eq!(a.deferred_commands, 300 - MAX_COMMANDS_PER_CHECKIN);
+    }
+
+    #[test]
+    fn checkin_body_adds_acknowledgements_to_the_metrics() {
+        let body = CheckinBody { metrics: Metrics { version: "1".into(), ..Metrics::default() }, acknowledged_commands: vec![] };
+        assert_eq!(serde_json::to_string(&body).unwrap(), r#"{"version":"1"}"#);
+        let body = CheckinBody { acknowledged_commands: vec!["a".into(), "b".into()], ..body };
+        assert_eq!(serde_json::to_string(&body).unwrap(), r#"{"version":"1","acknowledged_commands":["a","b"]}"#);
+        let back: CheckinBody = serde_json::from_str(r#"{"version":"1","uptime":"up 3 minutes","acknowledged_commands":["a"]}"#).unwrap();
+        assert_eq!(back.metrics.uptime.as_deref(), Some("up 3 minutes"));
+        assert_eq!(back.acknowledged_commands, ["a"]);
+    }
+
+    #[test]
+    fn update_log_request_has_redflags_fields() {
+        let r = UpdateLogRequest {
+            command_id: "c".into(),
+            action: "scan_updates".into(),
+            result: RESULT_FAILED.into(),
+            stdout: String::new(),
+            stderr: "no".into(),
+            exit_code: 1,
+            duration_seconds: 2,
+        };
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"command_id":"c","action":"scan_updates","result":"failed","stdout":"","stderr":"no","exit_code":1,"duration_seconds":2}"#
+        );
+        assert_eq!(truncate_output("héllo wörld", 100), "héllo wörld");
+        let cut = truncate_output(&"é".repeat(100), 50);
+        assert!(cut.len() <= 50 && cut.ends_with("[output truncated]"), "{cut}");
     }
 
     #[test]

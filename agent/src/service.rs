@@ -21,6 +21,7 @@ use crate::checkin::{CheckinLoop, Settings, SystemHost};
 use crate::config::Config;
 use crate::events::NoObserver;
 use crate::logging::{self, LogFormat};
+use crate::runner::{ProductionRunner, TEST_COMMAND_DELAY_ENV};
 use crate::signals::{self, Received, Signals};
 use crate::store::FileStore;
 use crate::transport::ReqwestTransport;
@@ -76,8 +77,22 @@ pub fn run(path: &Path, format: LogFormat, level: &str) -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
+    let runner = match ProductionRunner::from_env() {
+        Ok(r) => r,
+        Err(e) => {
+            logging::fatal(format, "config_error", &e);
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
     log_warnings(&config);
-    runtime.block_on(serve(path, config, transport, signals))
+    if !runner.test_delay.is_zero() {
+        tracing::warn!(
+            event = "config_warning",
+            "{TEST_COMMAND_DELAY_ENV} is set: every command waits {} ms before it runs (a test hook)",
+            runner.test_delay.as_millis()
+        );
+    }
+    runtime.block_on(serve(path, config, transport, runner, signals))
 }
 
 fn log_warnings(config: &Config) {
@@ -96,7 +111,13 @@ enum Next {
 }
 
 /// Runs the check-in loop, restarting it after a reload, until a stop signal.
-async fn serve(path: &Path, mut config: Config, mut transport: ReqwestTransport, mut signals: Signals) -> ExitCode {
+async fn serve(
+    path: &Path,
+    mut config: Config,
+    mut transport: ReqwestTransport,
+    runner: ProductionRunner,
+    mut signals: Signals,
+) -> ExitCode {
     loop {
         let agent = CheckinLoop::new(
             Settings::from_config(&config),
@@ -105,7 +126,8 @@ async fn serve(path: &Path, mut config: Config, mut transport: ReqwestTransport,
             SystemHost::new(),
             NoObserver,
             StdRng::from_os_rng(),
-        );
+        )
+        .with_runner(runner.clone());
         let mut next = Next::Stop;
         agent.run(async { next = stop_or_reload(&mut signals, path, &config).await }).await;
         match next {

@@ -1,5 +1,7 @@
 //! What the agent keeps on disk: the renewed token (written back into the config file by
-//! `config_rewrite.rs`) and its status (`state_dir/status.json`, read by `redflag-agent status`).
+//! `config_rewrite.rs`), its status (`state_dir/status.json`, read by `redflag-agent status`),
+//! and its state files (`state_dir/journal.json` and `state_dir/outbox.json`, whose contents are
+//! `journal.rs` and `outbox.rs`'s business: here they are named bytes).
 //!
 //! [`Store`] is the loop's view; [`FileStore`] is production, [`MemoryStore`] serves tests and
 //! the simulation (where "disk" is a value that survives a simulated crash). Every write is
@@ -20,6 +22,8 @@ use crate::secret::Secret;
 /// The file under `state_dir` that `status` reads.
 pub const STATUS_FILE_NAME: &str = "status.json";
 const STATUS_FILE_MAX_BYTES: u64 = 64 * 1024;
+/// A state file (journal, outbox) larger than this is not one of ours: it is treated as corrupt.
+pub const STATE_FILE_MAX_BYTES: u64 = 16 * 1024 * 1024;
 
 /// The agent's status, as persisted after every attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -46,6 +50,15 @@ pub trait Store {
     fn save_token(&mut self, token: &Secret) -> Result<(), String>;
     /// Saves the status after an attempt.
     fn save_status(&mut self, status: &Status) -> Result<(), String>;
+    /// Reads the state file `name` (`journal.json`, `outbox.json`); `Ok(None)` if there is none.
+    /// A file over [`STATE_FILE_MAX_BYTES`] is an error.
+    fn load_state(&mut self, name: &str) -> Result<Option<Vec<u8>>, String>;
+    /// Replaces the state file `name` atomically and durably (temporary file, fsync, rename,
+    /// fsync of the folder): after a crash or power loss it holds the old bytes or the new ones.
+    fn save_state(&mut self, name: &str, bytes: &[u8]) -> Result<(), String>;
+    /// Moves the state file `name` aside as `{name}.corrupt` (replacing an older one) and
+    /// returns where it went, so that a corrupt file is kept for a human and never read again.
+    fn quarantine_state(&mut self, name: &str) -> Result<String, String>;
 }
 
 /// Production storage: the config file and `state_dir/status.json`.
@@ -53,11 +66,16 @@ pub trait Store {
 pub struct FileStore {
     config_path: PathBuf,
     status_path: PathBuf,
+    state_dir: PathBuf,
 }
 
 impl FileStore {
     pub fn new(config_path: &Path, state_dir: &Path) -> Self {
-        FileStore { config_path: config_path.to_path_buf(), status_path: state_dir.join(STATUS_FILE_NAME) }
+        FileStore {
+            config_path: config_path.to_path_buf(),
+            status_path: state_dir.join(STATUS_FILE_NAME),
+            state_dir: state_dir.to_path_buf(),
+        }
     }
 
     /// Creates `state_dir` if needed. An error is reported, not fatal: the agent runs without a
@@ -100,6 +118,30 @@ impl Store for FileStore {
         bytes.push(b'\n');
         write_atomic(&self.status_path, &bytes, 0o644)
     }
+
+    fn load_state(&mut self, name: &str) -> Result<Option<Vec<u8>>, String> {
+        let path = self.state_dir.join(name);
+        let meta = match fs::metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        };
+        if meta.len() > STATE_FILE_MAX_BYTES {
+            return Err(format!("{} is {} bytes, more than the {STATE_FILE_MAX_BYTES} a state file may hold", path.display(), meta.len()));
+        }
+        fs::read(&path).map(Some).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    }
+
+    fn save_state(&mut self, name: &str, bytes: &[u8]) -> Result<(), String> {
+        write_atomic(&self.state_dir.join(name), bytes, 0o600)
+    }
+
+    fn quarantine_state(&mut self, name: &str) -> Result<String, String> {
+        let from = self.state_dir.join(name);
+        let to = self.state_dir.join(format!("{name}.corrupt"));
+        fs::rename(&from, &to).map_err(|e| format!("cannot move {} aside to {}: {e}", from.display(), to.display()))?;
+        Ok(to.display().to_string())
+    }
 }
 
 /// Tests and the simulation: the latest token and status, in memory.
@@ -107,6 +149,8 @@ impl Store for FileStore {
 pub struct MemoryStore {
     pub token: Option<Secret>,
     pub status: Option<Status>,
+    /// State files by name.
+    pub files: std::collections::BTreeMap<String, Vec<u8>>,
 }
 
 impl Store for MemoryStore {
@@ -118,6 +162,22 @@ impl Store for MemoryStore {
     fn save_status(&mut self, status: &Status) -> Result<(), String> {
         self.status = Some(status.clone());
         Ok(())
+    }
+
+    fn load_state(&mut self, name: &str) -> Result<Option<Vec<u8>>, String> {
+        Ok(self.files.get(name).cloned())
+    }
+
+    fn save_state(&mut self, name: &str, bytes: &[u8]) -> Result<(), String> {
+        self.files.insert(name.to_string(), bytes.to_vec());
+        Ok(())
+    }
+
+    fn quarantine_state(&mut self, name: &str) -> Result<String, String> {
+        let bytes = self.files.remove(name).ok_or_else(|| format!("no state file {name}"))?;
+        let to = format!("{name}.corrupt");
+        self.files.insert(to.clone(), bytes);
+        Ok(to)
     }
 }
 
@@ -215,5 +275,23 @@ mod tests {
         let status = Status { agent_id: "a".into(), consecutive_failures: 3, breaker: "open".into(), ..Status::default() };
         store.save_status(&status).unwrap();
         assert_eq!(read_status(dir.path()).unwrap(), Some(status));
+    }
+
+    #[test]
+    fn state_files_are_saved_read_and_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = FileStore::new(&dir.path().join("c.json"), dir.path());
+        assert_eq!(store.load_state("journal.json").unwrap(), None);
+        store.save_state("journal.json", b"{}").unwrap();
+        assert_eq!(store.load_state("journal.json").unwrap().as_deref(), Some(&b"{}"[..]));
+        assert_eq!(fs::metadata(dir.path().join("journal.json")).unwrap().permissions().mode() & 0o777, 0o600);
+        let moved = store.quarantine_state("journal.json").unwrap();
+        assert!(moved.ends_with("journal.json.corrupt"), "{moved}");
+        assert_eq!(store.load_state("journal.json").unwrap(), None);
+        assert_eq!(fs::read(dir.path().join("journal.json.corrupt")).unwrap(), b"{}");
+        // A file far too large to be ours is refused, not read.
+        let big = fs::File::create(dir.path().join("outbox.json")).unwrap();
+        big.set_len(STATE_FILE_MAX_BYTES + 1).unwrap();
+        assert!(store.load_state("outbox.json").unwrap_err().contains("more than"));
     }
 }

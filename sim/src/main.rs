@@ -131,7 +131,7 @@ fn run(file: Option<&Path>, seed: Option<u64>, trace: Option<PathBuf>, json: boo
     if written.is_err() {
         return ExitCode::from(EXIT_HARNESS);
     }
-    if result.passed() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILED) }
+    if result.as_expected() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILED) }
 }
 
 
@@ -194,6 +194,10 @@ fn sweep_cmd(paths: &[PathBuf], seeds: &str, jobs: Option<usize>, shard: Option<
         summary.runs - summary.failures.len() as u64,
         summary.failures.len()
     );
+    let must_fail: Vec<&str> = scenarios.iter().filter(|s| s.expect_failure).map(|s| s.name.as_str()).collect();
+    if !must_fail.is_empty() {
+        println!("  (expect_failure = true: {} count as passing only when an expectation fails)", must_fail.join(", "));
+    }
     for f in &summary.failures {
         println!("FAIL {} seed {}", sweep::display_path(&f.file), f.seed);
         for r in &f.reasons {

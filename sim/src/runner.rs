@@ -20,11 +20,20 @@ pub struct RunResult {
     pub tick: Duration,
     /// Wall-clock time the simulation took (for the report only; never part of the trace).
     pub wall: Duration,
+    /// The scenario says `expect_failure = true`: it shows a failure on purpose.
+    pub expect_failure: bool,
 }
 
 impl RunResult {
+    /// Every expectation held.
     pub fn passed(&self) -> bool {
         self.verdicts.iter().all(|v| v.passed)
+    }
+
+    /// The run went as its scenario says it must: every expectation held, or, for a scenario
+    /// with `expect_failure = true`, some expectation failed. What `run` and `sweep` count.
+    pub fn as_expected(&self) -> bool {
+        self.passed() != self.expect_failure
     }
 }
 
@@ -38,5 +47,14 @@ pub fn run_one(scenario: &Scenario, seed: u64) -> Result<RunResult, String> {
     // Two ticks absorb the simulation's time granularity in every bound.
     let verdicts = judge::evaluate(scenario, &out.records, tick * 2);
     let recoveries = TraceIndex::new(&out.records, &scenario.fleet).recoveries();
-    Ok(RunResult { seed, records: out.records, verdicts, recoveries, steps: out.steps, tick, wall })
+    Ok(RunResult {
+        seed,
+        records: out.records,
+        verdicts,
+        recoveries,
+        steps: out.steps,
+        tick,
+        wall,
+        expect_failure: scenario.expect_failure,
+    })
 }

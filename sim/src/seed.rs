@@ -35,3 +35,8 @@ pub fn start_fraction(run: u64, index: u32) -> f64 {
 pub fn initial_tokens(run: u64, index: u32) -> u64 {
     mix_seed(run, u64::from(index), 0x746f6b656e)
 }
+
+/// Agent `index`'s `[workload]` command stream.
+pub fn workload(run: u64, index: u32) -> u64 {
+    mix_seed(run, u64::from(index), 0x776f_726b)
+}

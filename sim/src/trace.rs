@@ -53,6 +53,16 @@ pub enum SimEvent {
     /// An agent loop returned or panicked. Must never happen.
     LoopEnded { reason: String },
     RunEnded,
+    /// The harness queued a command for `agent` at the server (the database accepted it).
+    CommandQueued { id: String, kind: String },
+    /// The server put a command in a check-in answer (`delivery`: 1 the first time, 2 on the
+    /// first redelivery, ...). The answer may still be lost on its way.
+    CommandDelivered { id: String, delivery: u32 },
+    /// A check-in's `acknowledged_commands` reached the server (at-least-once delivery only).
+    CommandAcknowledged { id: String },
+    /// The server received a result (`success`/`failed`); `duplicate`: it already had one, kept
+    /// the first and answered 200.
+    CommandResult { id: String, result: String, duplicate: bool },
 }
 
 impl Record {
@@ -91,6 +101,10 @@ impl SimEvent {
             SimEvent::ProxyRequest { .. } => "proxy_request",
             SimEvent::LoopEnded { .. } => "loop_ended",
             SimEvent::RunEnded => "run_ended",
+            SimEvent::CommandQueued { .. } => "command_queued",
+            SimEvent::CommandDelivered { .. } => "command_delivered",
+            SimEvent::CommandAcknowledged { .. } => "command_acknowledged",
+            SimEvent::CommandResult { .. } => "command_result",
         }
     }
 }

@@ -122,6 +122,14 @@ pub fn text(scenario: &Scenario, result: &RunResult) -> String {
     let passed = result.verdicts.iter().filter(|v| v.passed).count();
     let verdict = if result.passed() { "PASS" } else { "FAIL" };
     let _ = writeln!(out, "\nresult: {verdict} ({passed}/{} checks)", result.verdicts.len());
+    if result.expect_failure {
+        let meaning = if result.as_expected() {
+            "as expected: this scenario must fail (expect_failure = true), so this run counts as a pass"
+        } else {
+            "NOT as expected: this scenario must fail (expect_failure = true), so this run counts as a failure"
+        };
+        let _ = writeln!(out, "        {meaning}");
+    }
     let _ = writeln!(out, "repro:  {}", scenario.repro(result.seed));
     out
 }
@@ -133,6 +141,8 @@ pub fn json(scenario: &Scenario, result: &RunResult, trace_path: Option<&str>) -
         "file": scenario.path.display().to_string(),
         "seed": result.seed,
         "passed": result.passed(),
+        "expect_failure": result.expect_failure,
+        "as_expected": result.as_expected(),
         "simulated_ms": scenario.duration.as_millis() as u64,
         "steps": result.steps,
         "tick_ms": result.tick.as_millis() as u64,

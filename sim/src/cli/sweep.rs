@@ -135,7 +135,10 @@ pub fn sweep(
                     let Some(&(s, seed)) = work.get(i) else { break };
                     let scenario = &scenarios[s];
                     let failure = match run_one(scenario, seed) {
-                        Ok(r) if r.passed() => None,
+                        Ok(r) if r.as_expected() => None,
+                        Ok(r) if r.expect_failure => {
+                            Some(vec!["expect_failure = true, but every expectation held: this scenario must show a failure".to_string()])
+                        }
                         Ok(r) => Some(r.verdicts.iter().filter(|v| !v.passed).map(|v| format!("{}: {}", v.subject, v.reason)).collect()),
                         Err(e) => Some(vec![format!("harness error: {e}")]),
                     };

@@ -115,6 +115,11 @@ impl TraceIndex {
                         }
                     }
                     SimEvent::RunStarted { .. } | SimEvent::RunEnded => {}
+                    // Commands are judged by their own checks, from the records.
+                    SimEvent::CommandQueued { .. }
+                    | SimEvent::CommandDelivered { .. }
+                    | SimEvent::CommandAcknowledged { .. }
+                    | SimEvent::CommandResult { .. } => {}
                 }
                 continue;
             }

@@ -14,6 +14,9 @@
 //! * `max_request_rate`: no one-second window at the server (or proxy) holds more than `limit`
 //!   requests.
 //! * `breaker_opens`: every agent's breaker opened at least once.
+//! * `no_lost_commands`: every command queued (outside the last `grace`) has exactly one
+//!   result recorded at the server by the end.
+//! * `no_duplicate_execution`: no agent started the same command id twice.
 //! * implicit in every run: each fault was *observed*: some agent request failed between the
 //!   fault's start and the first success after it ended. A fault nobody noticed was probably
 //!   never wired in, and must not let a scenario pass.
@@ -23,6 +26,8 @@ mod fault_observed;
 mod index;
 mod max_request_rate;
 mod never_gives_up;
+mod no_duplicate_execution;
+mod no_lost_commands;
 mod recovers_within;
 
 use std::time::Duration;
@@ -90,6 +95,13 @@ pub fn evaluate(scenario: &Scenario, records: &[Record], tolerance: Duration) ->
                     (format!("max_request_rate at {name} <= {limit_per_second}/s"), max_request_rate::max_request_rate(times, *limit_per_second))
                 }
                 Check::BreakerOpens => ("breaker_opens".to_string(), breaker_opens::breaker_opens(&idx)),
+                Check::NoLostCommands { grace } => (
+                    format!("no_lost_commands (grace {})", fmt_duration(*grace)),
+                    no_lost_commands::no_lost_commands(records, *grace),
+                ),
+                Check::NoDuplicateExecution => {
+                    ("no_duplicate_execution".to_string(), no_duplicate_execution::no_duplicate_execution(records))
+                }
             };
             Verdict { check: e.check.name().to_string(), subject, line: e.line, passed: result.is_ok(), reason: result.unwrap_or_else(|e| e) }
         })

@@ -10,7 +10,16 @@
 //! * the server's and the proxy's request logs (their `--trace` files, Unix-ms `t_ms`);
 //! * every agent's events, parsed from its `--log-format json` stderr (`agent_log.rs`);
 //! * the harness's own `run_started`, `fault_applied`/`fault_ended`, `host_crashed`/
-//!   `host_restarted` and `loop_ended` (an agent process that exited by itself) lines.
+//!   `host_restarted`, `command_queued` and `loop_ended` (an agent process that exited by
+//!   itself) lines.
+//!
+//! Commands: the server runs with the scenario's `[server]` delivery; the scenario's commands
+//! (`Scenario::command_schedule`, the same list the simulation queues) are queued at their
+//! wall-clock times through the server's `POST /commands`, or straight into its database file
+//! while it is down. The real agent's production runner answers every type but the heartbeats
+//! with `failed` ("not implemented by this agent") at once, so a scenario with commands gives
+//! the agents the test-only `REDFLAG_AGENT_TEST_COMMAND_DELAY_MS` = `[workload]
+//! execution_time`: each command then takes that long, and a kill can land in the middle of one.
 //!
 //! Every `t_ms` becomes milliseconds since the agents were started; lines are sorted by time
 //! (stable) and lines after the run's end (processes being stopped) are dropped. Verdicts use
@@ -41,7 +50,7 @@ use crate::judge::{self, TraceIndex};
 use crate::clock::unix_now_ms;
 use crate::cli::report;
 use crate::runner::RunResult;
-use crate::scenario::{Fleet, Phase, Scenario, fmt_duration, initial_tokens};
+use crate::scenario::{Fleet, Phase, QueuedCommand, Scenario, fmt_duration, initial_tokens};
 use crate::models::server::ServerDb;
 use crate::trace::{Record, SimEvent, TraceEvent, write_jsonl_file};
 use crate::seed;
@@ -181,6 +190,8 @@ struct Live<'a> {
     collector: Arc<Mutex<Collector>>,
     origin_unix_ms: u64,
     started: Instant,
+    /// The scenario's commands, queued at their times.
+    commands: Vec<QueuedCommand>,
 }
 
 /// Runs `redflag-sim live`; the exit code.
@@ -284,6 +295,7 @@ fn run(args: &LiveArgs) -> Result<u8, LiveError> {
     // Hold every chosen port until all are chosen, so none is picked twice.
     let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let proxy_ip = netns.as_ref().map_or(loopback, |n| IpAddr::V4(n.host_ip));
+    let commands = scenario.command_schedule(seed);
     let held = [free_port(loopback, 0)?, free_port(loopback, 1)?, free_port(proxy_ip, 2)?, free_port(loopback, 3)?];
     let port = |i: usize| held[i].local_addr().map_err(|e| harness(format!("cannot read a bound port: {e}")));
     let addrs = Addrs { server: port(0)?, server_control: port(1)?, proxy: port(2)?, proxy_control: port(3)? };
@@ -311,6 +323,7 @@ fn run(args: &LiveArgs) -> Result<u8, LiveError> {
         collector: Collector::new(RECORDS_MAX),
         origin_unix_ms: 0,
         started: Instant::now(),
+        commands,
     };
     live.prepare()?;
     live.start_server()?;
@@ -414,6 +427,10 @@ impl Live<'_> {
             .arg(seed::server_db(self.seed).to_string())
             .arg("--modes")
             .arg(modes)
+            .arg("--delivery")
+            .arg(self.scenario.delivery.mode.as_str())
+            .arg("--redeliver-after")
+            .arg(format!("{}ms", self.scenario.delivery.redeliver_after.as_millis()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(self.log_file("server.log")?);
@@ -473,6 +490,10 @@ impl Live<'_> {
             Some(ns) => ns.command(&self.agent_bin),
             None => Command::new(&self.agent_bin),
         };
+        if !self.commands.is_empty() {
+            let delay_ms = self.scenario.workload.execution_time.as_millis().to_string();
+            cmd.env(redflag_agent::runner::TEST_COMMAND_DELAY_ENV, delay_ms);
+        }
         cmd.arg("--config")
             .arg(&life.config)
             .args(["--log-format", "json", "--log-level", "debug"])
@@ -581,10 +602,16 @@ impl Live<'_> {
         let rss_at = RSS_SAMPLE_AFTER.min(end / 2);
         let mut rss_sampled = false;
         let mut next = 0;
+        let mut next_command = 0;
         loop {
             self.interrupted()?;
             self.check_children()?;
             let now = self.started.elapsed();
+            while next_command < self.commands.len() && self.commands[next_command].at <= now && self.commands[next_command].at < end {
+                let c = self.commands[next_command].clone();
+                self.queue_command(&c)?;
+                next_command += 1;
+            }
             if !rss_sampled && now >= rss_at {
                 rss_sampled = true;
                 let t = self.now_ms();
@@ -614,11 +641,40 @@ impl Live<'_> {
             if let Some((t, _, _)) = schedule.get(next) {
                 due = due.min(*t);
             }
+            if let Some(c) = self.commands.get(next_command) {
+                due = due.min(c.at);
+            }
             if !rss_sampled {
                 due = due.min(rss_at);
             }
             std::thread::sleep(due.saturating_sub(now).min(POLL));
         }
+    }
+
+    /// Queues one of the scenario's commands: through the server's control API, or straight
+    /// into its database file while it is down (as the simulation queues into its database).
+    /// Recorded as `command_queued` when the database took it.
+    fn queue_command(&mut self, c: &QueuedCommand) -> Result<(), LiveError> {
+        let agent = Fleet::agent_name(c.agent);
+        let queued = if self.procs.is_running(Role::Server) {
+            let body = json!({ "agent_id": agent, "id": c.id, "type": c.kind, "params": c.params }).to_string();
+            match super::control_client::request(self.addrs.server_control, "POST", "/commands", Some(&body), CONTROL_TIMEOUT) {
+                Ok((200, _)) => true,
+                Ok((409, _)) => false,
+                Ok((status, answer)) => return Err(harness(format!("cannot queue command {}: the server answered {status}: {answer}", c.id))),
+                Err(e) => return Err(harness(format!("cannot queue command {}: {e}", c.id))),
+            }
+        } else {
+            let db = ServerDb::open(&self.db_path, seed::server_db(self.seed)).map_err(harness)?;
+            db.queue_command(&agent, redflag_agent::protocol::Command { id: c.id.clone(), kind: c.kind.clone(), params: c.params.clone() })
+        };
+        if queued {
+            let (_, name) = self.names[c.agent as usize].clone();
+            self.record("harness", Some(&name), SimEvent::CommandQueued { id: c.id.clone(), kind: c.kind.clone() });
+        } else {
+            eprintln!("warning: the server refused command {} for {agent}", c.id);
+        }
+        Ok(())
     }
 
     /// Every observation, merged in time order, before `end_ms` (then `run_ended`).
@@ -660,7 +716,16 @@ impl Live<'_> {
         let scenario = self.scenario;
         let verdicts = judge::evaluate(scenario, &records, TOLERANCE);
         let recoveries = TraceIndex::new(&records, &scenario.fleet).recoveries();
-        let result = RunResult { seed: self.seed, records, verdicts, recoveries, steps: 0, tick: TOLERANCE, wall };
+        let result = RunResult {
+            seed: self.seed,
+            records,
+            verdicts,
+            recoveries,
+            steps: 0,
+            tick: TOLERANCE,
+            wall,
+            expect_failure: scenario.expect_failure,
+        };
         let trace_path = args.trace.clone().unwrap_or_else(|| {
             std::env::temp_dir().join("redflag-sim").join(format!("{}-live-seed-{}.jsonl", scenario.name, self.seed))
         });
@@ -700,7 +765,7 @@ impl Live<'_> {
             eprintln!("harness error: {e}");
             return EXIT_HARNESS;
         }
-        if result.passed() { 0 } else { EXIT_FAILED }
+        if result.as_expected() { 0 } else { EXIT_FAILED }
     }
 
     fn live_section(&self, counts: &Counts) -> String {

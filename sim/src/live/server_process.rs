@@ -6,18 +6,28 @@
 //! keeps it, as a real server keeps its database. Everything else (the rate limiter, open
 //! connections, and the chaos modes, which belong to whoever injects faults) starts afresh;
 //! `--modes` lets the live orchestrator restart a server with the modes still in effect.
+//!
+//! Commands: `--delivery` and `--redeliver-after` are the scenario's `[server]` keys (how
+//! commands are handed out; configuration, not data); the orchestrator queues the scenario's
+//! commands at their times through `POST /commands` (or straight into the database file while
+//! the server is down).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
 
+use std::time::Duration;
+
 use http::{Method, StatusCode};
+use redflag_agent::protocol::Command;
+use serde::Deserialize;
 
 use super::control_http::{self, Handler, error, require_loopback};
 use super::modes::{self, ServerModesSpec};
 use super::service::{self, EXIT_INVALID};
 use crate::net::TokioNet;
 use crate::models::server::{ServerDb, ServerModes, run_server};
+use crate::scenario::{DEFAULT_REDELIVER_AFTER, DeliveryMode, DeliverySpec};
 
 const CONTROL_HELP: &str = "\
 Chaos control API (on --control, which must be a loopback address; peers that are not on
@@ -27,6 +37,9 @@ loopback are answered 403):
                          {\"slow_ms\":1500,\"setup_mode\":false,\"revoke_refresh\":false,
                           \"http_status\":{\"status\":503,\"retry_after\":5}}
   POST /expire_tokens    every access token becomes invalid; renewal still works
+  POST /commands         queue a command: {\"agent_id\":\"agent-0\",\"id\":\"...\",\"type\":\"scan_updates\",
+                          \"params\":{}}; 200 {\"queued\":true}, 409 if the database refused it
+                          (unknown agent, full queue, id already used)
 Requests answered on --listen are traced as JSON Lines to --trace (t_ms in Unix ms).";
 
 /// `redflag-sim serve`.
@@ -51,6 +64,37 @@ pub struct ServeArgs {
     /// Switches to start with, as the JSON `PUT /modes` takes.
     #[arg(long, value_name = "JSON")]
     pub modes: Option<String>,
+    /// How commands are handed out: `at-least-once` (kept until acknowledged, sent again after
+    /// --redeliver-after) or `redflag-0.1.18` (marked sent on read, never sent again).
+    #[arg(long, value_name = "MODE", default_value = "at-least-once", value_parser = parse_delivery)]
+    pub delivery: DeliveryMode,
+    /// With at-least-once delivery: when a command sent and not acknowledged goes out again.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_redeliver_after)]
+    pub redeliver_after: Duration,
+}
+
+fn parse_delivery(s: &str) -> Result<DeliveryMode, String> {
+    DeliveryMode::parse(s).ok_or_else(|| format!("unknown delivery {s:?}; expected at-least-once or redflag-0.1.18"))
+}
+
+fn parse_redeliver_after(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration ({e}); write it like 30s"))?;
+    if d < Duration::from_secs(1) || d > Duration::from_secs(24 * 3600) {
+        return Err(format!("{s:?}: expected 1s to 24h (default {})", humantime::format_duration(DEFAULT_REDELIVER_AFTER)));
+    }
+    Ok(d)
+}
+
+/// `POST /commands`'s body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueCommandRequest {
+    pub agent_id: String,
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub params: serde_json::Value,
 }
 
 /// Runs `redflag-sim serve` until SIGTERM/SIGINT; the exit code.
@@ -77,6 +121,7 @@ pub fn main(args: ServeArgs) -> u8 {
             return EXIT_INVALID;
         }
     };
+    db.set_delivery(DeliverySpec { mode: args.delivery, redeliver_after: args.redeliver_after });
     let server_modes = ServerModes::default();
     initial.apply_to(&server_modes);
     service::run(args.trace.clone(), move |trace| async move {
@@ -110,8 +155,16 @@ fn control_handler(db: ServerDb, server_modes: ServerModes) -> Handler {
             db.expire_all_tokens();
             (StatusCode::OK, serde_json::json!({ "expired": db.agent_ids().len() }))
         }
-        (_, "/modes" | "/expire_tokens") => error(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {path}")),
-        _ => error(StatusCode::NOT_FOUND, format!("no {path}; try GET|PUT /modes or POST /expire_tokens")),
+        ("POST", "/commands") => match serde_json::from_slice::<QueueCommandRequest>(body) {
+            Ok(req) if req.id.is_empty() => error(StatusCode::BAD_REQUEST, "a command needs a non-empty id"),
+            Ok(req) => match db.queue_command(&req.agent_id, Command { id: req.id, kind: req.kind, params: req.params }) {
+                true => (StatusCode::OK, serde_json::json!({ "queued": true })),
+                false => error(StatusCode::CONFLICT, "the database refused the command (unknown agent, full queue or an id already used)"),
+            },
+            Err(e) => error(StatusCode::BAD_REQUEST, format!("invalid command: {e}; expected {{\"agent_id\",\"id\",\"type\",\"params\"}}")),
+        },
+        (_, "/modes" | "/expire_tokens" | "/commands") => error(StatusCode::METHOD_NOT_ALLOWED, format!("{method} is not allowed on {path}")),
+        _ => error(StatusCode::NOT_FOUND, format!("no {path}; try GET|PUT /modes, POST /expire_tokens or POST /commands")),
     })
 }
 

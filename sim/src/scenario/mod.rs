@@ -19,6 +19,14 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use toml::Spanned;
 
+mod commands;
+
+pub use commands::{
+    CommandAgents, CommandEntry, DEFAULT_EXECUTION_TIME, DEFAULT_GRACE, DEFAULT_REDELIVER_AFTER, DeliveryMode, DeliverySpec,
+    QueuedCommand, Workload, command_id,
+};
+use commands::{RawCommand, RawServer, RawWorkload};
+
 /// Limits, so that a typo cannot ask for a billion agents or a century of simulated time.
 pub mod limits {
     use std::time::Duration;
@@ -50,7 +58,14 @@ pub const ACTIONS: &[&str] = &[
     "expire_tokens",
     "revoke_refresh",
 ];
-pub const CHECKS: &[&str] = &["recovers_within", "never_gives_up", "max_request_rate", "breaker_opens"];
+pub const CHECKS: &[&str] = &[
+    "recovers_within",
+    "never_gives_up",
+    "max_request_rate",
+    "breaker_opens",
+    "no_lost_commands",
+    "no_duplicate_execution",
+];
 /// `[agent]` keys a scenario may override; the harness owns the rest (server_url, agent_id,
 /// token, refresh_token, state_dir).
 pub const AGENT_KEYS: &[&str] = &["check_in_interval", "resilience"];
@@ -75,6 +90,15 @@ pub struct Scenario {
     pub agent_config: Config,
     pub faults: Vec<Fault>,
     pub expect: Vec<Expectation>,
+    /// `[server]`: how the server model delivers commands.
+    pub delivery: DeliverySpec,
+    /// `[[commands]]`: commands queued at given times.
+    pub commands: Vec<CommandEntry>,
+    /// `[workload]`: a steady stream of commands, and the simulated runner's execution time.
+    pub workload: Workload,
+    /// The scenario must fail (it shows a failure on purpose): `run` and `sweep` count it as
+    /// passing only when some expectation fails.
+    pub expect_failure: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,6 +265,8 @@ pub enum Check {
     NeverGivesUp { max_gap: Option<Duration> },
     MaxRequestRate { at: RateAt, limit_per_second: f64 },
     BreakerOpens,
+    NoLostCommands { grace: Duration },
+    NoDuplicateExecution,
 }
 
 impl Check {
@@ -250,6 +276,8 @@ impl Check {
             Check::NeverGivesUp { .. } => "never_gives_up",
             Check::MaxRequestRate { .. } => "max_request_rate",
             Check::BreakerOpens => "breaker_opens",
+            Check::NoLostCommands { .. } => "no_lost_commands",
+            Check::NoDuplicateExecution => "no_duplicate_execution",
         }
     }
 }
@@ -334,6 +362,12 @@ struct RawScenario {
     faults: Vec<Spanned<RawFault>>,
     #[serde(default)]
     expect: Vec<Spanned<RawExpect>>,
+    #[serde(default)]
+    expect_failure: bool,
+    server: Option<Spanned<RawServer>>,
+    #[serde(default)]
+    commands: Vec<Spanned<RawCommand>>,
+    workload: Option<Spanned<RawWorkload>>,
 }
 
 #[derive(Deserialize)]
@@ -366,6 +400,7 @@ struct RawExpect {
     max_gap: Option<Spanned<String>>,
     at: Option<Spanned<String>>,
     limit: Option<Spanned<f64>>,
+    grace: Option<Spanned<String>>,
 }
 
 // ---- reading -------------------------------------------------------------------------------
@@ -540,6 +575,20 @@ impl Parser<'_> {
         }
         let expect = raw.expect.iter().map(|e| self.expect(e)).collect::<Result<Vec<_>, _>>()?;
 
+        let delivery = self.server(raw.server.as_ref())?;
+        if raw.commands.len() > commands::limits::COMMAND_ENTRIES_MAX {
+            let span = raw.commands[commands::limits::COMMAND_ENTRIES_MAX].span();
+            return Err(self.at(span, format!("more than {} [[commands]] entries", commands::limits::COMMAND_ENTRIES_MAX)));
+        }
+        let command_entries = raw
+            .commands
+            .iter()
+            .map(|c| self.command_entry(c, fleet.agents, duration))
+            .collect::<Result<Vec<_>, _>>()?;
+        let workload = self.workload(raw.workload.as_ref())?;
+        let count_span = raw.workload.as_ref().map(|w| w.span()).or_else(|| raw.commands.first().map(|c| c.span())).unwrap_or(0..0);
+        self.check_command_count(count_span, &command_entries, &workload, fleet.agents, duration)?;
+
         Ok(Scenario {
             path: self.path.to_path_buf(),
             name,
@@ -553,6 +602,10 @@ impl Parser<'_> {
             agent_config,
             faults,
             expect,
+            delivery,
+            commands: command_entries,
+            workload,
+            expect_failure: raw.expect_failure,
         })
     }
 
@@ -817,9 +870,11 @@ impl Parser<'_> {
             "recovers_within" => &["within"],
             "never_gives_up" => &["max_gap"],
             "max_request_rate" => &["at", "limit"],
+            "no_lost_commands" => &["grace"],
             _ => &[],
         };
         let present = [
+            ("grace", e.grace.as_ref().map(|v| v.span())),
             ("within", e.within.as_ref().map(|v| v.span())),
             ("max_gap", e.max_gap.as_ref().map(|v| v.span())),
             ("at", e.at.as_ref().map(|v| v.span())),
@@ -854,6 +909,20 @@ impl Parser<'_> {
                 Check::MaxRequestRate { at, limit_per_second: l }
             }
             "breaker_opens" => Check::BreakerOpens,
+            "no_lost_commands" => {
+                let grace = match &e.grace {
+                    None => DEFAULT_GRACE,
+                    Some(g) => {
+                        let d = self.duration(g, "grace")?;
+                        if d > commands::limits::GRACE_MAX {
+                            return Err(self.at(g.span(), format!("grace must be at most 24h, got {:?}", g.get_ref())));
+                        }
+                        d
+                    }
+                };
+                Check::NoLostCommands { grace }
+            }
+            "no_duplicate_execution" => Check::NoDuplicateExecution,
             _ => unreachable!("checked against CHECKS above"),
         };
         Ok(Expectation { line, check })

@@ -7,8 +7,14 @@
 //! hyper-over-turmoil transport, with its own config, tokens and seeded RNG.
 //!
 //! What survives a crash is what would survive one in reality: the server's database and each
-//! agent's config file (its renewed token) live outside the host closures; everything inside a
-//! host (open connections, rate-limit windows, loop state) starts afresh when it restarts.
+//! agent's disk (its config file's renewed token, its command journal and result outbox) live
+//! outside the host closures; everything inside a host (open connections, rate-limit windows,
+//! loop state, a command half-run) starts afresh when it restarts.
+//!
+//! Commands: the scenario's `[[commands]]` and `[workload]` become one list
+//! (`Scenario::command_schedule`), queued at the server's database between steps at their
+//! simulated times, each recorded as `command_queued`; agents run them with `SimRunner`
+//! (`command_runner.rs`).
 //!
 //! A crashed host is modelled as a dead *process* on a live machine (`kill -9`): its software is
 //! replaced by one that serves nothing, so every connection to it fails at once and the proxy
@@ -35,12 +41,15 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use redflag_agent::checkin::{CheckinLoop, Host, Settings};
 use redflag_agent::events::{Event, Observer};
-use redflag_agent::protocol::Metrics;
+use redflag_agent::protocol::{Command, Metrics};
 use redflag_agent::secret::Secret;
 use redflag_agent::store::{Status, Store};
 use turmoil::Sim;
 
+mod command_runner;
 mod faults;
+
+pub use command_runner::SimRunner;
 
 use crate::clock::{self, SIM_EPOCH_UNIX_SECONDS};
 use faults::FaultState;
@@ -129,10 +138,16 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutput, String> {
 
     let mut faults = FaultState::new(scenario);
     let schedule = scenario.schedule();
+    let commands = scenario.command_schedule(seed);
+    let mut next_command = 0;
     let mut next = 0;
     let mut steps = 0u64;
     while sim.elapsed() < scenario.duration {
         let now = sim.elapsed();
+        while next_command < commands.len() && commands[next_command].at <= now {
+            queue_command(&world, &commands[next_command], ms(now));
+            next_command += 1;
+        }
         while next < schedule.len() && schedule[next].0 <= now {
             let (_, phase, index) = schedule[next];
             let fault = &scenario.faults[index];
@@ -159,6 +174,17 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// Queues one of the scenario's commands at the server's database (which survives crashes, so
+/// the server need not be up) and records it when the database took it.
+fn queue_command(world: &Shared, c: &crate::scenario::QueuedCommand, t_ms: u64) {
+    let agent = &world.names.agents[c.agent as usize];
+    let command = Command { id: c.id.clone(), kind: c.kind.clone(), params: c.params.clone() };
+    if world.db.queue_command(agent, command) {
+        let event = SimEvent::CommandQueued { id: c.id.clone(), kind: c.kind.clone() };
+        world.trace.record_at(t_ms, &world.names.harness, Some(agent), TraceEvent::Sim(event));
+    }
+}
+
 /// Interned names, so trace lines share their strings.
 struct Names {
     harness: Arc<str>,
@@ -178,6 +204,8 @@ struct Shared {
     /// Hosts whose software is "dead" (crashed and not yet restarted).
     down: Rc<RefCell<BTreeMap<String, u32>>>,
     agents: Vec<Rc<AgentSlot>>,
+    /// How agents run commands.
+    runner: SimRunner,
     /// Where every agent's transport connects (`http://proxy`).
     server_url: String,
     seed: u64,
@@ -191,22 +219,45 @@ struct AgentSlot {
     settings: Settings,
     /// Its config file's `token` as last rewritten: a renewed token survives a host crash.
     saved_token: Rc<RefCell<Option<Secret>>>,
+    /// Its `state_dir` files (journal, outbox) by name: they survive a host crash too.
+    files: Rc<RefCell<BTreeMap<String, Vec<u8>>>>,
     generation: Cell<u64>,
     start_delay: Duration,
 }
 
-/// An agent's disk: the config file's token. The status file is for `redflag-agent status`;
+/// An agent's disk: the config file's token and the state files (journal, outbox), each write
+/// whole, as the agent's atomic writes are. The status file is for `redflag-agent status`;
 /// nothing in a simulation reads it, so it is not kept.
-struct DiskStore(Rc<RefCell<Option<Secret>>>);
+struct DiskStore {
+    token: Rc<RefCell<Option<Secret>>>,
+    files: Rc<RefCell<BTreeMap<String, Vec<u8>>>>,
+}
 
 impl Store for DiskStore {
     fn save_token(&mut self, token: &Secret) -> Result<(), String> {
-        *self.0.borrow_mut() = Some(token.clone());
+        *self.token.borrow_mut() = Some(token.clone());
         Ok(())
     }
 
     fn save_status(&mut self, _status: &Status) -> Result<(), String> {
         Ok(())
+    }
+
+    fn load_state(&mut self, name: &str) -> Result<Option<Vec<u8>>, String> {
+        Ok(self.files.borrow().get(name).cloned())
+    }
+
+    fn save_state(&mut self, name: &str, bytes: &[u8]) -> Result<(), String> {
+        self.files.borrow_mut().insert(name.to_string(), bytes.to_vec());
+        Ok(())
+    }
+
+    fn quarantine_state(&mut self, name: &str) -> Result<String, String> {
+        let mut files = self.files.borrow_mut();
+        let bytes = files.remove(name).ok_or_else(|| format!("no state file {name}"))?;
+        let to = format!("{name}.corrupt");
+        files.insert(to.clone(), bytes);
+        Ok(to)
     }
 }
 
@@ -245,6 +296,7 @@ impl Shared {
             agents: (0..fleet.agents).map(|i| Arc::from(Fleet::agent_name(i))).collect(),
         };
         let db = ServerDb::new(seed::server_db(seed));
+        db.set_delivery(scenario.delivery);
         // The scenario validated the agents' config once; agents differ only in name and tokens.
         let template = Settings::from_config(&scenario.agent_config);
         let interval = scenario.agent_config.check_in_interval;
@@ -263,6 +315,7 @@ impl Shared {
                     index: i,
                     settings,
                     saved_token: Rc::default(),
+                    files: Rc::default(),
                     generation: Cell::new(0),
                     start_delay: start_delay(seed, i, interval),
                 })
@@ -277,6 +330,7 @@ impl Shared {
             proxy: ProxyControl::new(seed::proxy(seed)),
             down: Rc::default(),
             agents,
+            runner: SimRunner { execution_time: scenario.workload.execution_time },
             seed,
             fleet,
         })
@@ -378,7 +432,8 @@ fn spawn_agent(world: &Rc<Shared>, slot: Rc<AgentSlot>, host: Arc<str>) {
     };
     let rng = StdRng::seed_from_u64(seed::agent_rng(world.seed, slot.index, generation));
     let observer = TraceObserver { trace: world.trace.clone(), host: host.clone(), agent: agent_name.clone() };
-    let agent = CheckinLoop::new(settings, transport, DiskStore(slot.saved_token.clone()), SimHost, observer, rng);
+    let disk = DiskStore { token: slot.saved_token.clone(), files: slot.files.clone() };
+    let agent = CheckinLoop::new(settings, transport, disk, SimHost, observer, rng).with_runner(world.runner);
     let start_delay = slot.start_delay;
     let task = tokio::task::spawn_local(async move {
         tokio::time::sleep(start_delay).await;

@@ -1,16 +1,37 @@
 //! The server's "database": what a real RedFlag server keeps in PostgreSQL (agents, access
-//! tokens and their expiry, refresh tokens, queued commands). [`ServerDb`] is created *outside*
-//! the server host, so it survives a crash and restart of the `server` host; the live mode
-//! persists it to a JSON file after every change.
+//! tokens and their expiry, refresh tokens, commands and their results). [`ServerDb`] is
+//! created *outside* the server host, so it survives a crash and restart of the `server` host;
+//! the live mode persists it to a JSON file after every change.
+//!
+//! Command delivery follows the [`DeliveryMode`] the database is opened with (configuration,
+//! not data: it is not saved in the file):
+//!
+//! * `redflag-0.1.18`: a command is marked `sent` as the check-in answer is built and never sent
+//!   again; `sent` commands without a result time out after [`SENT_TIMEOUT`], as RedFlag's
+//!   background job does. Acknowledgements are ignored, as RedFlag's JSON binding ignores them.
+//! * `at-least-once`: a command stays pending until a check-in's `acknowledged_commands` names
+//!   it; one sent and not acknowledged goes out again after `redeliver_after`.
+//!
+//! Either way a command is done when its result arrives (`POST /logs`): the first result per
+//! command id is kept ([`RESULTS_KEPT_MAX`] per agent), later ones are answered 200 and counted
+//! as duplicates.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use redflag_agent::protocol::Command;
+use std::time::Duration;
+
+use redflag_agent::protocol::{Command, UpdateLogRequest};
 use serde::{Deserialize, Serialize};
 
 use super::{AGENTS_MAX, COMMAND_QUEUE_MAX, DB_FILE_MAX_BYTES, TOKEN_TTL};
+use crate::scenario::{DeliveryMode, DeliverySpec};
+
+/// RedFlag's timeout of `sent` commands (its background job), in `redflag-0.1.18` delivery.
+pub const SENT_TIMEOUT: Duration = Duration::from_secs(2 * 3600);
+/// Results (first per command id) the database keeps per agent; the oldest are forgotten.
+pub const RESULTS_KEPT_MAX: usize = 4096;
 
 /// What a real server keeps in its database. Cheap to clone (shared); survives host crashes
 /// because it is created outside the host. Serializes as JSON for the live mode's data file.
@@ -19,6 +40,7 @@ pub struct ServerDb(Arc<DbShared>);
 
 struct DbShared {
     state: Mutex<DbState>,
+    delivery: Mutex<DeliverySpec>,
     /// Where every change is saved (live mode); `None` in simulation.
     path: Option<PathBuf>,
 }
@@ -38,7 +60,53 @@ struct AgentRecord {
     refresh_token: String,
     /// The one valid access token, if any.
     access_token: Option<AccessToken>,
-    commands: VecDeque<Command>,
+    /// Commands without a result yet, oldest first.
+    commands: VecDeque<CommandRecord>,
+    /// The first result of each finished command, oldest first.
+    #[serde(default)]
+    results: VecDeque<UpdateLogRequest>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommandRecord {
+    command: Command,
+    status: CommandStatus,
+    /// Unix milliseconds of the last time it went out in a check-in answer.
+    #[serde(default)]
+    sent_unix_ms: Option<u64>,
+    /// How many check-in answers carried it.
+    #[serde(default)]
+    deliveries: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum CommandStatus {
+    Pending,
+    Sent,
+    Acknowledged,
+}
+
+/// What a check-in did to the agent's commands (for the trace).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CheckinCommands {
+    /// Acknowledged ids that were not acknowledged before.
+    pub acknowledged: Vec<String>,
+    /// Commands for the answer, with how many answers have now carried each.
+    pub delivered: Vec<(Command, u32)>,
+    /// Sent commands that timed out (`redflag-0.1.18`) without a result.
+    pub timed_out: Vec<String>,
+}
+
+/// What the database made of a result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultOutcome {
+    /// The first result for this command id: kept, and the command is done.
+    First,
+    /// It already had one: the first is kept.
+    Duplicate,
+    UnknownAgent,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,7 +148,16 @@ impl ServerDb {
     }
 
     fn from_state(state: DbState, path: Option<PathBuf>) -> Self {
-        ServerDb(Arc::new(DbShared { state: Mutex::new(state), path }))
+        ServerDb(Arc::new(DbShared { state: Mutex::new(state), delivery: Mutex::new(DeliverySpec::default()), path }))
+    }
+
+    /// How commands are delivered from now on (default: at-least-once, redelivery after 30 s).
+    pub fn set_delivery(&self, spec: DeliverySpec) {
+        *self.0.delivery.lock().unwrap_or_else(|p| p.into_inner()) = spec;
+    }
+
+    pub fn delivery(&self) -> DeliverySpec {
+        *self.0.delivery.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lock(&self) -> MutexGuard<'_, DbState> {
@@ -120,20 +197,27 @@ impl ServerDb {
         self.changed(&s);
     }
 
-    /// Queues a command for the agent's next check-in. Ignored (and logged) for an unknown
-    /// agent or a full queue ([`COMMAND_QUEUE_MAX`]).
-    pub fn queue_command(&self, agent_id: &str, command: Command) {
+    /// Queues a command for the agent's next check-in; `false` (and a warning) for an unknown
+    /// agent, a full queue ([`COMMAND_QUEUE_MAX`] commands without a result) or an id it
+    /// already has.
+    pub fn queue_command(&self, agent_id: &str, command: Command) -> bool {
         let mut s = self.lock();
         let Some(rec) = s.agents.get_mut(agent_id) else {
             tracing::warn!(agent_id, "command for an unknown agent ignored");
-            return;
+            return false;
         };
         if rec.commands.len() >= COMMAND_QUEUE_MAX {
             tracing::warn!(agent_id, "command queue full ({COMMAND_QUEUE_MAX}); command dropped");
-            return;
+            return false;
         }
-        rec.commands.push_back(command);
+        let id = &command.id;
+        if rec.commands.iter().any(|c| &c.command.id == id) || rec.results.iter().any(|r| &r.command_id == id) {
+            tracing::warn!(agent_id, id, "command id already used; command dropped");
+            return false;
+        }
+        rec.commands.push_back(CommandRecord { command, status: CommandStatus::Pending, sent_unix_ms: None, deliveries: 0 });
         self.changed(&s);
+        true
     }
 
     /// The agent's current access token, if it has a valid one (tests, live-mode control).
@@ -141,9 +225,14 @@ impl ServerDb {
         self.lock().agents.get(agent_id)?.access_token.as_ref().map(|t| t.token.clone())
     }
 
-    /// Commands waiting for the agent's next check-in.
+    /// Commands of the agent without a result yet.
     pub fn queued_commands(&self, agent_id: &str) -> usize {
         self.lock().agents.get(agent_id).map_or(0, |r| r.commands.len())
+    }
+
+    /// The result kept for a command, if any.
+    pub fn result(&self, agent_id: &str, command_id: &str) -> Option<UpdateLogRequest> {
+        self.lock().agents.get(agent_id)?.results.iter().find(|r| r.command_id == command_id).cloned()
     }
 
     /// Registered agent ids, sorted.
@@ -188,16 +277,78 @@ impl ServerDb {
         Some(token)
     }
 
-    /// Takes up to `max` queued commands, oldest first.
-    pub fn drain_commands(&self, agent_id: &str, max: usize) -> Vec<Command> {
+    /// A check-in at `now_unix_ms` acknowledging `acks`: applies them (at-least-once only),
+    /// times out old `sent` commands (redflag-0.1.18 only), and picks up to `max` commands for
+    /// the answer, oldest first, marking them sent.
+    pub fn checkin_commands(&self, agent_id: &str, acks: &[String], now_unix_ms: u64, max: usize) -> CheckinCommands {
+        let spec = self.delivery();
         let mut s = self.lock();
-        let Some(rec) = s.agents.get_mut(agent_id) else { return Vec::new() };
-        let n = rec.commands.len().min(max);
-        let out: Vec<Command> = rec.commands.drain(..n).collect();
-        if !out.is_empty() {
+        let mut out = CheckinCommands::default();
+        let Some(rec) = s.agents.get_mut(agent_id) else { return out };
+        match spec.mode {
+            DeliveryMode::AtLeastOnce => {
+                for c in rec.commands.iter_mut().filter(|c| c.status != CommandStatus::Acknowledged) {
+                    if acks.contains(&c.command.id) {
+                        c.status = CommandStatus::Acknowledged;
+                        out.acknowledged.push(c.command.id.clone());
+                    }
+                }
+            }
+            DeliveryMode::RedFlag0118 => {
+                let timeout_ms = SENT_TIMEOUT.as_millis() as u64;
+                rec.commands.retain(|c| {
+                    let expired = c.status == CommandStatus::Sent && c.sent_unix_ms.is_some_and(|t| now_unix_ms >= t.saturating_add(timeout_ms));
+                    if expired {
+                        out.timed_out.push(c.command.id.clone());
+                    }
+                    !expired
+                });
+            }
+        }
+        let redeliver_ms = spec.redeliver_after.as_millis() as u64;
+        for c in rec.commands.iter_mut() {
+            if out.delivered.len() >= max {
+                break;
+            }
+            let due = match (c.status, spec.mode) {
+                (CommandStatus::Pending, _) => true,
+                (CommandStatus::Sent, DeliveryMode::AtLeastOnce) => {
+                    c.sent_unix_ms.is_none_or(|t| now_unix_ms >= t.saturating_add(redeliver_ms))
+                }
+                _ => false,
+            };
+            if due {
+                c.status = CommandStatus::Sent;
+                c.sent_unix_ms = Some(now_unix_ms);
+                c.deliveries = c.deliveries.saturating_add(1);
+                out.delivered.push((c.command.clone(), c.deliveries));
+            }
+        }
+        if out != CheckinCommands::default() {
             self.changed(&s);
         }
         out
+    }
+
+    /// Takes up to `max` commands for a check-in answer without acknowledgements, now (tests).
+    pub fn drain_commands(&self, agent_id: &str, max: usize) -> Vec<Command> {
+        self.checkin_commands(agent_id, &[], crate::clock::unix_now_ms(), max).delivered.into_iter().map(|(c, _)| c).collect()
+    }
+
+    /// A result arrived: the first per command id is kept and completes the command.
+    pub fn store_result(&self, agent_id: &str, result: &UpdateLogRequest) -> ResultOutcome {
+        let mut s = self.lock();
+        let Some(rec) = s.agents.get_mut(agent_id) else { return ResultOutcome::UnknownAgent };
+        if rec.results.iter().any(|r| r.command_id == result.command_id) {
+            return ResultOutcome::Duplicate;
+        }
+        rec.commands.retain(|c| c.command.id != result.command_id);
+        if rec.results.len() >= RESULTS_KEPT_MAX {
+            rec.results.pop_front();
+        }
+        rec.results.push_back(result.clone());
+        self.changed(&s);
+        ResultOutcome::First
     }
 
     /// Reads a database file written by [`ServerDb::save`].
@@ -310,11 +461,78 @@ mod tests {
         for i in 0..COMMAND_QUEUE_MAX + 5 {
             db.queue_command("a", Command { id: i.to_string(), kind: "x".into(), params: serde_json::Value::Null });
         }
-        db.queue_command("ghost", Command { id: "g".into(), kind: "x".into(), params: serde_json::Value::Null });
+        assert!(!db.queue_command("ghost", Command { id: "g".into(), kind: "x".into(), params: serde_json::Value::Null }));
         assert_eq!(db.queued_commands("a"), COMMAND_QUEUE_MAX);
-        assert_eq!(db.drain_commands("a", 3).iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["0", "1", "2"]);
-        assert_eq!(db.queued_commands("a"), COMMAND_QUEUE_MAX - 3);
+        let out = db.checkin_commands("a", &[], 0, 3).delivered;
+        assert_eq!(out.iter().map(|(c, _)| c.id.as_str()).collect::<Vec<_>>(), ["0", "1", "2"]);
+        // Delivered but without a result: still the server's to deliver.
+        assert_eq!(db.queued_commands("a"), COMMAND_QUEUE_MAX);
         assert!(db.agent_ids() == ["a"]);
+    }
+
+    fn cmd(id: &str) -> Command {
+        Command { id: id.into(), kind: "scan_updates".into(), params: serde_json::json!({}) }
+    }
+
+    fn result(id: &str) -> UpdateLogRequest {
+        UpdateLogRequest {
+            command_id: id.into(),
+            action: "scan_updates".into(),
+            result: "success".into(),
+            stdout: String::new(),
+            stderr: String::new(),
+            exit_code: 0,
+            duration_seconds: 2,
+        }
+    }
+
+    fn ids(c: &CheckinCommands) -> Vec<(&str, u32)> {
+        c.delivered.iter().map(|(c, n)| (c.id.as_str(), *n)).collect()
+    }
+
+    #[test]
+    fn at_least_once_redelivers_until_acknowledged() {
+        let db = ServerDb::new(1);
+        db.register("a", "t", "r");
+        assert!(db.queue_command("a", cmd("c1")));
+        assert!(!db.queue_command("a", cmd("c1")), "an id is queued once");
+        assert_eq!(ids(&db.checkin_commands("a", &[], 1_000, 10)), [("c1", 1)]);
+        // The answer was lost: nothing until redeliver_after, then again.
+        assert_eq!(ids(&db.checkin_commands("a", &[], 30_999, 10)), []);
+        assert_eq!(ids(&db.checkin_commands("a", &[], 31_000, 10)), [("c1", 2)]);
+        let acked = db.checkin_commands("a", &["c1".into(), "unknown".into()], 70_000, 10);
+        assert_eq!(acked.acknowledged, ["c1"]);
+        assert_eq!(ids(&acked), [], "acknowledged before the answer is built: not sent again");
+        assert_eq!(ids(&db.checkin_commands("a", &[], 999_000, 10)), []);
+        assert_eq!(db.store_result("a", &result("c1")), ResultOutcome::First);
+        assert_eq!(db.store_result("a", &result("c1")), ResultOutcome::Duplicate);
+        assert_eq!(db.queued_commands("a"), 0);
+        assert_eq!(db.store_result("ghost", &result("c1")), ResultOutcome::UnknownAgent);
+    }
+
+    #[test]
+    fn redflag_0_1_18_delivers_once_and_ignores_acknowledgements() {
+        let db = ServerDb::new(1);
+        db.set_delivery(DeliverySpec { mode: DeliveryMode::RedFlag0118, ..DeliverySpec::default() });
+        db.register("a", "t", "r");
+        db.queue_command("a", cmd("c1"));
+        assert_eq!(ids(&db.checkin_commands("a", &[], 1_000, 10)), [("c1", 1)]);
+        let later = db.checkin_commands("a", &["c1".into()], 500_000, 10);
+        assert_eq!((later.acknowledged.len(), later.delivered.len()), (0, 0), "never again, acknowledgements ignored");
+        let expired = db.checkin_commands("a", &[], 1_000 + SENT_TIMEOUT.as_millis() as u64, 10);
+        assert_eq!(expired.timed_out, ["c1"]);
+        assert_eq!(db.queued_commands("a"), 0);
+    }
+
+    #[test]
+    fn results_are_bounded_per_agent() {
+        let db = ServerDb::new(1);
+        db.register("a", "t", "r");
+        for i in 0..RESULTS_KEPT_MAX + 3 {
+            db.store_result("a", &result(&format!("c{i}")));
+        }
+        assert!(db.result("a", "c0").is_none());
+        assert!(db.result("a", &format!("c{}", RESULTS_KEPT_MAX + 2)).is_some());
     }
 
     #[test]
@@ -324,11 +542,14 @@ mod tests {
         let db = ServerDb::open(&path, 3).unwrap();
         db.register("a", "t", "r");
         db.queue_command("a", Command { id: "c".into(), kind: "scan".into(), params: serde_json::json!({"x": 1}) });
+        db.queue_command("a", cmd("d"));
+        db.store_result("a", &result("d"));
         let token = db.renew("a", "r", 5).unwrap();
         // Every change was saved: a "restarted" server sees it.
         let again = ServerDb::open(&path, 99).unwrap();
         assert_eq!(again.access_token("a"), Some(token.clone()));
         assert_eq!(again.queued_commands("a"), 1);
+        assert_eq!(again.result("a", "d"), Some(result("d")));
         // The counter survived too: the next token differs from the last one.
         assert_ne!(again.renew("a", "r", 6).unwrap(), token);
         let loaded = ServerDb::load(&path).unwrap();

@@ -16,14 +16,22 @@
 //!
 //! * `GET  /api/v1/agents/{id}/commands`, Bearer token: 401 for a missing, unknown or expired
 //!   token; 429 with `Retry-After` past [`RATE_LIMIT_CHECKINS_MAX`] check-ins in
-//!   [`RATE_LIMIT_WINDOW`]; otherwise 200 with up to `MAX_COMMANDS_PER_CHECKIN` queued commands.
+//!   [`RATE_LIMIT_WINDOW`]; otherwise 200 with up to `MAX_COMMANDS_PER_CHECKIN` queued commands,
+//!   chosen by the database's delivery mode after applying the body's `acknowledged_commands`.
+//! * `POST /api/v1/agents/{id}/logs`, Bearer token, RedFlag's `UpdateLogRequest`: 401 as for
+//!   check-ins, 400 for a body that is not one (or lacks `action`/`result`, which RedFlag's
+//!   binding requires), otherwise 200: the first result per command id is kept, later ones are
+//!   answered 200 too.
 //! * `POST /api/v1/agents/renew` `{"agent_id","refresh_token"}`: 200 `{"token"}` with a fresh
 //!   token (the old one stops working), 401 for a wrong refresh token, 400 for a bad body.
 //! * `GET  /health`: 200 `{"status":"healthy"}`; in setup mode 200
 //!   `{"status":"waiting for configuration"}`, as RedFlag 0.1.18's unconfigured welcome mode
 //!   answers (the agent counts that as "not ready").
 //!
-//! Every answered request is recorded in the trace as `server_request`.
+//! Every answered request is recorded in the trace as `server_request`; commands delivered and
+//! acknowledged in a check-in, and results received, as `command_delivered`,
+//! `command_acknowledged` and `command_result` (when the database changed, before any `slow`
+//! delay: a slow server has done the work when the proxy gives up on it).
 //!
 //! Time: token expiry uses [`crate::clock::unix_now`] (simulated inside turmoil); the rate
 //! limiter and the slow mode use `tokio::time` (also simulated). Nothing here reads the system
@@ -33,7 +41,7 @@ mod db;
 mod modes;
 mod rate_limit;
 
-pub use db::{ServerDb, TokenCheck};
+pub use db::{CheckinCommands, RESULTS_KEPT_MAX, ResultOutcome, SENT_TIMEOUT, ServerDb, TokenCheck};
 pub use modes::ServerModes;
 use rate_limit::RateLimiter;
 
@@ -49,8 +57,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use redflag_agent::protocol::{
-    AGENTS_PREFIX, CommandsResponse, HEALTH_PATH, MAX_COMMANDS_PER_CHECKIN, RENEW_PATH, RenewRequest,
-    RenewResponse, WAITING_FOR_CONFIGURATION,
+    AGENTS_PREFIX, CheckinBody, CommandsResponse, HEALTH_PATH, MAX_COMMANDS_PER_CHECKIN, RENEW_PATH, RenewRequest,
+    RenewResponse, UpdateLogRequest, WAITING_FOR_CONFIGURATION,
 };
 use tokio::time::Instant;
 use tower::ServiceExt;
@@ -93,6 +101,9 @@ struct App {
     db: ServerDb,
     modes: ServerModes,
     limiter: Arc<Mutex<RateLimiter>>,
+    /// For the command events the handlers record.
+    trace: TraceSink,
+    host: Arc<str>,
 }
 
 /// Set by the renew handler so the trace can name the agent (it is in the body, not the path).
@@ -102,6 +113,7 @@ struct AgentIdFromBody(Arc<str>);
 fn router(app: App) -> Router {
     Router::new()
         .route("/api/v1/agents/{agent_id}/commands", get(checkin))
+        .route("/api/v1/agents/{agent_id}/logs", post(report_log))
         .route(RENEW_PATH, post(renew))
         .route(HEALTH_PATH, get(health))
         .layer(DefaultBodyLimit::max(REQUEST_BODY_MAX_BYTES))
@@ -120,7 +132,7 @@ async fn checkin(
     State(app): State<App>,
     UrlPath(agent_id): UrlPath<String>,
     headers: HeaderMap,
-    _metrics: Bytes,
+    metrics: Bytes,
 ) -> Response {
     let limited = app.limiter.lock().unwrap_or_else(|p| p.into_inner()).admit(&agent_id, Instant::now());
     if let Err(wait) = limited {
@@ -129,6 +141,28 @@ async fn checkin(
         resp.headers_mut().insert(http::header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
         return resp;
     }
+    if let Err(refused) = authorize(&app, &agent_id, &headers) {
+        return refused;
+    }
+    // Metrics are optional and a body RedFlag cannot parse is ignored, as RedFlag does.
+    let acks = serde_json::from_slice::<CheckinBody>(&metrics).map(|b| b.acknowledged_commands).unwrap_or_default();
+    let out = app.db.checkin_commands(&agent_id, &acks, clock::unix_now_ms(), MAX_COMMANDS_PER_CHECKIN);
+    let agent: Arc<str> = Arc::from(agent_id.as_str());
+    for id in out.acknowledged {
+        app.trace.record(&app.host, Some(&agent), TraceEvent::Sim(SimEvent::CommandAcknowledged { id }));
+    }
+    for (c, delivery) in &out.delivered {
+        app.trace.record(&app.host, Some(&agent), TraceEvent::Sim(SimEvent::CommandDelivered { id: c.id.clone(), delivery: *delivery }));
+    }
+    for id in out.timed_out {
+        tracing::warn!(agent_id, id, "command timed out without a result");
+    }
+    let commands = out.delivered.into_iter().map(|(c, _)| c).collect();
+    axum::Json(CommandsResponse { commands, rapid_polling: None }).into_response()
+}
+
+/// The Bearer token check of the agent routes: `Err` is the 401 answer.
+fn authorize(app: &App, agent_id: &str, headers: &HeaderMap) -> Result<(), Response> {
     let token = headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -136,14 +170,37 @@ async fn checkin(
         .map(str::trim)
         .unwrap_or("");
     if token.is_empty() {
-        return json_error(StatusCode::UNAUTHORIZED, "missing bearer token");
+        return Err(json_error(StatusCode::UNAUTHORIZED, "missing bearer token"));
     }
-    match app.db.check_token(&agent_id, token, clock::unix_now_ms()) {
-        TokenCheck::Valid => {}
-        refused => return json_error(StatusCode::UNAUTHORIZED, refused.reason()),
+    match app.db.check_token(agent_id, token, clock::unix_now_ms()) {
+        TokenCheck::Valid => Ok(()),
+        refused => Err(json_error(StatusCode::UNAUTHORIZED, refused.reason())),
     }
-    let commands = app.db.drain_commands(&agent_id, MAX_COMMANDS_PER_CHECKIN);
-    axum::Json(CommandsResponse { commands, rapid_polling: None }).into_response()
+}
+
+/// `POST /api/v1/agents/{id}/logs`: a command's result (RedFlag's `ReportLog`).
+async fn report_log(State(app): State<App>, UrlPath(agent_id): UrlPath<String>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(refused) = authorize(&app, &agent_id, &headers) {
+        return refused;
+    }
+    let req: UpdateLogRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("invalid log request: {e}")),
+    };
+    if req.action.is_empty() || req.result.is_empty() {
+        return json_error(StatusCode::BAD_REQUEST, "action and result are required");
+    }
+    let duplicate = match app.db.store_result(&agent_id, &req) {
+        ResultOutcome::First => false,
+        ResultOutcome::Duplicate => true,
+        ResultOutcome::UnknownAgent => return json_error(StatusCode::UNAUTHORIZED, "unknown agent"),
+    };
+    if !req.command_id.is_empty() {
+        let agent: Arc<str> = Arc::from(agent_id.as_str());
+        let event = SimEvent::CommandResult { id: req.command_id.clone(), result: req.result.clone(), duplicate };
+        app.trace.record(&app.host, Some(&agent), TraceEvent::Sim(event));
+    }
+    axum::Json(serde_json::json!({ "message": "log recorded" })).into_response()
 }
 
 async fn renew(State(app): State<App>, body: Bytes) -> Response {
@@ -163,9 +220,11 @@ async fn renew(State(app): State<App>, body: Bytes) -> Response {
     resp
 }
 
-/// The agent id in `/api/v1/agents/{id}/commands`, if the path is one.
+/// The agent id in `/api/v1/agents/{id}/commands` or `/api/v1/agents/{id}/logs`, if the path
+/// is one.
 pub fn agent_id_from_path(path: &str) -> Option<&str> {
-    let id = path.strip_prefix(AGENTS_PREFIX)?.strip_suffix("/commands")?;
+    let rest = path.strip_prefix(AGENTS_PREFIX)?;
+    let id = rest.strip_suffix("/commands").or_else(|| rest.strip_suffix("/logs"))?;
     (!id.is_empty() && !id.contains('/')).then_some(id)
 }
 
@@ -208,9 +267,6 @@ async fn answer(
 ) -> Response {
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
-    if let Some(delay) = app.modes.slow() {
-        tokio::time::sleep(delay).await;
-    }
     let mut resp = if is_agent_route(&path) && app.modes.setup_mode() {
         // RedFlag's welcome mode has no agent routes at all: gin's own plain-text 404.
         status_response(404, None, "404 page not found".into(), "text/plain")
@@ -224,6 +280,11 @@ async fn answer(
             Err(never) => match never {},
         }
     };
+    // A slow server holds its answer after doing the work, so a proxy that gives up on it
+    // (504) leaves the work done: RedFlag has marked the commands sent by then.
+    if let Some(delay) = app.modes.slow() {
+        tokio::time::sleep(delay).await;
+    }
     set_date_header(resp.headers_mut());
     let agent: Option<Arc<str>> = resp
         .extensions()
@@ -252,7 +313,7 @@ pub async fn run_server<N: Net>(
     trace: TraceSink,
     host: Arc<str>,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let app = App { db, modes, limiter: Arc::new(Mutex::new(RateLimiter::default())) };
+    let app = App { db, modes, limiter: Arc::new(Mutex::new(RateLimiter::default())), trace: trace.clone(), host: host.clone() };
     let routes = router(app.clone());
     // Owned here, so that dropping this future aborts every connection with it.
     let mut connections = Connections::new("server");
@@ -285,6 +346,7 @@ mod tests {
     #[test]
     fn agent_ids_in_paths() {
         assert_eq!(agent_id_from_path("/api/v1/agents/a-1/commands"), Some("a-1"));
+        assert_eq!(agent_id_from_path("/api/v1/agents/a-1/logs"), Some("a-1"));
         assert_eq!(agent_id_from_path("/api/v1/agents/renew"), None);
         assert_eq!(agent_id_from_path("/api/v1/agents//commands"), None);
         assert_eq!(agent_id_from_path("/health"), None);
