@@ -37,12 +37,13 @@ use tokio::time::{Instant, sleep_until, timeout};
 use crate::commands::{Action, RAPID_POLLING_INTERVAL, RAPID_POLLING_MAX};
 use crate::config::Config;
 use crate::events::{COMMAND_LOG_LINES_MAX, Event, Observer, RequestKind, log_commands_summary, log_event};
+use crate::heartbeat;
 use crate::journal::{COMMAND_ID_MAX_LEN, Corrupt, Delivery, JOURNAL_ENTRIES_MAX, JOURNAL_FILE, Journal, Saved};
 use crate::outbox::{OUTBOX_FILE, OUTBOX_RESULTS_MAX, Outbox};
 use crate::protocol::{
-    self, ACKNOWLEDGED_COMMANDS_MAX, AGENT_VERSION, CheckinAnswer, Command, HEALTH_PATH, Metrics, RENEW_PATH,
-    RESPONSE_BODY_MAX_BYTES, RESULT_FAILED, RESULT_OUTPUT_MAX_BYTES, RenewRequest, UpdateLogRequest, commands_path,
-    logs_path, truncate_output,
+    self, ACKNOWLEDGED_COMMANDS_MAX, AGENT_VERSION, BUILD_VERSION_KEY, CheckinAnswer, Command, HEALTH_PATH, Metrics,
+    PROTOCOL_VERSION, RENEW_PATH, RESPONSE_BODY_MAX_BYTES, RESULT_FAILED, RESULT_OUTPUT_MAX_BYTES, RenewRequest,
+    UpdateLogRequest, commands_path, logs_path, truncate_output,
 };
 use crate::resilience::{
     Decision, Gate, Outcome, Policy, PolicyConfig, Report, Strategy, Transition, Verdict, classify,
@@ -53,36 +54,7 @@ use crate::secret::Secret;
 use crate::store::{Status, Store};
 use crate::transport::{Method, Request, Response, Transport, TransportError};
 
-/// The machine the agent runs on, as far as the loop cares.
-pub trait Host {
-    /// Wall-clock time, for HTTP-date Retry-After values, rapid-polling deadlines and the
-    /// status file. (Scheduling never uses it: that is `tokio::time`.)
-    fn wall_clock(&self) -> SystemTime;
-    /// System metrics for the check-in body; fields left `None` are not sent.
-    fn metrics(&self, _into: &mut Metrics) {}
-    /// Log lines that could not be written (a closed stderr), for the status file.
-    fn log_lines_dropped(&self) -> u64 {
-        0
-    }
-}
-
-/// Production: the system clock, and memory use from `/proc/meminfo`.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemHost;
-
-impl Host for SystemHost {
-    fn wall_clock(&self) -> SystemTime {
-        SystemTime::now()
-    }
-
-    fn metrics(&self, into: &mut Metrics) {
-        into.memory_percent = read_memory_percent();
-    }
-
-    fn log_lines_dropped(&self) -> u64 {
-        crate::log_writer::dropped_lines()
-    }
-}
+pub use crate::host::{Host, SystemHost};
 
 /// Bare 404s (no RedFlag JSON body) retried with backoff in a row; beyond this a 404 is taken
 /// at its word and the agent waits for the next regular check-in. With the default settings
@@ -92,17 +64,6 @@ pub const BARE_404_RETRIES_MAX: u32 = 20;
 
 /// The longest server error message quoted in a log line's cause.
 const SERVER_ERROR_QUOTE_MAX_CHARS: usize = 200;
-
-fn read_memory_percent() -> Option<f64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let field = |name: &str| -> Option<f64> {
-        let line = text.lines().find(|l| l.starts_with(name))?;
-        line.split_whitespace().nth(1)?.parse().ok()
-    };
-    let total = field("MemTotal:")?;
-    let available = field("MemAvailable:")?;
-    (total > 0.0).then(|| ((total - available) / total * 1000.0).round() / 10.0)
-}
 
 /// What the loop needs from the config.
 #[derive(Debug, Clone)]
@@ -192,6 +153,9 @@ pub struct CheckinLoop<T, S, H, O, P = Policy, R = ProductionRunner> {
     started: Instant,
     /// Until when the server (or a command) asked for rapid polling.
     rapid_until: Option<Instant>,
+    /// The last attempt was the immediate check-in that follows an `enable_heartbeat`; the
+    /// next one may not be immediate again (so no answer can make the agent spin).
+    checked_in_at_once: bool,
     last_success: Option<String>,
     last_error: Option<String>,
     /// The last store error reported, so a full disk is logged once, not every attempt.
@@ -241,6 +205,7 @@ impl<T: Transport, S: Store, H: Host, O: Observer, P: Strategy> CheckinLoop<T, S
             rng,
             started: Instant::now(),
             rapid_until: None,
+            checked_in_at_once: false,
             last_success: None,
             last_error: None,
             last_store_error: None,
@@ -279,6 +244,7 @@ impl<T: Transport, S: Store, H: Host, O: Observer, P: Strategy, R: CommandRunner
             bare_404_streak: self.bare_404_streak,
             last_cause: self.last_cause,
             held_events: self.held_events,
+            checked_in_at_once: self.checked_in_at_once,
             runner,
             journal: self.journal,
             outbox: self.outbox,
@@ -325,7 +291,11 @@ impl<T: Transport, S: Store, H: Host, O: Observer, P: Strategy, R: CommandRunner
                 (Some(answer), Verdict::Success) => self.apply_answer(answer, self.host.wall_clock()),
                 _ => Vec::new(),
             };
-            let interval = self.rapid_interval(now);
+            let at_once = self.at_once_after(&result);
+            let interval = match at_once {
+                true => Some(Duration::ZERO),
+                false => self.rapid_interval(now),
+            };
             let report = Report { verdict: result.verdict, retry_after: result.retry_after, interval };
             let decision = self.strategy.complete(now.into_std(), report, &mut self.rng);
             self.after_attempt(&result, &decision, answer_events);
@@ -338,7 +308,7 @@ impl<T: Transport, S: Store, H: Host, O: Observer, P: Strategy, R: CommandRunner
                 let retry_at = tokio::select! {
                     biased;
                     _ = &mut shutdown => break,
-                    r = self.run_commands_then_deliver(checked_in) => r,
+                    r = self.run_commands_then_deliver(checked_in, at_once) => r,
                 };
                 if let Some(at) = retry_at {
                     next_due = at;
@@ -357,7 +327,7 @@ impl<T: Transport, S: Store, H: Host, O: Observer, P: Strategy, R: CommandRunner
         if probe {
             let failed = match self.request(RequestKind::Health).await {
                 Ok(resp) => {
-                    let outcome = status_outcome(resp.status);
+                    let outcome = health_outcome(&resp);
                     // A server without /health (404, 405, ...) must not block check-ins:
                     // only "unavailable" answers stop the attempt here.
                     (classify(outcome) == Verdict::Retry).then(|| {
@@ -507,19 +477,44 @@ impl<T: Transport, S: Store, H: Host, O: Observer, P: Strategy, R: CommandRunner
             Ok(r) => r,
             Err(_) => Err(TransportError::Timeout),
         };
-        let class = match &result {
-            Ok(resp) => status_outcome(resp.status).class().to_string(),
-            Err(e) => e.outcome().class().to_string(),
+        let outcome = match &result {
+            Ok(resp) if kind == RequestKind::Health => health_outcome(resp),
+            Ok(resp) => status_outcome(resp.status),
+            Err(e) => e.outcome(),
         };
-        let ok = result.as_ref().is_ok_and(|r| (200..300).contains(&r.status));
+        let (class, ok) = (outcome.class().to_string(), outcome == Outcome::Success);
         self.emit(Event::RequestFinished { kind, class, ok, elapsed_ms: ms(started.elapsed()) });
         result
     }
 
+    /// The check-in body: the host's metrics, the version the server compares
+    /// ([`PROTOCOL_VERSION`]), our own build in `metadata`, and the rapid-polling state while
+    /// it is on (see `heartbeat.rs`).
     fn metrics_body(&self) -> Vec<u8> {
-        let mut m = Metrics { version: AGENT_VERSION.to_string(), uptime: Some(self.started.elapsed().as_secs()), ..Metrics::default() };
+        let mut m = Metrics { version: PROTOCOL_VERSION.to_string(), ..Metrics::default() };
         self.host.metrics(&mut m);
+        m.metadata.insert(BUILD_VERSION_KEY.into(), AGENT_VERSION.into());
+        let now = Instant::now();
+        if let Some(left) = self.rapid_until.and_then(|until| until.checked_duration_since(now)) {
+            let wall = self.host.wall_clock();
+            for (key, value) in heartbeat::metadata(heartbeat::wall_until(wall, left), wall) {
+                m.metadata.insert(key.into(), value);
+            }
+        }
         serde_json::to_vec(&m).unwrap_or_default()
+    }
+
+    /// Whether the next check-in goes out at once: right after an answer that carried an
+    /// `enable_heartbeat`, as RedFlag's Go agent does, so the server sees the heartbeat state
+    /// in a check-in now rather than after a whole interval. Never twice in a row.
+    fn at_once_after(&mut self, result: &AttemptResult) -> bool {
+        let heartbeat = result
+            .answer
+            .as_ref()
+            .is_some_and(|a| a.commands.iter().any(|c| matches!(crate::commands::decide(c), Action::RapidPolling(_))));
+        let at_once = heartbeat && !self.checked_in_at_once;
+        self.checked_in_at_once = at_once;
+        at_once
     }
 
     /// The server's Retry-After, on the answers where it is honoured.
@@ -831,7 +826,10 @@ impl<T: Transport, S: Store, H: Host, O: Observer, P: Strategy, R: CommandRunner
     /// before it starts (a command whose `running` cannot be written does not start). After a
     /// successful check-in, the new results are delivered at once, as one more attempt under the
     /// strategy. Returns when the next attempt is due instead, if the strategy said so.
-    async fn run_commands_then_deliver(&mut self, checked_in: bool) -> Option<Instant> {
+    ///
+    /// `at_once`: the check-in's answer asked for an immediate check-in (see
+    /// [`CheckinLoop::at_once_after`]); the decision after the results keeps it.
+    async fn run_commands_then_deliver(&mut self, checked_in: bool, at_once: bool) -> Option<Instant> {
         // Hundreds of queued commands must not cost hundreds of log lines (see
         // `emit_answer_events`): past the budget, their lines are summarised.
         let mut budget = CommandLogBudget::default();
@@ -888,7 +886,10 @@ impl<T: Transport, S: Store, H: Host, O: Observer, P: Strategy, R: CommandRunner
         let failed = self.deliver_results().await;
         let now = Instant::now();
         let (verdict, retry_after) = failed.as_ref().map_or((Verdict::Success, None), |f| (f.verdict, f.retry_after));
-        let interval = self.rapid_interval(now);
+        let interval = match at_once {
+            true => Some(Duration::ZERO),
+            false => self.rapid_interval(now),
+        };
         let decision = self.strategy.complete(now.into_std(), Report { verdict, retry_after, interval }, &mut self.rng);
         self.emit_transition(decision.transition);
         if let Some(f) = failed {
@@ -965,6 +966,16 @@ impl<T: Transport, S: Store, H: Host, O: Observer, P: Strategy, R: CommandRunner
         }
         log_event(&self.settings.agent_id, &event);
         self.observer.on_event(&event);
+    }
+}
+
+/// A `/health` answer as an outcome: its status, except that a 2xx saying the server is
+/// waiting for configuration (RedFlag's welcome mode, which has no agent routes) is
+/// [`Outcome::NotReady`].
+fn health_outcome(resp: &Response) -> Outcome {
+    match status_outcome(resp.status) {
+        Outcome::Success if protocol::health_not_ready(&resp.body) => Outcome::NotReady,
+        other => other,
     }
 }
 

@@ -8,11 +8,14 @@
 //!   unchanged over turmoil.
 //! * [`config`], [`protocol`], [`transport`], [`store`], [`events`] and [`secret`] are the pieces
 //!   the loop is built from; [`config_rewrite`] writes a renewed token back, [`file_read`] reads
-//!   operator-given files safely, [`rfc3339`] reads timestamps with offsets.
+//!   operator-given files safely, [`rfc3339`] reads the server's timestamps with any offset.
+//! * [`host`] is the machine (clock, system metrics, identity), [`heartbeat`] the rapid-polling
+//!   state reported to the server.
 //! * [`journal`], [`outbox`] and [`runner`] are how commands are never lost or run twice: the
 //!   durable record of every command, the durable queue of results, and what runs a command.
-//! * [`service`] is the `run` command (start-up checks, [`signals`], reloads), [`logging`] and
-//!   [`log_writer`] its log output; `main.rs` is the command line.
+//! * [`service`] is the `run` command (start-up checks, [`signals`], reloads), [`register`] the
+//!   `register` command, [`logging`] and [`log_writer`] the log output; `main.rs` is the command
+//!   line.
 
 pub mod checkin;
 pub mod commands;
@@ -20,11 +23,14 @@ pub mod config;
 pub mod config_rewrite;
 pub mod events;
 pub mod file_read;
+pub mod heartbeat;
+pub mod host;
 pub mod journal;
 pub mod log_writer;
 pub mod logging;
 pub mod outbox;
 pub mod protocol;
+pub mod register;
 pub mod resilience;
 pub mod rfc3339;
 pub mod runner;

@@ -1,10 +1,11 @@
-//! The `redflag-agent` command line: run the agent, validate its config, or show its status.
+//! The `redflag-agent` command line: register with a server, run the agent, validate its
+//! config, or show its status.
 //!
-//! Exit codes: 0 on success (and after SIGTERM/SIGINT), 1 when `check-config` or `status`
-//! finds a problem, 2 for command-line usage errors (clap, an invalid `--log-level` or
+//! Exit codes: 0 on success (and after SIGTERM/SIGINT), 1 when `register`, `check-config` or
+//! `status` fails, 2 for command-line usage errors (clap, an invalid `--log-level` or
 //! `RUST_LOG`), 78 (EX_CONFIG) when `run` cannot start because of its config. `run` itself
-//! (signals, reloads, start-up checks) lives in `service.rs`. Output to a closed stdout or
-//! stderr is dropped, never a panic.
+//! (signals, reloads, start-up checks) lives in `service.rs`, `register` in `register.rs`.
+//! Output to a closed stdout or stderr is dropped, never a panic.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -15,6 +16,8 @@ use clap::{Parser, Subcommand};
 
 use redflag_agent::config::{self, Config};
 use redflag_agent::logging::{self, LogFormat};
+use redflag_agent::register::{self, RegisterOptions};
+use redflag_agent::secret::Secret;
 use redflag_agent::service;
 use redflag_agent::store;
 
@@ -45,6 +48,19 @@ enum Command {
     CheckConfig,
     /// Print the last successful check-in, consecutive failures and breaker state.
     Status,
+    /// Register this host with a RedFlag server and write the config file (mode 0600).
+    Register {
+        /// The server's URL, e.g. http://redflag.example:8080; written to the config as given.
+        #[arg(long, value_name = "URL")]
+        server: String,
+        /// A registration token from the RedFlag dashboard (or REDFLAG_REGISTRATION_TOKEN, which
+        /// keeps it out of the process list).
+        #[arg(long, value_name = "TOKEN", env = "REDFLAG_REGISTRATION_TOKEN", hide_env_values = true)]
+        registration_token: String,
+        /// Replace a config file that already holds a registered agent.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -52,6 +68,10 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Run) {
         Command::CheckConfig => check_config(&cli.config),
         Command::Status => status(&cli.config),
+        Command::Register { server, registration_token, force } => {
+            let opts = RegisterOptions { server, registration_token: Secret::new(registration_token), config_path: cli.config, force };
+            register_host(&opts)
+        }
         Command::Run => service::run(&cli.config, cli.log_format, &cli.log_level),
     }
 }
@@ -64,6 +84,21 @@ macro_rules! out {
 /// Prints to stderr, the same way.
 macro_rules! err {
     ($($arg:tt)*) => {{ let _ = writeln!(std::io::stderr().lock(), $($arg)*); }};
+}
+
+fn register_host(opts: &RegisterOptions) -> ExitCode {
+    match register::register(opts) {
+        Ok(r) => {
+            out!("registered with {} as agent {}", r.server_url, r.agent_id);
+            out!("config written to {} (mode 0600)", r.config_path.display());
+            out!("start the agent: redflag-agent --config {}", r.config_path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            err!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Every check `run` makes before its first request (config, CA file, proxies), then the

@@ -3,9 +3,10 @@
 //! * `GET  /api/v1/agents/{agent_id}/commands`, Bearer token, JSON metrics body:
 //!   `{"commands":[{"id","type","params"}],"rapid_polling":...}`
 //! * `POST /api/v1/agents/renew` `{"agent_id","refresh_token"}` -> `{"token"}`
-//! * `GET  /health` -> 200
+//! * `GET  /health` -> 200 `{"status":"healthy"}`; an unconfigured server (RedFlag's welcome
+//!   mode) answers 200 `{"status":"waiting for configuration"}`, which [`health_not_ready`] spots
 //! * `POST /api/v1/agents/{agent_id}/logs`, Bearer token, [`UpdateLogRequest`]: a command's
-//!   result (RedFlag's own route and field types; 200 also for a result it already has)
+//!   result (RedFlag's own route and field types)
 //!
 //! The check-in body is RedFlag's metrics object plus one field RedFlag 0.1.18 does not know and
 //! ignores, as its JSON binding ignores every unknown field: `acknowledged_commands`, the ids
@@ -32,8 +33,24 @@ pub const RESPONSE_BODY_MAX_BYTES: usize = 1024 * 1024;
 /// Commands handled from one check-in; the rest wait for the next one.
 pub const MAX_COMMANDS_PER_CHECKIN: usize = 256;
 
-/// This agent's version, sent with every check-in.
+/// This build's own version (the crate's): logs, the status file, the `User-Agent` header, and
+/// `metadata.agent_build_version` towards the server.
 pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The version this agent reports to the server as its `version` (check-ins) and
+/// `agent_version` (registration): the RedFlag agent API release it implements. The server
+/// compares this field with its `LATEST_AGENT_VERSION` (0.1.18 for a 0.1.18 server) to mark
+/// agents "update available", and stores it as the agent's current version. Our crate version
+/// (0.1.x of a different program) would make every agent look outdated, and an update to the Go
+/// agent is not what this agent needs. Our own version travels in `metadata` instead.
+pub const PROTOCOL_VERSION: &str = "0.1.18";
+
+/// The `metadata` key carrying [`AGENT_VERSION`] at registration and with every check-in.
+pub const BUILD_VERSION_KEY: &str = "agent_build_version";
+/// The `metadata` key naming this implementation at registration and with every check-in.
+pub const IMPLEMENTATION_KEY: &str = "agent_implementation";
+/// Its value.
+pub const IMPLEMENTATION: &str = "redflag-agent (Rust resilient check-in agent)";
 
 pub fn commands_path(agent_id: &str) -> String {
     format!("{AGENTS_PREFIX}{agent_id}/commands")
@@ -60,8 +77,9 @@ pub struct CheckinBody {
     pub acknowledged_commands: Vec<String>,
 }
 
-/// `result` of an [`UpdateLogRequest`]: RedFlag completes a command on `success` (or
-/// `completed`) and fails it on `failed`.
+/// `result` of an [`UpdateLogRequest`]: RedFlag completes a command on `success` and fails it on
+/// `failed`. (Its handler also reads `completed`, but its `update_logs` table only takes
+/// `success`, `failed` and `partial`: `completed` is answered 500, so it is never sent.)
 pub const RESULT_SUCCESS: &str = "success";
 pub const RESULT_FAILED: &str = "failed";
 
@@ -104,16 +122,32 @@ pub fn truncate_output(text: &str, max: usize) -> String {
     format!("{}{MARK}", &text[..end])
 }
 
-/// The small JSON body sent with each check-in. All fields are optional on the server side.
+/// The small JSON body sent with each check-in, field for field what RedFlag 0.1.18's
+/// `GetCommands` binds (and what its Go agent sends): numbers for CPU, memory and disk
+/// (gigabytes are GiB, as the Go agent computes them), a *string* for the system uptime (the
+/// Go agent sends `uptime -p`'s "up 2 hours, 5 minutes"), the reported version, and free-form
+/// `metadata` (where rapid-polling state goes). The server fails to bind the whole body when
+/// one field has the wrong JSON type, so these types are not a matter of taste. Every field but
+/// `version` is optional: the simulation's hosts send none.
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
 pub struct Metrics {
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_percent: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_percent: Option<f64>,
-    /// Seconds the agent process has been up.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub uptime: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_used_gb: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_total_gb: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_used_gb: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_total_gb: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_percent: Option<f64>,
+    /// System uptime as text, e.g. "up 3 days, 2 hours, 5 minutes".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime: Option<String>,
     pub version: String,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, Value>,
@@ -211,6 +245,23 @@ pub fn parse_renew_answer(body: &[u8]) -> Result<String, String> {
     Ok(token.to_string())
 }
 
+/// Whether a 2xx `/health` body says the server is up but cannot serve agents yet. RedFlag's
+/// welcome mode (no database configured) answers `{"status":"waiting for configuration"}` and
+/// has no `/api/v1` routes at all; such a server is "not ready", not healthy. Any other body
+/// (including one that is not JSON, as some proxies answer) does not stop a check-in.
+pub fn health_not_ready(body: &[u8]) -> bool {
+    if body.len() > HEALTH_BODY_MAX_BYTES {
+        return false;
+    }
+    let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body) else { return false };
+    map.get("status").and_then(Value::as_str).is_some_and(|s| s.trim().eq_ignore_ascii_case(WAITING_FOR_CONFIGURATION))
+}
+
+/// The `/health` status of an unconfigured RedFlag server.
+pub const WAITING_FOR_CONFIGURATION: &str = "waiting for configuration";
+/// A health answer longer than this is not read for its status.
+const HEALTH_BODY_MAX_BYTES: usize = 4096;
+
 fn json_kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
@@ -266,8 +317,8 @@ mod tests {
         assert_eq!(serde_json::to_string(&body).unwrap(), r#"{"version":"1"}"#);
         let body = CheckinBody { acknowledged_commands: vec!["a".into(), "b".into()], ..body };
         assert_eq!(serde_json::to_string(&body).unwrap(), r#"{"version":"1","acknowledged_commands":["a","b"]}"#);
-        let back: CheckinBody = serde_json::from_str(r#"{"version":"1","uptime":3,"acknowledged_commands":["a"]}"#).unwrap();
-        assert_eq!(back.metrics.uptime, Some(3));
+        let back: CheckinBody = serde_json::from_str(r#"{"version":"1","uptime":"up 3 minutes","acknowledged_commands":["a"]}"#).unwrap();
+        assert_eq!(back.metrics.uptime.as_deref(), Some("up 3 minutes"));
         assert_eq!(back.acknowledged_commands, ["a"]);
     }
 
@@ -289,6 +340,32 @@ mod tests {
         assert_eq!(truncate_output("héllo wörld", 100), "héllo wörld");
         let cut = truncate_output(&"é".repeat(100), 50);
         assert!(cut.len() <= 50 && cut.ends_with("[output truncated]"), "{cut}");
+    }
+
+    #[test]
+    fn rapid_polling_until_in_the_servers_local_time() {
+        // What a Go server with TZ=Etc/GMT+5 writes: 17:40 at -05:00 is 22:40 UTC.
+        let a = parse_checkin_answer(br#"{"commands":[],"rapid_polling":{"enabled":true,"until":"2026-11-28T17:40:23-05:00"}}"#)
+            .unwrap();
+        assert_eq!(a.rapid_polling_until, humantime::parse_rfc3339("2026-11-28T22:40:23Z").ok());
+        let a = parse_checkin_answer(br#"{"rapid_polling":{"enabled":true,"until":"2026-11-29T04:10:23+05:30"}}"#).unwrap();
+        assert_eq!(a.rapid_polling_until, humantime::parse_rfc3339("2026-11-28T22:40:23Z").ok());
+    }
+
+    #[test]
+    fn health_answers() {
+        assert!(health_not_ready(br#"{"status":"waiting for configuration"}"#));
+        assert!(health_not_ready(br#"{"status":" Waiting for configuration "}"#));
+        for ready in [&br#"{"status":"healthy"}"#[..], b"OK", b"", br#"{"status":7}"#, br#"["waiting for configuration"]"#] {
+            assert!(!health_not_ready(ready), "{:?}", String::from_utf8_lossy(ready));
+        }
+    }
+
+    #[test]
+    fn metrics_have_the_types_the_server_binds() {
+        let m = Metrics { uptime: Some("up 5 minutes".into()), disk_total_gb: Some(10.5), version: PROTOCOL_VERSION.into(), ..Metrics::default() };
+        let v: Value = serde_json::to_value(&m).unwrap();
+        assert_eq!(v, serde_json::json!({"uptime": "up 5 minutes", "disk_total_gb": 10.5, "version": "0.1.18"}));
     }
 
     #[test]

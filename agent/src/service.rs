@@ -123,7 +123,7 @@ async fn serve(
             Settings::from_config(&config),
             transport,
             FileStore::new(path, &config.state_dir),
-            SystemHost,
+            SystemHost::new(),
             NoObserver,
             StdRng::from_os_rng(),
         )

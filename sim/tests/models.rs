@@ -224,11 +224,17 @@ fn setup_mode_404s_agent_routes_but_not_health() {
     sim.client("agent", async move {
         let mut t = direct();
         modes.set_setup_mode(true);
-        assert_eq!(status(&send(&mut t, &checkin_req(TOKEN), T).await), Ok(404));
+        // No agent routes at all: gin's plain-text 404, a *bare* 404 to the agent.
+        let checkin = send(&mut t, &checkin_req(TOKEN), T).await.unwrap();
+        assert_eq!((checkin.status, checkin.body.as_slice()), (404, &b"404 page not found"[..]));
         assert_eq!(status(&send(&mut t, &renew_req(REFRESH), T).await), Ok(404));
         let health = send(&mut t, &health_req(), T).await.unwrap();
-        assert_eq!((health.status, health.body.as_slice()), (200, &br#"{"status":"healthy"}"#[..]));
+        // What RedFlag's unconfigured welcome mode answers, and what the agent calls not ready.
+        assert_eq!((health.status, health.body.as_slice()), (200, &br#"{"status":"waiting for configuration"}"#[..]));
+        assert!(redflag_agent::protocol::health_not_ready(&health.body));
         modes.set_setup_mode(false);
+        let health = send(&mut t, &health_req(), T).await.unwrap();
+        assert_eq!((health.status, health.body.as_slice()), (200, &br#"{"status":"healthy"}"#[..]));
         assert_eq!(status(&send(&mut t, &checkin_req(TOKEN), T).await), Ok(200));
         Ok(())
     });

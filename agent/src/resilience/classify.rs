@@ -26,6 +26,9 @@ pub enum Outcome {
     Malformed,
     /// Any other failure to talk to the server: DNS, TLS, an invalid HTTP answer.
     Network,
+    /// The server answered its health check but says it cannot serve agents yet (RedFlag's
+    /// "waiting for configuration" welcome mode).
+    NotReady,
 }
 
 /// What the loop does next.
@@ -68,7 +71,8 @@ pub fn classify(outcome: Outcome) -> Verdict {
         | Outcome::Timeout
         | Outcome::BodyTooLarge
         | Outcome::Malformed
-        | Outcome::Network => Verdict::Retry,
+        | Outcome::Network
+        | Outcome::NotReady => Verdict::Retry,
         Outcome::Status(code) => classify_status(code),
     }
 }
@@ -129,6 +133,7 @@ impl fmt::Display for ErrorClass {
             Outcome::BodyTooLarge => f.write_str("body_too_large"),
             Outcome::Malformed => f.write_str("malformed_body"),
             Outcome::Network => f.write_str("network_error"),
+            Outcome::NotReady => f.write_str("server_not_ready"),
         }
     }
 }
@@ -144,6 +149,7 @@ impl ErrorClass {
             "body_too_large" => Outcome::BodyTooLarge,
             "malformed_body" => Outcome::Malformed,
             "network_error" => Outcome::Network,
+            "server_not_ready" => Outcome::NotReady,
             other => Outcome::Status(other.strip_prefix("http_")?.parse().ok()?),
         })
     }
@@ -162,7 +168,15 @@ mod tests {
         for code in [400, 403, 404, 405, 409, 410, 422, 301, 501] {
             assert_eq!(classify(Outcome::Status(code)), Verdict::FailFast, "{code}");
         }
-        for o in [Outcome::Refused, Outcome::Reset, Outcome::Timeout, Outcome::Malformed, Outcome::BodyTooLarge, Outcome::Network] {
+        for o in [
+            Outcome::Refused,
+            Outcome::Reset,
+            Outcome::Timeout,
+            Outcome::Malformed,
+            Outcome::BodyTooLarge,
+            Outcome::Network,
+            Outcome::NotReady,
+        ] {
             assert_eq!(classify(o), Verdict::Retry, "{o:?}");
         }
         assert_eq!(classify(Outcome::Status(204)), Verdict::Success);
@@ -179,6 +193,7 @@ mod tests {
             Outcome::BodyTooLarge,
             Outcome::Malformed,
             Outcome::Network,
+            Outcome::NotReady,
         ] {
             assert_eq!(ErrorClass::parse(&o.class().to_string()), Some(o));
         }

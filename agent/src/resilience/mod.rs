@@ -8,7 +8,8 @@
 //! * `backoff.rs`: exponential delays with none/full/equal/decorrelated jitter, capped after jitter.
 //! * `breaker.rs`: the circuit breaker state machine, returning every transition as a value.
 //! * `classify.rs`: request outcome -> verdict (retry, renew, fail fast, success).
-//! * `retry_after.rs`: the Retry-After header, delta-seconds or HTTP-date.
+//! * `retry_after.rs`: the Retry-After header, delta-seconds or HTTP-date, and the margin that
+//!   makes the wait never early (rounded up to the next whole second, plus jitter).
 //! * `policy.rs`: the above combined into the loop's two questions: may I go, and when next?
 //! * `strategy.rs`: those two questions as a trait, so a harness can run the same loop under
 //!   other retry strategies; [`Policy`] is the only production implementation.

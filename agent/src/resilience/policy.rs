@@ -23,6 +23,7 @@ use rand::Rng;
 use super::backoff::{Backoff, BackoffConfig, uniform};
 use super::breaker::{Admission, Breaker, BreakerConfig, BreakerState, Transition};
 use super::classify::Verdict;
+use super::retry_after::with_margin;
 
 /// Regular check-ins are spread by at most this fraction of the interval, either way.
 pub const REGULAR_JITTER_FRACTION: f64 = 0.1;
@@ -234,7 +235,8 @@ impl Policy {
                     }
                 }
                 if let Some(asked) = report.retry_after {
-                    let asked = asked.min(self.config.retry_after_max);
+                    // Rounded up and jittered (the server truncates), then clamped.
+                    let asked = with_margin(asked, rng).min(self.config.retry_after_max);
                     if asked > delay {
                         delay = asked;
                         reason = WaitReason::RetryAfter;
@@ -289,6 +291,7 @@ impl Policy {
 mod tests {
     use super::*;
     use crate::resilience::backoff::Jitter;
+    use crate::resilience::retry_after::RETRY_AFTER_JITTER_MAX;
     use rand::SeedableRng;
     use rand::rngs::StdRng;
 
@@ -351,7 +354,9 @@ mod tests {
         let now = Instant::now();
         let report = Report { retry_after: Some(Duration::from_secs(7)), ..Report::of(Verdict::Retry) };
         let d = p.complete(now, report, &mut rng);
-        assert_eq!((d.delay, d.reason), (Duration::from_secs(7), WaitReason::RetryAfter));
+        // 7 s asked: the next whole second (8 s) plus jitter, never 7 s.
+        assert_eq!(d.reason, WaitReason::RetryAfter);
+        assert!(d.delay >= Duration::from_secs(8) && d.delay <= Duration::from_secs(8) + RETRY_AFTER_JITTER_MAX, "{:?}", d.delay);
         let report = Report { retry_after: Some(Duration::from_secs(3600)), ..Report::of(Verdict::Retry) };
         let d = p.complete(now, report, &mut rng);
         assert_eq!(d.delay, Duration::from_secs(10));

@@ -24,7 +24,9 @@
 //!   answered 200 too.
 //! * `POST /api/v1/agents/renew` `{"agent_id","refresh_token"}`: 200 `{"token"}` with a fresh
 //!   token (the old one stops working), 401 for a wrong refresh token, 400 for a bad body.
-//! * `GET  /health`: 200 `{"status":"healthy"}`.
+//! * `GET  /health`: 200 `{"status":"healthy"}`; in setup mode 200
+//!   `{"status":"waiting for configuration"}`, as RedFlag 0.1.18's unconfigured welcome mode
+//!   answers (the agent counts that as "not ready").
 //!
 //! Every answered request is recorded in the trace as `server_request`; commands delivered and
 //! acknowledged in a check-in, and results received, as `command_delivered`,
@@ -56,7 +58,7 @@ use axum::routing::{get, post};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use redflag_agent::protocol::{
     AGENTS_PREFIX, CheckinBody, CommandsResponse, HEALTH_PATH, MAX_COMMANDS_PER_CHECKIN, RENEW_PATH, RenewRequest,
-    RenewResponse, UpdateLogRequest,
+    RenewResponse, UpdateLogRequest, WAITING_FOR_CONFIGURATION,
 };
 use tokio::time::Instant;
 use tower::ServiceExt;
@@ -266,7 +268,10 @@ async fn answer(
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
     let mut resp = if is_agent_route(&path) && app.modes.setup_mode() {
-        json_error(StatusCode::NOT_FOUND, "server is in setup mode")
+        // RedFlag's welcome mode has no agent routes at all: gin's own plain-text 404.
+        status_response(404, None, "404 page not found".into(), "text/plain")
+    } else if path == HEALTH_PATH && app.modes.setup_mode() {
+        axum::Json(serde_json::json!({ "status": WAITING_FOR_CONFIGURATION })).into_response()
     } else if let Some((status, retry_after)) = app.modes.http_status().filter(|_| is_agent_route(&path)) {
         status_response(status, retry_after, r#"{"error":"injected status"}"#.into(), "application/json")
     } else {
