@@ -47,6 +47,24 @@ pub(crate) struct AgentView {
     pub(crate) checkin_sent: u64,
     pub(crate) breaker_opened: Vec<u64>,
     pub(crate) ended: Vec<(u64, String)>,
+    /// The loop's own story in time order (starts, requests, attempt ends, rapid polling), for
+    /// the checks that judge waits: `alive`, `bounded_waits`, `honours_retry_after`.
+    pub(crate) marks: Vec<(u64, Mark)>,
+}
+
+/// One step of an agent loop's story, as the wait checks need it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Mark {
+    /// The loop (re)started: waits decided by an earlier process are forgotten.
+    Started,
+    RequestStarted(RequestKind),
+    /// A request ended; `retry_after_ms` is the Retry-After its answer carried.
+    RequestFinished { kind: RequestKind, retry_after_ms: Option<u64> },
+    /// An attempt ended and the loop decided its wait: `retry` after a retryable failure,
+    /// otherwise (success, fail fast, renew) the regular interval.
+    AttemptEnded { retry: bool, delay_ms: u64 },
+    /// Rapid polling switched on for this long.
+    RapidPolling { for_ms: u64 },
 }
 
 impl AgentView {
@@ -60,6 +78,20 @@ impl AgentView {
     /// when a fault struck says nothing about the fault).
     pub(crate) fn first_success_sent_after(&self, t: u64) -> Option<u64> {
         self.success_sent.iter().zip(&self.successes).find(|(sent, _)| **sent >= t).map(|(_, done)| *done)
+    }
+}
+
+impl Mark {
+    fn of(e: &Event) -> Option<Mark> {
+        Some(match e {
+            Event::AgentStarted { .. } => Mark::Started,
+            Event::RequestStarted { kind } => Mark::RequestStarted(*kind),
+            Event::RequestFinished { kind, retry_after_ms, .. } => Mark::RequestFinished { kind: *kind, retry_after_ms: *retry_after_ms },
+            Event::AttemptFailed { verdict, delay_ms, .. } => Mark::AttemptEnded { retry: verdict == "retry", delay_ms: *delay_ms },
+            Event::CheckinOk { delay_ms, .. } => Mark::AttemptEnded { retry: false, delay_ms: *delay_ms },
+            Event::RapidPolling { for_ms } => Mark::RapidPolling { for_ms: *for_ms },
+            _ => return None,
+        })
     }
 }
 
@@ -121,6 +153,9 @@ impl TraceIndex {
             let (Some(agent), Some(e)) = (r.agent.as_ref(), r.agent_event()) else { continue };
             let view = idx.agents.entry(agent.clone()).or_default();
             view.host.get_or_insert_with(|| r.host.clone());
+            if let Some(mark) = Mark::of(e) {
+                view.marks.push((r.t_ms, mark));
+            }
             match e {
                 Event::AgentStarted { .. } => view.starts.push(r.t_ms),
                 Event::RequestStarted { kind } => {

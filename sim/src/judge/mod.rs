@@ -14,12 +14,19 @@
 //! * `max_request_rate`: no one-second window at the server (or proxy) holds more than `limit`
 //!   requests.
 //! * `breaker_opens`: every agent's breaker opened at least once.
+//! * `honours_retry_after`: no request to a route before a Retry-After given on it elapsed,
+//!   clamped to the agent's `retry_after_max_seconds`.
+//! * `bounded_waits`: no wait between two attempts longer than the agent's config allows.
+//! * implicit in every run: agents stay *alive between faults* (`alive_between_faults.rs`).
 //! * implicit in every run: each fault was *observed*: some agent request failed between the
 //!   fault's start and the first success after it ended. A fault nobody noticed was probably
 //!   never wired in, and must not let a scenario pass.
 
+mod alive_between_faults;
+mod bounded_waits;
 mod breaker_opens;
 mod fault_observed;
+mod honours_retry_after;
 mod index;
 mod max_request_rate;
 mod never_gives_up;
@@ -90,11 +97,23 @@ pub fn evaluate(scenario: &Scenario, records: &[Record], tolerance: Duration) ->
                     (format!("max_request_rate at {name} <= {limit_per_second}/s"), max_request_rate::max_request_rate(times, *limit_per_second))
                 }
                 Check::BreakerOpens => ("breaker_opens".to_string(), breaker_opens::breaker_opens(&idx)),
+                Check::HonoursRetryAfter => {
+                    let clamp = scenario.agent_config.resilience.retry_after_max;
+                    (
+                        format!("honours_retry_after (clamped to {})", fmt_duration(clamp)),
+                        honours_retry_after::honours_retry_after(&idx, clamp, tol),
+                    )
+                }
+                Check::BoundedWaits => {
+                    let bounds = bounded_waits::Bounds::of(&scenario.agent_config.policy());
+                    (format!("bounded_waits ({})", bounds.describe()), bounded_waits::bounded_waits(&idx, &bounds, tol))
+                }
             };
             Verdict { check: e.check.name().to_string(), subject, line: e.line, passed: result.is_ok(), reason: result.unwrap_or_else(|e| e) }
         })
         .collect();
     out.extend(fault_observed::faults_observed(&idx, scenario, tol));
+    out.push(alive_between_faults::alive_between_faults(&idx, scenario, tol));
     out
 }
 

@@ -50,7 +50,14 @@ pub const ACTIONS: &[&str] = &[
     "expire_tokens",
     "revoke_refresh",
 ];
-pub const CHECKS: &[&str] = &["recovers_within", "never_gives_up", "max_request_rate", "breaker_opens"];
+pub const CHECKS: &[&str] = &[
+    "recovers_within",
+    "never_gives_up",
+    "max_request_rate",
+    "breaker_opens",
+    "honours_retry_after",
+    "bounded_waits",
+];
 /// `[agent]` keys a scenario may override; the harness owns the rest (server_url, agent_id,
 /// token, refresh_token, state_dir).
 pub const AGENT_KEYS: &[&str] = &["check_in_interval", "resilience"];
@@ -241,6 +248,10 @@ pub enum Check {
     NeverGivesUp { max_gap: Option<Duration> },
     MaxRequestRate { at: RateAt, limit_per_second: f64 },
     BreakerOpens,
+    /// No request to a route before a Retry-After given on it elapsed (clamped).
+    HonoursRetryAfter,
+    /// No wait between two attempts longer than the agent's config allows.
+    BoundedWaits,
 }
 
 impl Check {
@@ -250,6 +261,8 @@ impl Check {
             Check::NeverGivesUp { .. } => "never_gives_up",
             Check::MaxRequestRate { .. } => "max_request_rate",
             Check::BreakerOpens => "breaker_opens",
+            Check::HonoursRetryAfter => "honours_retry_after",
+            Check::BoundedWaits => "bounded_waits",
         }
     }
 }
@@ -850,6 +863,8 @@ impl Parser<'_> {
                 Check::MaxRequestRate { at, limit_per_second: l }
             }
             "breaker_opens" => Check::BreakerOpens,
+            "honours_retry_after" => Check::HonoursRetryAfter,
+            "bounded_waits" => Check::BoundedWaits,
             _ => unreachable!("checked against CHECKS above"),
         };
         Ok(Expectation { line, check })
