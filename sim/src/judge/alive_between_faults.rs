@@ -3,9 +3,9 @@
 //! Outside fault windows, and once an agent has recovered from one, the gap between its
 //! successful check-ins never exceeds its regular interval plus 10% jitter plus one request
 //! timeout (the rapid-polling interval instead, while the server asked for rapid polling). After
-//! every fault window that ends, every agent checks in again before the next one begins (or the
-//! run ends), allowing the longest wait its config permits plus the attempt in flight, the
-//! health probe and the check-in. A run that ends with an agent silent fails.
+//! every fault window that ends, every agent checks in again within the longest wait its config
+//! permits plus the attempt in flight, the health probe and the check-in (unless the next fault
+//! begins first). A run that ends with an agent silent fails.
 //!
 //! Why: `recovers_within` needs only one check-in after a fault and `never_gives_up` looks only
 //! inside faults, so an agent that goes quiet right after its first recovery (a breaker that
@@ -98,10 +98,18 @@ pub(super) fn alive_between_faults(idx: &TraceIndex, scenario: &Scenario, tol: u
             if idx.host_down_during(host, e + 1, next) {
                 continue;
             }
-            let checked_in = view.successes.iter().any(|&s| s > e && s <= next);
-            if !checked_in {
-                let until = if next == end { "the end of the run".to_string() } else { format!("the next fault at {}", at(next)) };
-                failures.push(format!("{name} never checked in after the faults ended at {} until {until} ({} later)", at(e), secs(next - e)));
+            match view.successes.iter().find(|&&s| s > e).copied() {
+                Some(s) if s <= e + allowance => {}
+                Some(s) if s <= next => failures.push(format!(
+                    "{name} first checked in {} after the faults ended at {} (its config allows {})",
+                    secs(s - e),
+                    at(e),
+                    secs(allowance)
+                )),
+                _ => {
+                    let until = if next == end { "the end of the run".to_string() } else { format!("the next fault at {}", at(next)) };
+                    failures.push(format!("{name} never checked in after the faults ended at {} until {until} ({} later)", at(e), secs(next - e)));
+                }
             }
         }
     }

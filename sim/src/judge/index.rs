@@ -2,7 +2,7 @@
 //! breaker openings in time order; per fault, when it was applied and ended; per host, when its
 //! software was down; and the requests the server and the proxy answered.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use redflag_agent::events::{Event, RequestKind};
@@ -10,6 +10,9 @@ use serde::Serialize;
 
 use crate::scenario::Fleet;
 use crate::trace::{Record, SimEvent};
+
+/// The action of faults that leave the agent API working: only `/health` is broken.
+const API_UP_ACTION: &str = "broken_health";
 
 /// A fault window as it happened (from the trace), in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +103,9 @@ pub struct TraceIndex {
     pub(crate) agents: BTreeMap<Arc<str>, AgentView>,
     /// Per fault index: (applied, ended).
     pub(crate) faults: BTreeMap<usize, (u64, Option<u64>)>,
+    /// Faults that leave the agent API working (a broken `/health`): they open no fault window,
+    /// so agents must keep checking in through them as if nothing were wrong.
+    pub(crate) api_up: BTreeSet<usize>,
     /// Per host: the intervals its software was down.
     pub(crate) host_down: BTreeMap<Arc<str>, Vec<(u64, Option<u64>)>>,
     pub(crate) server_requests: Vec<u64>,
@@ -116,6 +122,7 @@ impl TraceIndex {
         let mut idx = TraceIndex {
             agents,
             faults: BTreeMap::new(),
+            api_up: BTreeSet::new(),
             host_down: BTreeMap::new(),
             server_requests: Vec::new(),
             proxy_requests: Vec::new(),
@@ -125,8 +132,11 @@ impl TraceIndex {
             idx.run_end_ms = idx.run_end_ms.max(r.t_ms);
             if let Some(e) = r.sim_event() {
                 match e {
-                    SimEvent::FaultApplied { fault, .. } => {
+                    SimEvent::FaultApplied { fault, action, .. } => {
                         idx.faults.entry(*fault).or_insert((r.t_ms, None));
+                        if action == API_UP_ACTION {
+                            idx.api_up.insert(*fault);
+                        }
                     }
                     SimEvent::FaultEnded { fault, .. } => {
                         if let Some(f) = idx.faults.get_mut(fault) {
@@ -177,10 +187,12 @@ impl TraceIndex {
     }
 
     /// Fault windows as they happened, merged where they overlap (or touch), in time order.
+    /// Faults that leave the API working open no window.
     pub fn merged_windows(&self) -> Vec<(Vec<usize>, Window)> {
         let mut windows: Vec<(Vec<usize>, Window)> = self
             .faults
             .iter()
+            .filter(|(i, _)| !self.api_up.contains(*i))
             .map(|(i, (s, e))| (vec![*i], Window { start_ms: *s, end_ms: *e }))
             .collect();
         windows.sort_by_key(|(_, w)| w.start_ms);

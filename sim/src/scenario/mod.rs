@@ -49,6 +49,7 @@ pub const ACTIONS: &[&str] = &[
     "setup_mode",
     "expire_tokens",
     "revoke_refresh",
+    "broken_health",
 ];
 pub const CHECKS: &[&str] = &[
     "recovers_within",
@@ -169,6 +170,8 @@ pub enum Action {
     SetupMode,
     ExpireTokens,
     RevokeRefresh,
+    /// `GET /health` alone is broken: it answers `status`, or hangs when there is none.
+    BrokenHealth { status: Option<u16> },
 }
 
 impl Action {
@@ -184,6 +187,7 @@ impl Action {
             Action::SetupMode => "setup_mode",
             Action::ExpireTokens => "expire_tokens",
             Action::RevokeRefresh => "revoke_refresh",
+            Action::BrokenHealth { .. } => "broken_health",
         }
     }
 }
@@ -226,6 +230,8 @@ impl Fault {
             Action::HttpStatus { status, retry_after_seconds: Some(s) } => format!(" {status} Retry-After {s}"),
             Action::HttpStatus { status, retry_after_seconds: None } => format!(" {status}"),
             Action::Slow { delay } => format!(" +{}", fmt_duration(*delay)),
+            Action::BrokenHealth { status: Some(s) } => format!(" /health {s}"),
+            Action::BrokenHealth { status: None } => " /health hangs".to_string(),
             _ => String::new(),
         };
         let span = match self.duration {
@@ -703,6 +709,7 @@ impl Parser<'_> {
             "loss" => &["peer", "rate"],
             "http_status" => &["status", "retry_after"],
             "slow" => &["delay"],
+            "broken_health" => &["status"],
             _ => &[],
         };
         let present: [(&str, Option<Range<usize>>); 6] = [
@@ -809,6 +816,15 @@ impl Parser<'_> {
             "revoke_refresh" => {
                 server_only("revoke_refresh")?;
                 Action::RevokeRefresh
+            }
+            "broken_health" => {
+                server_only("broken_health")?;
+                let status = match &f.status {
+                    None => None,
+                    Some(s) if (100..=599).contains(s.get_ref()) => Some(*s.get_ref() as u16),
+                    Some(s) => return Err(self.at(s.span(), format!("status must be an HTTP status between 100 and 599, got {}", s.get_ref()))),
+                };
+                Action::BrokenHealth { status }
             }
             _ => unreachable!("checked against ACTIONS above"),
         };

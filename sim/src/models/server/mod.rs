@@ -19,7 +19,8 @@
 //!   [`RATE_LIMIT_WINDOW`]; otherwise 200 with up to `MAX_COMMANDS_PER_CHECKIN` queued commands.
 //! * `POST /api/v1/agents/renew` `{"agent_id","refresh_token"}`: 200 `{"token"}` with a fresh
 //!   token (the old one stops working), 401 for a wrong refresh token, 400 for a bad body.
-//! * `GET  /health`: 200 `{"status":"healthy"}`.
+//! * `GET  /health`: 200 `{"status":"healthy"}` (or, under the `broken_health` fault, another
+//!   status or no answer at all while the rest of the API works).
 //!
 //! Every answered request is recorded in the trace as `server_request`.
 //!
@@ -32,7 +33,7 @@ mod modes;
 mod rate_limit;
 
 pub use db::{ServerDb, TokenCheck};
-pub use modes::ServerModes;
+pub use modes::{BrokenHealth, ServerModes};
 use rate_limit::RateLimiter;
 
 use std::convert::Infallible;
@@ -81,6 +82,9 @@ pub const SLOW_DELAY_MAX: Duration = Duration::from_secs(60 * 60);
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest database file `load` reads.
 pub const DB_FILE_MAX_BYTES: u64 = 256 * 1024 * 1024;
+/// The longest a hanging `/health` (the `broken_health` fault without a status) holds a
+/// request before it answers 503: long past any client's timeout, and bounded.
+pub const HEALTH_HANG_MAX: Duration = Duration::from_secs(10 * 60);
 /// A Retry-After the http_status mode sends is capped at one day.
 pub const RETRY_AFTER_MAX_SECONDS: u64 = 24 * 60 * 60;
 
@@ -209,7 +213,17 @@ async fn answer(
     if let Some(delay) = app.modes.slow() {
         tokio::time::sleep(delay).await;
     }
-    let mut resp = if is_agent_route(&path) && app.modes.setup_mode() {
+    let broken_health = app.modes.broken_health().filter(|_| path == HEALTH_PATH);
+    if broken_health == Some(BrokenHealth::Hang) {
+        tokio::time::sleep(HEALTH_HANG_MAX).await;
+    }
+    let mut resp = if let Some(broken) = broken_health {
+        let status = match broken {
+            BrokenHealth::Status(s) => s,
+            BrokenHealth::Hang => 503,
+        };
+        status_response(status, None, r#"{"status":"unhealthy"}"#.into(), "application/json")
+    } else if is_agent_route(&path) && app.modes.setup_mode() {
         json_error(StatusCode::NOT_FOUND, "server is in setup mode")
     } else if let Some((status, retry_after)) = app.modes.http_status().filter(|_| is_agent_route(&path)) {
         status_response(status, retry_after, r#"{"error":"injected status"}"#.into(), "application/json")
