@@ -2,5 +2,6 @@
 //! command-line parsing itself is `main.rs`; the run is `runner.rs`.
 
 pub mod explore;
+pub mod junit;
 pub mod report;
 pub mod sweep;
