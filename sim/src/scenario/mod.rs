@@ -230,7 +230,7 @@ impl Fault {
                 format!(" {arrow} {peer}")
             }
             Action::Latency { peer, delay } => format!(" <-> {peer} +{}", fmt_duration(*delay)),
-            Action::Loss { peer, rate } => format!(" <-> {peer} {}%", rate * 100.0),
+            Action::Loss { peer, rate } => format!(" <-> {peer} {}%", (rate * 1000.0).round() / 10.0),
             Action::HttpStatus { status, retry_after_seconds: Some(s) } => format!(" {status} Retry-After {s}"),
             Action::HttpStatus { status, retry_after_seconds: None } => format!(" {status}"),
             Action::Slow { delay } => format!(" +{}", fmt_duration(*delay)),
