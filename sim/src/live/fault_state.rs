@@ -297,7 +297,10 @@ impl LiveFaults {
 
     /// Fault `fault`'s duration ends (or, for an instant fault, right after it began).
     pub fn end(&mut self, fault: &Fault) -> Vec<Effect> {
-        let mut out = Vec::new();
+        // The end is recorded before anything is reverted: reverting takes real time (a server
+        // binding its port, `nft` deleting a rule), and an agent request that gets through in
+        // the meantime must not appear to have crossed a fault that was still in the trace.
+        let mut out = vec![Self::fault_record(fault, false)];
         let idx = fault.index;
         match &fault.action {
             Action::Crash => {
@@ -361,7 +364,6 @@ impl LiveFaults {
                 self.push_server_modes(&mut out);
             }
         }
-        out.push(Self::fault_record(fault, false));
         out
     }
 }
@@ -404,10 +406,10 @@ mod tests {
         assert_eq!(kinds(&f.apply(&s.faults[3])), ["harness:fault_applied"], "the server is down: applied when it restarts");
         assert_eq!(f.server_modes().slow_ms, Some(2000));
         assert_eq!(kinds(&f.end(&s.faults[0])), ["harness:fault_ended"]);
-        assert_eq!(kinds(&f.end(&s.faults[1])), ["start server", "server:host_restarted", "harness:fault_ended"]);
+        assert_eq!(kinds(&f.end(&s.faults[1])), ["harness:fault_ended", "start server", "server:host_restarted"]);
         assert_eq!(
             kinds(&f.end(&s.faults[3])),
-            ["server {\"slow_ms\":null,\"setup_mode\":false,\"revoke_refresh\":false,\"http_status\":null}", "harness:fault_ended"]
+            ["harness:fault_ended", "server {\"slow_ms\":null,\"setup_mode\":false,\"revoke_refresh\":false,\"http_status\":null}"]
         );
     }
 
@@ -420,12 +422,12 @@ mod tests {
         let mut f = LiveFaults::new(s.fleet, false);
         assert_eq!(kinds(&f.apply(&s.faults[0]))[1], "proxy {\"mode\":\"http_status\",\"status\":502,\"retry_after\":null}");
         assert_eq!(kinds(&f.apply(&s.faults[1]))[1], "proxy {\"mode\":\"blackhole\"}");
-        assert_eq!(kinds(&f.end(&s.faults[1]))[0], "proxy {\"mode\":\"http_status\",\"status\":502,\"retry_after\":null}");
-        assert_eq!(kinds(&f.end(&s.faults[0]))[0], "proxy {\"mode\":\"pass\"}");
+        assert_eq!(kinds(&f.end(&s.faults[1]))[1], "proxy {\"mode\":\"http_status\",\"status\":502,\"retry_after\":null}");
+        assert_eq!(kinds(&f.end(&s.faults[0]))[1], "proxy {\"mode\":\"pass\"}");
 
         let mut f = LiveFaults::new(s.fleet, true);
         assert_eq!(kinds(&f.apply(&s.faults[1]))[1], "drop true true");
-        assert_eq!(kinds(&f.end(&s.faults[1]))[0], "drop false false");
+        assert_eq!(kinds(&f.end(&s.faults[1]))[1], "drop false false");
     }
 
     #[test]
@@ -437,7 +439,7 @@ mod tests {
         let mut f = LiveFaults::new(s.fleet, true);
         assert_eq!(kinds(&f.apply(&s.faults[0]))[1], "drop true false");
         assert_eq!(kinds(&f.apply(&s.faults[1]))[1], "drop true true");
-        assert_eq!(kinds(&f.end(&s.faults[0]))[0], "drop false true");
+        assert_eq!(kinds(&f.end(&s.faults[0]))[1], "drop false true");
     }
 
     #[test]
