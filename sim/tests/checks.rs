@@ -108,6 +108,16 @@ fn alive_between_faults_excuses_a_fault_but_not_silence_after_it() {
     ok.extend(every_10s(95_000, 300_000));
     assert!(verdict(&judge(&s, ok, 300_000), "alive_between_faults").passed);
 
+    // Back only 100 s after the fault, steady after that: the config allows 60 s (the longest
+    // wait, 30 s, and three request timeouts): fails.
+    let mut late = vec![started(0)];
+    late.extend(fault());
+    late.extend(every_10s(0, 30_000));
+    late.extend(every_10s(190_000, 300_000));
+    let v = judge(&s, late, 300_000);
+    let alive = verdict(&v, "alive_between_faults");
+    assert!(!alive.passed && alive.reason.contains("first checked in 1m 40s"), "{alive:?}");
+
     // Recovers once after the fault, then goes silent (a breaker that never closes): fails.
     let mut once = vec![started(0)];
     once.extend(fault());
