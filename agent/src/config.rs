@@ -7,9 +7,14 @@
 //! does nothing is worse than a refusal to start.
 //!
 //! Every error names the file, the field, what was wrong and, for syntax errors, the line and
-//! column. Nothing here panics on input. Writing the renewed token back lives in `store.rs`.
+//! column. Nothing here panics on input, and no error or listing prints a secret: token values
+//! are never echoed and URL passwords are redacted. The file is read with `file_read` (regular
+//! files only, bounded); a leading UTF-8 byte-order mark is skipped. Writing the renewed token
+//! back lives in `config_rewrite.rs`.
 
 use std::fmt;
+use std::net::IpAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -17,8 +22,9 @@ use reqwest::Url;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::file_read::{self, ReadError};
 use crate::resilience::{BackoffConfig, BreakerConfig, Jitter, PolicyConfig};
-use crate::secret::Secret;
+use crate::secret::{Secret, redact_userinfo};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/aggregator/config.json";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/redflag-agent";
@@ -29,24 +35,31 @@ pub const CONFIG_FILE_MAX_BYTES: u64 = 1024 * 1024;
 /// Recovery target from the seed document: back within 30 s of the server's return.
 pub const RECOVERY_TARGET: Duration = Duration::from_secs(30);
 
-/// Limits on every knob, so a typo cannot make the agent wait a year or retry a million times.
+/// Limits on every knob, so a typo cannot make the agent wait a year or retry a million times,
+/// nor hammer the server: the floors on delays keep one agent against a failing server to about
+/// ten attempts per second at the very worst (a 0.1 s delay that never grows, a breaker that
+/// never opens), and to about one per second once the breaker (open at least 1 s) or the cap
+/// (at least 1 s) is reached, where 1 ms values made over 1,000 requests in 10 s.
 pub mod limits {
     pub const CHECK_IN_INTERVAL_MIN_SECONDS: f64 = 1.0;
     pub const CHECK_IN_INTERVAL_WARN_BELOW_SECONDS: f64 = 30.0;
     pub const CHECK_IN_INTERVAL_MAX_SECONDS: f64 = 86_400.0;
     pub const MAX_RETRIES_MAX: f64 = 1_000.0;
-    pub const INITIAL_DELAY_MIN_SECONDS: f64 = 0.001;
+    pub const INITIAL_DELAY_MIN_SECONDS: f64 = 0.1;
     pub const INITIAL_DELAY_MAX_SECONDS: f64 = 3_600.0;
+    pub const MAX_DELAY_MIN_SECONDS: f64 = 1.0;
     pub const MAX_DELAY_MAX_MINUTES: f64 = 1_440.0;
     pub const BACKOFF_FACTOR_MAX: f64 = 10.0;
     pub const BREAKER_THRESHOLD_MAX: f64 = 10_000.0;
-    pub const BREAKER_TIMEOUT_MIN_MINUTES: f64 = 0.001 / 60.0;
+    pub const BREAKER_TIMEOUT_MIN_SECONDS: f64 = 1.0;
     pub const BREAKER_TIMEOUT_MAX_MINUTES: f64 = 1_440.0;
-    pub const REQUEST_TIMEOUT_MIN_SECONDS: f64 = 0.01;
+    pub const REQUEST_TIMEOUT_MIN_SECONDS: f64 = 1.0;
     pub const REQUEST_TIMEOUT_MAX_SECONDS: f64 = 600.0;
     pub const RETRY_AFTER_MAX_MAX_SECONDS: f64 = 86_400.0;
     pub const AGENT_ID_MAX_LEN: usize = 128;
     pub const TOKEN_MAX_LEN: usize = 16 * 1024;
+    /// Below this steady retry period during an outage, `check-config` warns with the rate.
+    pub const OUTAGE_RETRY_WARN_BELOW_SECONDS: f64 = 5.0;
 }
 
 /// The defaults. Chosen so that the worst-case recovery after an outage of any length,
@@ -79,8 +92,12 @@ pub const RESILIENCE_KEYS: &[&str] = &[
     "health_check",
 ];
 
-/// A config that passed validation, with durations resolved.
-#[derive(Debug, Clone)]
+/// The top-level key that lets `server_url` be plain `http://` to a host off loopback.
+pub const ALLOW_INSECURE_HTTP_KEY: &str = "allow_insecure_http";
+
+/// A config that passed validation, with durations resolved. Its `Debug` hides the tokens and
+/// any password in the URLs.
+#[derive(Clone, PartialEq)]
 pub struct Config {
     pub server_url: Url,
     pub agent_id: String,
@@ -91,8 +108,28 @@ pub struct Config {
     pub resilience: Resilience,
     pub tls: Tls,
     pub proxy: Option<Proxy>,
+    /// `allow_insecure_http`: plain `http://` to a host off loopback is allowed (with a warning).
+    pub allow_insecure_http: bool,
     /// Legal but questionable settings, to be logged at start-up and shown by `check-config`.
     pub warnings: Vec<String>,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("server_url", &redact_userinfo(self.server_url.as_str()))
+            .field("agent_id", &self.agent_id)
+            .field("token", &self.token)
+            .field("refresh_token", &self.refresh_token)
+            .field("check_in_interval", &self.check_in_interval)
+            .field("state_dir", &self.state_dir)
+            .field("resilience", &self.resilience)
+            .field("tls", &self.tls)
+            .field("proxy", &self.proxy.as_ref().map(Proxy::redacted))
+            .field("allow_insecure_http", &self.allow_insecure_http)
+            .field("warnings", &self.warnings)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -117,11 +154,30 @@ pub struct Tls {
     pub insecure_skip_verify: bool,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Proxy {
     pub http: Option<String>,
     pub https: Option<String>,
     pub no_proxy: Option<String>,
+}
+
+impl Proxy {
+    /// The proxy settings as printed: passwords in the URLs redacted.
+    pub fn redacted(&self) -> String {
+        let show = |v: &Option<String>| v.as_deref().map_or("(none)".to_string(), redact_userinfo);
+        format!(
+            "http={} https={} no_proxy={}",
+            show(&self.http),
+            show(&self.https),
+            self.no_proxy.as_deref().unwrap_or("(none)")
+        )
+    }
+}
+
+impl fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
 }
 
 /// Why a config was refused. `Display` gives the sentence an operator needs.
@@ -129,14 +185,25 @@ pub struct Proxy {
 pub enum ConfigError {
     NotFound { path: PathBuf },
     Unreadable { path: PathBuf, reason: String },
-    TooLarge { path: PathBuf, bytes: u64 },
+    /// More than [`CONFIG_FILE_MAX_BYTES`] (reading stopped there).
+    TooLarge { path: PathBuf },
     Syntax { origin: String, line: usize, column: usize, reason: String },
     Field { origin: String, field: String, reason: String },
 }
 
 impl fmt::Display for ConfigError {
+    /// Any URL quoted in the message has its password redacted.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
+        f.write_str(&redact_userinfo(&self.unredacted()))
+    }
+}
+
+impl ConfigError {
+    fn unredacted(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let f = &mut out;
+        let _ = match self {
             ConfigError::NotFound { path } => write!(
                 f,
                 "config file {} not found; create it (see the README) or pass --config FILE",
@@ -145,16 +212,17 @@ impl fmt::Display for ConfigError {
             ConfigError::Unreadable { path, reason } => {
                 write!(f, "cannot read config file {}: {reason}", path.display())
             }
-            ConfigError::TooLarge { path, bytes } => write!(
+            ConfigError::TooLarge { path } => write!(
                 f,
-                "config file {} is {bytes} bytes; a config file is at most {CONFIG_FILE_MAX_BYTES} bytes",
+                "config file {} is larger than {CONFIG_FILE_MAX_BYTES} bytes, the most a config file may be",
                 path.display()
             ),
             ConfigError::Syntax { origin, line, column, reason } => {
                 write!(f, "{origin}: line {line}, column {column}: {reason}")
             }
             ConfigError::Field { origin, field, reason } => write!(f, "{origin}: {field} {reason}"),
-        }
+        };
+        out
     }
 }
 
@@ -183,6 +251,7 @@ struct RawConfig {
     resilience: Option<RawResilience>,
     tls: Option<RawTls>,
     proxy: Option<RawProxy>,
+    allow_insecure_http: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -219,14 +288,19 @@ struct RawProxy {
 // ---- loading -------------------------------------------------------------------------------
 
 impl Config {
-    /// Reads and validates the config file at `path`.
+    /// Reads and validates the config file at `path`. Besides the text's own warnings, warns
+    /// when the file is read-only (a renewed token cannot be saved) or readable by others.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = read_config_file(path)?;
-        Config::from_json_str(&text, &path.display().to_string())
+        let mut config = Config::from_json_str(&text, &path.display().to_string())?;
+        config.warnings.extend(file_warnings(path));
+        Ok(config)
     }
 
-    /// Parses and validates JSON text. `origin` names the source in error messages.
+    /// Parses and validates JSON text. `origin` names the source in error messages. A leading
+    /// UTF-8 byte-order mark (Windows editors write one) is skipped.
     pub fn from_json_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let de = &mut serde_json::Deserializer::from_str(text);
         let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
@@ -246,7 +320,8 @@ impl Config {
         let raw: RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
-            ConfigError::Field { origin: origin.to_string(), field: path, reason: clean_serde_message(&inner.to_string()) }
+            let reason = hide_secret_value(&path, clean_serde_message(&inner.to_string()));
+            ConfigError::Field { origin: origin.to_string(), field: path, reason }
         })?;
         validate(raw, origin)
     }
@@ -282,12 +357,32 @@ impl Config {
         r.request_timeout + r.max_delay.max(r.circuit_breaker_timeout)
     }
 
+    /// The steady wait between attempts in a long outage: the breaker's open period when the
+    /// breaker opens within a burst, else the backoff cap a burst rests for. (A burst's first
+    /// attempts come faster, a few of them at most.) Every attempt in an outage may carry a
+    /// `/health` probe, so the request rate is up to twice the attempt rate.
+    pub fn outage_retry_period(&self) -> Duration {
+        let r = &self.resilience;
+        if r.circuit_breaker_threshold <= r.max_retries { r.circuit_breaker_timeout } else { r.max_delay }
+    }
+
+    /// `outage_retry_period` in words, with the request rate it implies for one agent and a
+    /// fleet of 1,000.
+    pub fn outage_rate_text(&self) -> String {
+        let period = self.outage_retry_period().as_secs_f64();
+        let per_minute = 60.0 / period;
+        let fleet_per_second = 1000.0 / period * if self.resilience.health_check { 2.0 } else { 1.0 };
+        format!(
+            "one attempt every {period}s per agent in a long outage ({per_minute:.1}/min; {fleet_per_second:.0} requests/s from a fleet of 1,000)"
+        )
+    }
+
     /// `check-config`'s listing: every effective setting, secrets redacted.
     pub fn describe(&self) -> String {
         let r = &self.resilience;
         let mut out = String::new();
         let mut line = |k: &str, v: String| out.push_str(&format!("{k:<34} {v}\n"));
-        line("server_url", self.server_url.to_string());
+        line("server_url", self.server_url_redacted());
         line("agent_id", self.agent_id.clone());
         line("token", self.token.to_string());
         line("refresh_token", self.refresh_token.to_string());
@@ -308,15 +403,16 @@ impl Config {
         line("resilience.health_check", r.health_check.to_string());
         line("tls.ca_file", self.tls.ca_file.as_ref().map_or("(system roots)".into(), |p| p.display().to_string()));
         line("tls.insecure_skip_verify", self.tls.insecure_skip_verify.to_string());
-        line(
-            "proxy",
-            match &self.proxy {
-                None => "(none)".into(),
-                Some(p) => format!("http={:?} https={:?} no_proxy={:?}", p.http, p.https, p.no_proxy),
-            },
-        );
+        line("proxy", self.proxy.as_ref().map_or("(none)".into(), Proxy::redacted));
+        line(ALLOW_INSECURE_HTTP_KEY, self.allow_insecure_http.to_string());
         line("worst-case recovery", format!("{} (target {})", secs(self.worst_case_recovery()), secs(RECOVERY_TARGET)));
+        line("outage request rate", self.outage_rate_text());
         out
+    }
+
+    /// The server URL as printed: its password, if any, redacted.
+    pub fn server_url_redacted(&self) -> String {
+        redact_userinfo(self.server_url.as_str())
     }
 }
 
@@ -324,20 +420,62 @@ fn secs(d: Duration) -> String {
     format!("{}s", d.as_secs_f64())
 }
 
+/// The config file's text: a regular file (not a FIFO or a device: those would block or never
+/// end), at most [`CONFIG_FILE_MAX_BYTES`] read, UTF-8.
 fn read_config_file(path: &Path) -> Result<String, ConfigError> {
-    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => ConfigError::NotFound { path: path.to_path_buf() },
-        _ => ConfigError::Unreadable { path: path.to_path_buf(), reason: e.to_string() },
+    let bytes = file_read::read_regular_file(path, CONFIG_FILE_MAX_BYTES).map_err(|e| match e {
+        ReadError::NotFound { path } => ConfigError::NotFound { path },
+        ReadError::Unreadable { path, reason } => ConfigError::Unreadable { path, reason },
+        ReadError::NotRegular { path, kind } => {
+            ConfigError::Unreadable { path, reason: format!("it is a {kind}, not a regular file") }
+        }
+        ReadError::TooLarge { path, .. } => ConfigError::TooLarge { path },
     })?;
-    if meta.is_dir() {
-        return Err(ConfigError::Unreadable { path: path.to_path_buf(), reason: "it is a directory".into() });
-    }
-    if meta.len() > CONFIG_FILE_MAX_BYTES {
-        return Err(ConfigError::TooLarge { path: path.to_path_buf(), bytes: meta.len() });
-    }
-    let bytes = std::fs::read(path).map_err(|e| ConfigError::Unreadable { path: path.to_path_buf(), reason: e.to_string() })?;
     String::from_utf8(bytes)
         .map_err(|e| ConfigError::Unreadable { path: path.to_path_buf(), reason: format!("not UTF-8 text ({e})") })
+}
+
+/// Warnings about the config file itself (not its text): read-only, or readable by others.
+fn file_warnings(path: &Path) -> Vec<String> {
+    let Ok(meta) = std::fs::metadata(path) else { return Vec::new() };
+    let mode = meta.permissions().mode() & 0o7777;
+    let mut out = Vec::new();
+    if mode & 0o200 == 0 {
+        out.push(format!(
+            "config file {} is read-only (mode {mode:04o}): a renewed token cannot be saved to it and is lost when the agent restarts; make it writable by its owner (chmod 600) if the agent should keep renewed tokens",
+            path.display()
+        ));
+    }
+    if mode & 0o077 != 0 {
+        out.push(format!(
+            "config file {} is readable or writable by group or others (mode {mode:04o}) and holds the agent's tokens; chmod 600 it",
+            path.display()
+        ));
+    }
+    out
+}
+
+/// Whether `url` points at this machine (plain http there never crosses a network).
+pub fn is_loopback(url: &Url) -> bool {
+    let Some(host) = url.host_str() else { return false };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match host.parse::<IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => {
+            let h = host.to_ascii_lowercase();
+            h == "localhost" || h.ends_with(".localhost")
+        }
+    }
+}
+
+/// Serde's message for a bad token would quote the value (`invalid type: integer `12345``):
+/// for the secret fields, say what is wrong without it.
+fn hide_secret_value(path: &str, reason: String) -> String {
+    let field = path.rsplit('.').next().unwrap_or(path);
+    if matches!(field, "token" | "refresh_token") && reason.starts_with("invalid ") {
+        return "must be a string (the value is not shown: it is a secret)".to_string();
+    }
+    reason
 }
 
 /// serde_json errors end in " at line L column C"; we report position separately.
@@ -349,7 +487,7 @@ fn clean_serde_message(msg: &str) -> String {
 }
 
 fn json_error(origin: &str, path: &str, e: &serde_json::Error) -> ConfigError {
-    let reason = clean_serde_message(&e.to_string());
+    let reason = hide_secret_value(path, clean_serde_message(&e.to_string()));
     if e.is_syntax() || e.is_eof() || path == "." {
         ConfigError::Syntax { origin: origin.to_string(), line: e.line(), column: e.column(), reason }
     } else {
@@ -402,6 +540,23 @@ impl Check<'_> {
         Ok(value)
     }
 
+    /// A finite number of minutes, at least `min_seconds` (said in seconds: "at least 0.016667"
+    /// minutes helps nobody) and at most `max_minutes`.
+    fn minutes(&self, field: &str, value: f64, min_seconds: f64, max_minutes: f64) -> Result<f64, ConfigError> {
+        let v = self.number(field, value, 0.0, max_minutes)?;
+        if v * 60.0 < min_seconds {
+            return Err(self.err(
+                field,
+                format!(
+                    "must be at least {min_seconds} s ({:.4} minutes), got {value} ({}s): shorter waits let a fleet hammer a failing server",
+                    min_seconds / 60.0,
+                    v * 60.0
+                ),
+            ));
+        }
+        Ok(v)
+    }
+
     fn whole(&self, field: &str, value: f64, min: f64, max: f64) -> Result<u32, ConfigError> {
         let v = self.number(field, value, min, max)?;
         if v.fract() != 0.0 {
@@ -426,6 +581,7 @@ fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
 
     let url_text = c.required_string("server_url", raw.server_url)?;
     let server_url = Url::parse(&url_text).map_err(|e| c.err("server_url", format!("is not a valid URL ({e}), got {url_text:?}")))?;
+    let allow_insecure_http = raw.allow_insecure_http.unwrap_or(false);
     if !matches!(server_url.scheme(), "http" | "https") {
         return Err(c.err("server_url", format!("must start with http:// or https://, got {url_text:?}")));
     }
@@ -434,6 +590,22 @@ fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
     }
     if server_url.query().is_some() || server_url.fragment().is_some() {
         return Err(c.err("server_url", format!("must not have a query or fragment, got {url_text:?}")));
+    }
+    // The Bearer token and the refresh token travel with every request: over plain http to
+    // another machine, anyone on the path reads them.
+    if server_url.scheme() == "http" && !is_loopback(&server_url) {
+        let host = server_url.host_str().unwrap_or("");
+        if !allow_insecure_http {
+            return Err(c.err(
+                "server_url",
+                format!(
+                    "is plain http:// to {host}, which is not this machine: the agent's tokens would travel in clear. Use https://{host}/... (RedFlag behind a TLS proxy), or, on a network you trust, set \"{ALLOW_INSECURE_HTTP_KEY}\": true"
+                ),
+            ));
+        }
+        warnings.push(format!(
+            "INSECURE: server_url is plain http:// to {host} ({ALLOW_INSECURE_HTTP_KEY} is true): the agent's tokens travel in clear; use https://"
+        ));
     }
 
     let agent_id = c.required_string("agent_id", raw.agent_id)?;
@@ -512,6 +684,7 @@ fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
         resilience,
         tls,
         proxy,
+        allow_insecure_http,
         warnings,
     };
     let worst = config.worst_case_recovery();
@@ -521,6 +694,12 @@ fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
             "with these resilience settings recovery after an outage can take up to {}s (request_timeout_seconds + max(max_delay, circuit_breaker_timeout)); the target is {}s",
             worst.as_secs_f64(),
             RECOVERY_TARGET.as_secs()
+        ));
+    }
+    if config.outage_retry_period().as_secs_f64() < OUTAGE_RETRY_WARN_BELOW_SECONDS {
+        config.warnings.push(format!(
+            "short waits: {}; the defaults (15 s) keep a fleet's load low",
+            config.outage_rate_text()
         ));
     }
     Ok(config)
@@ -536,10 +715,10 @@ fn validate_resilience(c: &Check, r: RawResilience) -> Result<Resilience, Config
         INITIAL_DELAY_MIN_SECONDS,
         INITIAL_DELAY_MAX_SECONDS,
     )?;
-    let max_delay_minutes = c.number(
+    let max_delay_minutes = c.minutes(
         "resilience.max_delay_minutes",
         r.max_delay_minutes.unwrap_or(defaults::MAX_DELAY_MINUTES),
-        INITIAL_DELAY_MIN_SECONDS / 60.0,
+        MAX_DELAY_MIN_SECONDS,
         MAX_DELAY_MAX_MINUTES,
     )?;
     if initial > max_delay_minutes * 60.0 {
@@ -563,10 +742,10 @@ fn validate_resilience(c: &Check, r: RawResilience) -> Result<Resilience, Config
         1.0,
         BREAKER_THRESHOLD_MAX,
     )?;
-    let breaker_minutes = c.number(
+    let breaker_minutes = c.minutes(
         "resilience.circuit_breaker_timeout_minutes",
         r.circuit_breaker_timeout_minutes.unwrap_or(defaults::CIRCUIT_BREAKER_TIMEOUT_MINUTES),
-        BREAKER_TIMEOUT_MIN_MINUTES,
+        BREAKER_TIMEOUT_MIN_SECONDS,
         BREAKER_TIMEOUT_MAX_MINUTES,
     )?;
     let jitter = match r.jitter {
@@ -649,7 +828,7 @@ mod tests {
         assert!(e.contains("server_url"), "{e}");
         let e = err(r#"{"agent_id":"a","token":"t"}"#);
         assert!(e.contains("server_url is missing"), "{e}");
-        let e = err(r#"{"server_url":"http://x","agent_id":"a","token":"t","check_in_interval":0.5}"#);
+        let e = err(r#"{"server_url":"http://127.0.0.1:1","agent_id":"a","token":"t","check_in_interval":0.5}"#);
         assert!(e.contains("check_in_interval must be >= 1"), "{e}");
     }
 
@@ -664,7 +843,7 @@ mod tests {
     #[test]
     fn short_interval_warns() {
         let c = Config::from_json_str(
-            r#"{"server_url":"http://x","agent_id":"a","token":"t","refresh_token":"r","check_in_interval":1}"#,
+            r#"{"server_url":"http://127.0.0.1:1","agent_id":"a","token":"t","refresh_token":"r","check_in_interval":1}"#,
             "x",
         )
         .unwrap();
@@ -674,7 +853,7 @@ mod tests {
     #[test]
     fn other_redflag_keys_are_ignored() {
         let c = Config::from_json_str(
-            r#"{"server_url":"http://x","agent_id":"a","token":"t","refresh_token":"r",
+            r#"{"server_url":"http://127.0.0.1:1","agent_id":"a","token":"t","refresh_token":"r",
                 "logging":{"level":"info"},"tags":["x"],"version":"0.1.20"}"#,
             "x",
         );
@@ -684,12 +863,104 @@ mod tests {
     #[test]
     fn describe_never_shows_tokens() {
         let c = Config::from_json_str(
-            r#"{"server_url":"http://x","agent_id":"a","token":"SECRET-A","refresh_token":"SECRET-B"}"#,
+            r#"{"server_url":"http://127.0.0.1:1","agent_id":"a","token":"SECRET-A","refresh_token":"SECRET-B"}"#,
             "x",
         )
         .unwrap();
         let d = c.describe();
         assert!(!d.contains("SECRET"), "{d}");
         assert!(!format!("{c:?}").contains("SECRET"));
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_accepted() {
+        let with_bom = format!("\u{feff}{MINIMAL}");
+        assert!(Config::from_json_str(&with_bom, "x").is_ok());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.json");
+        std::fs::write(&path, with_bom.as_bytes()).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let c = Config::load(&path).unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn delays_have_floors() {
+        let e = err(&with_resilience(r#""initial_delay_seconds":0.001"#));
+        assert!(e.contains("resilience.initial_delay_seconds must be >= 0.1"), "{e}");
+        let e = err(&with_resilience(r#""max_delay_minutes":0.00001"#));
+        assert!(e.contains("resilience.max_delay_minutes must be at least 1 s"), "{e}");
+        let e = err(&with_resilience(r#""circuit_breaker_timeout_minutes":0.00001"#));
+        assert!(e.contains("resilience.circuit_breaker_timeout_minutes must be at least 1 s"), "{e}");
+        let e = err(&with_resilience(r#""request_timeout_seconds":0.01"#));
+        assert!(e.contains("resilience.request_timeout_seconds must be >= 1"), "{e}");
+        // The smallest values the tests and live scenarios use stay valid, with a warning.
+        let c = Config::from_json_str(
+            &with_resilience(
+                r#""initial_delay_seconds":0.2,"max_delay_minutes":0.05,"circuit_breaker_timeout_minutes":0.05,"request_timeout_seconds":2"#,
+            ),
+            "x",
+        )
+        .unwrap();
+        assert!(c.warnings.iter().any(|w| w.contains("one attempt every 3s") && w.contains("20.0/min")), "{:?}", c.warnings);
+        assert!(c.describe().contains("outage request rate"), "{}", c.describe());
+    }
+
+    #[test]
+    fn plain_http_off_loopback_is_refused_unless_allowed() {
+        let remote = r#"{"server_url":"http://redflag.example.com:8080","agent_id":"a","token":"t","refresh_token":"r"}"#;
+        let e = err(remote);
+        assert!(e.contains("server_url is plain http:// to redflag.example.com") && e.contains("https://"), "{e}");
+        assert!(e.contains("\"allow_insecure_http\": true"), "{e}");
+        let allowed = remote.replace(r#""agent_id""#, r#""allow_insecure_http":true,"agent_id""#);
+        let c = Config::from_json_str(&allowed, "x").unwrap();
+        assert!(c.allow_insecure_http);
+        assert!(c.warnings.iter().any(|w| w.starts_with("INSECURE") && w.contains("https://")), "{:?}", c.warnings);
+        for ok in ["http://127.0.0.1:8080", "http://localhost:1", "http://[::1]:8080", "https://redflag.example.com"] {
+            let text = format!(r#"{{"server_url":"{ok}","agent_id":"a","token":"t","refresh_token":"r"}}"#);
+            let c = Config::from_json_str(&text, "x").unwrap_or_else(|e| panic!("{ok}: {e}"));
+            assert!(c.warnings.is_empty(), "{ok}: {:?}", c.warnings);
+        }
+    }
+
+    #[test]
+    fn secrets_never_reach_errors_or_listings() {
+        let text = r#"{"server_url":"https://bob:PASSWORD1@h.example","agent_id":"a","token":"t","refresh_token":"r",
+            "proxy":{"enabled":true,"http":"http://u:PASSWORD2@p:3128","https":"http://u:PASSWORD3@p:3128"}}"#;
+        let c = Config::from_json_str(text, "x").unwrap();
+        let shown = format!("{}\n{c:?}", c.describe());
+        assert!(!shown.contains("PASSWORD"), "{shown}");
+        assert!(shown.contains("https://bob:[redacted]@h.example"), "{shown}");
+        let e = err(r#"{"server_url":"https://bob:PASSWORD4@h.example:99999","agent_id":"a","token":"t"}"#);
+        assert!(e.contains("server_url") && !e.contains("PASSWORD"), "{e}");
+        let e = err(r#"{"server_url":"https://h","agent_id":"a","token":123456789}"#);
+        assert!(e.contains("token must be a string") && !e.contains("123456789"), "{e}");
+        let v = serde_json::json!({"server_url":"https://h","agent_id":"a","token":"t","refresh_token":987654321});
+        let e = Config::from_value(v, "[agent]").unwrap_err().to_string();
+        assert!(e.contains("refresh_token must be a string") && !e.contains("987654321"), "{e}");
+    }
+
+    #[test]
+    fn only_regular_files_are_read_and_only_so_much() {
+        let e = Config::load(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert!(e.contains("/dev/zero") && e.contains("character device"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.json");
+        std::fs::write(&big, vec![b' '; CONFIG_FILE_MAX_BYTES as usize + 1]).unwrap();
+        let e = Config::load(&big).unwrap_err().to_string();
+        assert!(e.contains("larger than"), "{e}");
+    }
+
+    #[test]
+    fn a_read_only_or_shared_config_file_is_warned_about() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.json");
+        std::fs::write(&path, MINIMAL).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
+        let c = Config::load(&path).unwrap();
+        assert!(c.warnings.iter().any(|w| w.contains("read-only (mode 0400)")), "{:?}", c.warnings);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let c = Config::load(&path).unwrap();
+        assert!(c.warnings.iter().any(|w| w.contains("group or others (mode 0644)")), "{:?}", c.warnings);
     }
 }

@@ -5,7 +5,9 @@
 //! trace). The log lines carry the event's fields under the same names as the serialized event,
 //! with `event` naming the variant, so the live chaos harness can read an agent's
 //! `--log-format json` output back into the same `Event` values the simulation traces.
-//! Tokens never appear in any event.
+//! Tokens never appear in any event. Text that came from the network (command ids and types,
+//! error causes) is escaped in the human-readable messages ([`Untrusted`]), so a server cannot
+//! forge a log line with a newline in a command id.
 
 use serde::{Deserialize, Serialize};
 
@@ -60,6 +62,15 @@ pub enum Event {
         delay_ms: u64,
         reason: String,
         consecutive_failures: u32,
+        /// The request that failed the attempt when it was not the check-in: `health` (the
+        /// probe failed, so no check-in was sent) or `renew`. Absent: the check-in failed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request: Option<RequestKind>,
+        /// What went wrong beneath the class (the error chain of a network error, why a body
+        /// was malformed), secrets removed. Given on the first failure of an outage and when it
+        /// changes, not on every attempt.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cause: Option<String>,
     },
     /// A check-in succeeded; the next one is due after `delay_ms`.
     CheckinOk { commands: u32, delay_ms: u64 },
@@ -122,6 +133,50 @@ fn secs(ms: u64) -> f64 {
     ms as f64 / 1000.0
 }
 
+/// Text from the network, made safe for a one-line human-readable log message: control
+/// characters (newlines included) and the Unicode bidirectional controls are written as
+/// escapes (`\n`, `\u{202e}`), everything else as is.
+#[derive(Debug, Clone, Copy)]
+pub struct Untrusted<'a>(pub &'a str);
+
+impl std::fmt::Display for Untrusted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write;
+        for ch in self.0.chars() {
+            match ch {
+                '\n' => f.write_str("\\n")?,
+                '\r' => f.write_str("\\r")?,
+                '\t' => f.write_str("\\t")?,
+                c if c.is_control() || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') => {
+                    write!(f, "\\u{{{:x}}}", c as u32)?
+                }
+                c => f.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Command events logged one line each per check-in answer; beyond this they are summarised in
+/// one line ([`log_commands_summary`]). The observer still receives every event.
+pub const COMMAND_LOG_LINES_MAX: usize = 16;
+
+/// One line for the command events of an answer that were not logged one by one.
+pub fn log_commands_summary(agent: &str, not_logged: usize, kinds: &std::collections::BTreeMap<String, usize>) {
+    let mut listed: Vec<String> = kinds.iter().take(8).map(|(k, n)| format!("{} x{n}", Untrusted(k))).collect();
+    if kinds.len() > 8 {
+        listed.push(format!("{} more types", kinds.len() - 8));
+    }
+    let types = listed.join(", ");
+    tracing::warn!(
+        event = "command_lines_summarised",
+        agent,
+        not_logged,
+        types = types.as_str(),
+        "{not_logged} more command log lines for this check-in not written one by one (command types: {types})"
+    );
+}
+
 /// Writes one event as a log line. Levels: failures, breaker changes and recoveries are
 /// operator news (WARN/INFO); routine check-ins and single requests are DEBUG.
 pub fn log_event(agent: &str, e: &Event) {
@@ -143,19 +198,33 @@ pub fn log_event(agent: &str, e: &Event) {
             "{kind} request finished: {class} in {}s",
             secs(*elapsed_ms)
         ),
-        Event::AttemptFailed { attempt, max_attempts, class, verdict, delay_ms, reason, consecutive_failures } => warn!(
-            event,
-            agent,
-            attempt,
-            max_attempts,
-            class,
-            verdict,
-            delay_ms,
-            reason,
-            consecutive_failures,
-            "check-in failed (attempt {attempt}/{max_attempts}, {class}); next attempt in {}s ({reason})",
-            secs(*delay_ms)
-        ),
+        Event::AttemptFailed { attempt, max_attempts, class, verdict, delay_ms, reason, consecutive_failures, request, cause } => {
+            let what = match request {
+                Some(RequestKind::Health) => "health probe failed, so no check-in was sent",
+                Some(RequestKind::Renew) => "token renewal failed",
+                Some(RequestKind::Checkin) | None => "check-in failed",
+            };
+            let then = match request {
+                Some(RequestKind::Health) => "; it goes straight to the check-in",
+                _ => "",
+            };
+            let because = cause.as_deref().map(|c| format!(": {}", Untrusted(c))).unwrap_or_default();
+            warn!(
+                event,
+                agent,
+                attempt,
+                max_attempts,
+                class,
+                verdict,
+                delay_ms,
+                reason,
+                consecutive_failures,
+                request = request.map(RequestKind::as_str),
+                cause = cause.as_deref(),
+                "{what} (attempt {attempt}/{max_attempts}, {class}{because}); next attempt in {}s{then} ({reason})",
+                secs(*delay_ms)
+            )
+        }
         Event::CheckinOk { commands, delay_ms } => {
             debug!(event, agent, commands, delay_ms, "checked in ({commands} commands); next check-in in {}s", secs(*delay_ms))
         }
@@ -184,12 +253,16 @@ pub fn log_event(agent: &str, e: &Event) {
             class,
             "the server refused the refresh token ({class}): this agent must be re-registered; it keeps trying at the regular interval"
         ),
-        Event::CommandReceived { id, kind } => info!(event, agent, id, kind, "received command {id} ({kind})"),
+        Event::CommandReceived { id, kind } => {
+            info!(event, agent, id, kind, "received command {} ({})", Untrusted(id), Untrusted(kind))
+        }
         Event::CommandSkipped { id, kind, reason } => {
-            warn!(event, agent, id, kind, reason, "skipped command {id} ({kind}): {reason}")
+            warn!(event, agent, id, kind, reason, "skipped command {} ({}): {}", Untrusted(id), Untrusted(kind), Untrusted(reason))
         }
         Event::RapidPolling { for_ms } => info!(event, agent, for_ms, "rapid polling for {}s", secs(*for_ms)),
-        Event::StoreFailed { what, error } => warn!(event, agent, what, error, "could not save {what}: {error}"),
+        Event::StoreFailed { what, error } => {
+            warn!(event, agent, what, error, "could not save {what}: {}", Untrusted(error))
+        }
         Event::Stopped => info!(event, agent, "check-in loop stopped"),
     }
 }
@@ -219,6 +292,19 @@ mod tests {
                 delay_ms: 1,
                 reason: "backoff".into(),
                 consecutive_failures: 1,
+                request: None,
+                cause: None,
+            },
+            Event::AttemptFailed {
+                attempt: 2,
+                max_attempts: 5,
+                class: "http_503".into(),
+                verdict: "retry".into(),
+                delay_ms: 1,
+                reason: "backoff".into(),
+                consecutive_failures: 2,
+                request: Some(RequestKind::Health),
+                cause: Some("x".into()),
             },
             Event::CheckinOk { commands: 0, delay_ms: 1 },
             Event::Breaker { from: "closed".into(), to: "open".into() },
@@ -238,5 +324,21 @@ mod tests {
             let back: Event = serde_json::from_value(v).unwrap();
             assert_eq!(back, e);
         }
+    }
+
+    #[test]
+    fn untrusted_text_cannot_break_a_line() {
+        let shown = Untrusted("c1\n2026-01-01T00:00:00Z  INFO forged\r\u{202e}\u{7}").to_string();
+        assert_eq!(shown, "c1\\n2026-01-01T00:00:00Z  INFO forged\\r\\u{202e}\\u{7}");
+        assert!(!shown.contains('\n'));
+        assert_eq!(Untrusted("scan_updates é").to_string(), "scan_updates é");
+    }
+
+    #[test]
+    fn attempt_failed_without_the_new_fields_still_parses() {
+        let v = serde_json::json!({"event":"attempt_failed","attempt":1,"max_attempts":5,"class":"timeout","verdict":"retry",
+            "delay_ms":1,"reason":"backoff","consecutive_failures":1});
+        let e: Event = serde_json::from_value(v).unwrap();
+        assert!(matches!(e, Event::AttemptFailed { request: None, cause: None, .. }));
     }
 }

@@ -1,25 +1,22 @@
 //! The `redflag-agent` command line: run the agent, validate its config, or show its status.
 //!
 //! Exit codes: 0 on success (and after SIGTERM/SIGINT), 1 when `check-config` or `status`
-//! finds a problem, 2 for command-line usage errors (clap), 78 (EX_CONFIG) when `run` cannot
-//! start because of its config.
+//! finds a problem, 2 for command-line usage errors (clap, an invalid `--log-level` or
+//! `RUST_LOG`), 78 (EX_CONFIG) when `run` cannot start because of its config. `run` itself
+//! (signals, reloads, start-up checks) lives in `service.rs`. Output to a closed stdout or
+//! stderr is dropped, never a panic.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use clap::{Parser, Subcommand};
-use rand::SeedableRng;
-use rand::rngs::StdRng;
 
-use redflag_agent::checkin::{CheckinLoop, Settings, SystemHost};
 use redflag_agent::config::{self, Config};
-use redflag_agent::events::NoObserver;
 use redflag_agent::logging::{self, LogFormat};
-use redflag_agent::store::{self, FileStore};
-use redflag_agent::transport::ReqwestTransport;
-
-const EX_CONFIG: u8 = 78;
+use redflag_agent::service;
+use redflag_agent::store;
 
 #[derive(Parser, Debug)]
 #[command(name = "redflag-agent", version, about = "RedFlag agent check-in loop that never gives up")]
@@ -32,8 +29,8 @@ struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
 
-    /// Log level: error, warn, info, debug or trace (RUST_LOG overrides it).
-    #[arg(long, global = true, default_value = "info", value_name = "LEVEL")]
+    /// Log level: error, warn (or warning), info, debug, trace or off (RUST_LOG overrides it).
+    #[arg(long, global = true, default_value = "info", value_name = "LEVEL", value_parser = logging::parse_level)]
     log_level: String,
 
     #[command(subcommand)]
@@ -55,22 +52,34 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Run) {
         Command::CheckConfig => check_config(&cli.config),
         Command::Status => status(&cli.config),
-        Command::Run => run(&cli.config, cli.log_format, &cli.log_level),
+        Command::Run => service::run(&cli.config, cli.log_format, &cli.log_level),
     }
 }
 
+/// Prints to stdout; a closed stdout (`| head -1`) loses the text instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{ let _ = writeln!(std::io::stdout().lock(), $($arg)*); }};
+}
+
+/// Prints to stderr, the same way.
+macro_rules! err {
+    ($($arg:tt)*) => {{ let _ = writeln!(std::io::stderr().lock(), $($arg)*); }};
+}
+
+/// Every check `run` makes before its first request (config, CA file, proxies), then the
+/// effective settings and the warnings.
 fn check_config(path: &std::path::Path) -> ExitCode {
-    match Config::load(path) {
-        Ok(config) => {
-            println!("{}: valid\n", path.display());
-            print!("{}", config.describe());
-            for w in &config.warnings {
-                println!("warning: {w}");
+    match service::prepare(path) {
+        Ok((config, _transport)) => {
+            out!("{}: valid\n", path.display());
+            out!("{}", config.describe().trim_end());
+            for w in config.warnings.iter().cloned().chain(store::state_dir_problem(&config.state_dir)) {
+                out!("warning: {w}");
             }
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            err!("error: {e}");
             ExitCode::FAILURE
         }
     }
@@ -80,13 +89,13 @@ fn status(path: &std::path::Path) -> ExitCode {
     let config = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e}");
+            err!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
     match store::read_status(&config.state_dir) {
         Ok(None) => {
-            println!(
+            out!(
                 "agent {}: no status recorded yet in {} (the agent has not completed an attempt)",
                 config.agent_id,
                 config.state_dir.display()
@@ -101,87 +110,21 @@ fn status(path: &std::path::Path) -> ExitCode {
                     None => t.clone(),
                 },
             };
-            println!("agent:                    {}", s.agent_id);
-            println!("last successful check-in: {}", ago(&s.last_success));
-            println!("last attempt:             {}", ago(&s.last_attempt));
-            println!("consecutive failures:     {}", s.consecutive_failures);
-            println!("circuit breaker:          {}", s.breaker);
-            println!("last error:               {}", s.last_error.as_deref().unwrap_or("none"));
-            println!("agent version:            {}", s.agent_version);
+            out!("agent:                    {}", s.agent_id);
+            out!("last successful check-in: {}", ago(&s.last_success));
+            out!("last attempt:             {}", ago(&s.last_attempt));
+            out!("consecutive failures:     {}", s.consecutive_failures);
+            out!("circuit breaker:          {}", s.breaker);
+            out!("last error:               {}", s.last_error.as_deref().unwrap_or("none"));
+            out!("agent version:            {}", s.agent_version);
+            if s.log_lines_dropped > 0 {
+                out!("log lines dropped:        {} (the agent's stderr was closed or failing)", s.log_lines_dropped);
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            err!("error: {e}");
             ExitCode::FAILURE
         }
     }
-}
-
-fn run(path: &std::path::Path, format: LogFormat, level: &str) -> ExitCode {
-    if let Err(e) = logging::init(format, level) {
-        eprintln!("error: {e}");
-        return ExitCode::from(EX_CONFIG);
-    }
-    let config = match Config::load(path) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!("{e}");
-            return ExitCode::from(EX_CONFIG);
-        }
-    };
-    for w in &config.warnings {
-        tracing::warn!("config: {w}");
-    }
-    let transport = match ReqwestTransport::new(&config) {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::error!("{e}");
-            return ExitCode::from(EX_CONFIG);
-        }
-    };
-    if let Err(e) = FileStore::prepare(&config.state_dir) {
-        tracing::warn!("{e}; `redflag-agent status` will have nothing to show");
-    }
-    let store = FileStore::new(path, &config.state_dir);
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!("cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async {
-        let shutdown = match shutdown_signal() {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!("cannot install signal handlers: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        let agent = CheckinLoop::new(
-            Settings::from_config(&config),
-            transport,
-            store,
-            SystemHost,
-            NoObserver,
-            StdRng::from_os_rng(),
-        );
-        agent.run(shutdown).await;
-        ExitCode::SUCCESS
-    })
-}
-
-/// Completes on SIGTERM or SIGINT. Handlers are installed before the loop starts, so a signal
-/// that arrives during the first request is not lost.
-fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(async move {
-        tokio::select! {
-            biased;
-            _ = term.recv() => tracing::info!("SIGTERM received; stopping"),
-            _ = int.recv() => tracing::info!("SIGINT received; stopping"),
-        }
-    })
 }

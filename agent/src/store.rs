@@ -1,5 +1,5 @@
-//! What the agent keeps on disk: the renewed token (written back into the config file) and
-//! its status (`state_dir/status.json`, read by `redflag-agent status`).
+//! What the agent keeps on disk: the renewed token (written back into the config file by
+//! `config_rewrite.rs`) and its status (`state_dir/status.json`, read by `redflag-agent status`).
 //!
 //! [`Store`] is the loop's view; [`FileStore`] is production, [`MemoryStore`] serves tests and
 //! the simulation (where "disk" is a value that survives a simulated crash). Every write is
@@ -9,12 +9,12 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
+use crate::file_read;
 use crate::secret::Secret;
 
 /// The file under `state_dir` that `status` reads.
@@ -35,6 +35,9 @@ pub struct Status {
     /// Error class of the last failed attempt since the last success (`http_502`, ...).
     pub last_error: Option<String>,
     pub agent_version: String,
+    /// Log lines the agent could not write (its stderr was closed) since it started.
+    #[serde(default)]
+    pub log_lines_dropped: u64,
 }
 
 /// Where the loop persists what must outlive the process.
@@ -64,9 +67,32 @@ impl FileStore {
     }
 }
 
+/// What `run` would find wrong with `state_dir`, checked without creating anything (for
+/// `check-config`): not a directory, or not writable (nor creatable).
+pub fn state_dir_problem(state_dir: &Path) -> Option<String> {
+    let writable = |p: &Path| -> bool {
+        let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) else { return false };
+        // SAFETY: access(2) with a valid NUL-terminated path.
+        unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
+    };
+    match fs::metadata(state_dir) {
+        Ok(m) if !m.is_dir() => Some(format!("state_dir {} is not a directory", state_dir.display())),
+        Ok(_) if !writable(state_dir) => Some(format!("state_dir {} is not writable by this user", state_dir.display())),
+        Ok(_) => None,
+        Err(_) => {
+            let parent = state_dir.ancestors().skip(1).find(|a| a.is_dir());
+            match parent {
+                Some(p) if writable(p) => None,
+                _ => Some(format!("state_dir {} does not exist and cannot be created by this user", state_dir.display())),
+            }
+        }
+    }
+    .map(|p| format!("{p}: `redflag-agent status` will have nothing to show"))
+}
+
 impl Store for FileStore {
     fn save_token(&mut self, token: &Secret) -> Result<(), String> {
-        rewrite_token(&self.config_path, token)
+        crate::config_rewrite::rewrite_token(&self.config_path, token)
     }
 
     fn save_status(&mut self, status: &Status) -> Result<(), String> {
@@ -95,24 +121,15 @@ impl Store for MemoryStore {
     }
 }
 
-/// Replaces `"token"` in the JSON config file at `path`, keeping every other key, their order,
-/// and mode 0600. Refuses (and changes nothing) if the file no longer holds a JSON object.
-pub fn rewrite_token(path: &Path, token: &Secret) -> Result<(), String> {
-    let text = fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let mut value: Value =
-        serde_json::from_str(&text).map_err(|e| format!("{} is no longer valid JSON ({e}); not rewriting it", path.display()))?;
-    let Some(obj) = value.as_object_mut() else {
-        return Err(format!("{} does not hold a JSON object; not rewriting it", path.display()));
-    };
-    obj.insert("token".into(), Value::String(token.expose().to_string()));
-    let mut bytes = serde_json::to_vec_pretty(&value).map_err(|e| e.to_string())?;
-    bytes.push(b'\n');
-    write_atomic(path, &bytes, 0o600)
-}
-
 /// Writes `bytes` to `path` atomically with the given mode: a temporary file in the same
 /// directory, fsync, rename over the target, fsync of the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
+    write_atomic_owned(path, bytes, mode, None)
+}
+
+/// [`write_atomic`], the new file given `owner` (uid, gid) too when it would otherwise belong
+/// to someone else. If the owner cannot be set (not allowed to `chown`), nothing is replaced.
+pub fn write_atomic_owned(path: &Path, bytes: &[u8], mode: u32, owner: Option<(u32, u32)>) -> Result<(), String> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -123,6 +140,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> 
         let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
         // `mode` above is filtered by the umask; set it exactly.
         f.set_permissions(fs::Permissions::from_mode(mode))?;
+        if let Some((uid, gid)) = owner {
+            let meta = f.metadata()?;
+            if (meta.uid(), meta.gid()) != (uid, gid) {
+                std::os::unix::fs::fchown(&f, Some(uid), Some(gid)).map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("cannot give the new file the owner {uid}:{gid} of the old one ({e})"))
+                })?;
+            }
+        }
         f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);
@@ -139,16 +164,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> 
 /// Reads `state_dir/status.json`. `Ok(None)` when the agent has not written one yet.
 pub fn read_status(state_dir: &Path) -> Result<Option<Status>, String> {
     let path = state_dir.join(STATUS_FILE_NAME);
-    let meta = match fs::metadata(&path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    let bytes = match file_read::read_regular_file(&path, STATUS_FILE_MAX_BYTES) {
+        Ok(b) => b,
+        Err(file_read::ReadError::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e.to_string()),
     };
-    if meta.len() > STATUS_FILE_MAX_BYTES {
-        return Err(format!("{} is {} bytes; not a status file", path.display(), meta.len()));
-    }
-    let text = fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    serde_json::from_str(&text).map(Some).map_err(|e| format!("{} is not a valid status file: {e}", path.display()))
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| format!("{} is not a valid status file: {e}", path.display()))
 }
 
 #[cfg(test)]
@@ -156,18 +177,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn token_rewrite_keeps_other_keys_and_mode() {
+    fn token_saved_through_the_store_keeps_other_keys_and_mode() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.json");
         fs::write(&path, r#"{"server_url":"http://x","token":"old","zeta":1,"agent_id":"a"}"#).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-        rewrite_token(&path, &Secret::new("new")).unwrap();
-        let v: Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
-        assert_eq!(v["token"], "new");
-        assert_eq!(v["zeta"], 1);
-        let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
-        assert_eq!(keys, ["server_url", "token", "zeta", "agent_id"]);
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        FileStore::new(&path, dir.path()).save_token(&Secret::new("new")).unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), r#"{"server_url":"http://x","token":"new","zeta":1,"agent_id":"a"}"#);
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o644);
     }
 
     #[test]
@@ -175,8 +192,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.json");
         fs::write(&path, "{ broken").unwrap();
-        assert!(rewrite_token(&path, &Secret::new("new")).is_err());
+        assert!(FileStore::new(&path, dir.path()).save_token(&Secret::new("new")).is_err());
         assert_eq!(fs::read_to_string(&path).unwrap(), "{ broken");
+    }
+
+    #[test]
+    fn state_dir_problems_are_found_without_creating_anything() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(state_dir_problem(dir.path()), None);
+        assert_eq!(state_dir_problem(&dir.path().join("new/deeper")), None);
+        assert!(!dir.path().join("new").exists());
+        let file = dir.path().join("file");
+        fs::write(&file, "x").unwrap();
+        assert!(state_dir_problem(&file).unwrap().contains("is not a directory"));
     }
 
     #[test]

@@ -131,6 +131,22 @@ impl fmt::Display for TransportError {
     }
 }
 
+/// `e` and every error beneath it, as `outer: inner: innermost`, without repeating a message a
+/// wrapper already quoted, URL passwords redacted. (reqwest's own message is often just "error
+/// sending request"; the cause is at the bottom.)
+pub fn error_chain(e: &(dyn StdError + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(err) = cur {
+        let text = err.to_string();
+        if !text.is_empty() && !parts.last().is_some_and(|last| last.contains(&text)) {
+            parts.push(text);
+        }
+        cur = err.source();
+    }
+    crate::secret::redact_userinfo(&parts.join(": "))
+}
+
 /// Finds the first error of type `E` in `e`'s source chain, `e` itself included.
 pub fn find_source<'a, E: StdError + 'static>(e: &'a (dyn StdError + 'static)) -> Option<&'a E> {
     let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
@@ -212,11 +228,8 @@ impl ReqwestTransport {
             .http1_only();
 
         if let Some(ca) = &config.tls.ca_file {
-            let meta = std::fs::metadata(ca).map_err(|e| format!("tls.ca_file {}: {e}", ca.display()))?;
-            if meta.len() > CA_FILE_MAX_BYTES {
-                return Err(format!("tls.ca_file {} is larger than {CA_FILE_MAX_BYTES} bytes", ca.display()));
-            }
-            let pem = std::fs::read(ca).map_err(|e| format!("tls.ca_file {}: {e}", ca.display()))?;
+            // A regular file, read up to the limit (not a FIFO that blocks, nor /dev/zero).
+            let pem = crate::file_read::read_regular_file(ca, CA_FILE_MAX_BYTES).map_err(|e| format!("tls.ca_file: {e}"))?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| format!("tls.ca_file {} is not a PEM certificate bundle: {e}", ca.display()))?;
             if certs.is_empty() {
@@ -234,16 +247,16 @@ impl ReqwestTransport {
             Some(p) => {
                 let no_proxy = p.no_proxy.as_deref().and_then(reqwest::NoProxy::from_string);
                 if let Some(url) = &p.http {
-                    let proxy = reqwest::Proxy::http(url).map_err(|e| format!("proxy.http: {e}"))?;
+                    let proxy = reqwest::Proxy::http(url).map_err(|e| format!("proxy.http: {}", error_chain(&e)))?;
                     builder = builder.proxy(proxy.no_proxy(no_proxy.clone()));
                 }
                 if let Some(url) = &p.https {
-                    let proxy = reqwest::Proxy::https(url).map_err(|e| format!("proxy.https: {e}"))?;
+                    let proxy = reqwest::Proxy::https(url).map_err(|e| format!("proxy.https: {}", error_chain(&e)))?;
                     builder = builder.proxy(proxy.no_proxy(no_proxy.clone()));
                 }
             }
         }
-        let client = builder.build().map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let client = builder.build().map_err(|e| format!("cannot build the HTTP client: {}", error_chain(&e)))?;
         let base = config.server_url.as_str().trim_end_matches('/').to_string();
         Ok(ReqwestTransport { client, base })
     }
@@ -252,21 +265,19 @@ impl ReqwestTransport {
         if e.is_timeout() {
             return TransportError::Timeout;
         }
-        if let Some(h) = find_source::<hyper::Error>(&e) {
-            return TransportError::from_hyper(h);
+        let mapped = if let Some(h) = find_source::<hyper::Error>(&e) {
+            TransportError::from_hyper(h)
+        } else if let Some(io) = find_source::<io::Error>(&e) {
+            TransportError::from_io(io)
+        } else {
+            TransportError::Other(String::new())
+        };
+        match mapped {
+            // DNS, TLS, protocol errors: the class alone ("network_error") cannot tell a
+            // certificate problem from a typo in the host name, so keep the whole chain.
+            TransportError::Other(_) => TransportError::Other(error_chain(&e.without_url())),
+            other => other,
         }
-        if let Some(io) = find_source::<io::Error>(&e) {
-            return TransportError::from_io(io);
-        }
-        // Describe the whole chain: reqwest's own message is often just "error sending request".
-        let mut msg = e.to_string();
-        let mut cur = e.source();
-        while let Some(s) = cur {
-            msg.push_str(": ");
-            msg.push_str(&s.to_string());
-            cur = s.source();
-        }
-        TransportError::Other(msg)
     }
 }
 

@@ -158,3 +158,152 @@ fn text_logs_to_a_pipe_carry_no_terminal_escape_codes() {
     let stderr = agent.stderr();
     assert!(!stderr.contains('\x1b'), "ANSI escape codes in a log that is not a terminal:\n{stderr:?}");
 }
+
+// ---- hardening: levels, start-up checks, hostile config paths, secrets, insecure http -------
+
+#[test]
+fn an_invalid_log_level_is_refused_with_the_valid_ones_and_warning_means_warn() {
+    let h = Harness::new("levels");
+    h.write_config();
+    for args in [&["--log-level", "verbose", "run"][..], &["--log-level", "verbose", "check-config"][..]] {
+        let out = h.cli(args);
+        assert_eq!(out.code, Some(2), "{args:?}: {out:?}");
+        assert!(out.stderr.contains("verbose") && out.stderr.contains("error, warn"), "{args:?}: {}", out.stderr);
+    }
+    let out = h.cli_env(&["run"], &[("RUST_LOG", "verbose")]);
+    assert_eq!(out.code, Some(2), "RUST_LOG=verbose: {out:?}");
+    assert!(out.stderr.contains("RUST_LOG") && out.stderr.contains("error, warn"), "{}", out.stderr);
+
+    // `warning` is `warn`: the config warning (1 s interval) is shown.
+    let agent = Agent::spawn(&h.config_path, LogFormat::Text, "warning");
+    assert!(wait_until(SOON, || agent.stderr().contains("check_in_interval")), "--log-level warning showed nothing\n{}", agent.tail());
+    drop(agent);
+    let agent = Agent::spawn_with(&h.config_path, LogFormat::Text, "info", |c| {
+        c.env("RUST_LOG", "warning");
+    });
+    assert!(wait_until(SOON, || agent.stderr().contains("check_in_interval")), "RUST_LOG=warning showed nothing\n{}", agent.tail());
+}
+
+#[test]
+fn a_config_error_is_always_printed_whatever_the_level() {
+    let mut h = Harness::new("silent-error");
+    h.config["resilience"]["jitter"] = json!("fulll");
+    h.write_config();
+    for (level, rust_log) in [("off", None), ("error", Some("warning")), ("info", Some("off"))] {
+        let env: Vec<(&str, &str)> = rust_log.map(|r| ("RUST_LOG", r)).into_iter().collect();
+        let out = h.cli_env(&["--log-level", level, "run"], &env);
+        assert_eq!(out.code, Some(78), "level {level} RUST_LOG {rust_log:?}: {out:?}");
+        assert!(out.stderr.contains("resilience.jitter"), "level {level} RUST_LOG {rust_log:?}: nothing printed: {out:?}");
+    }
+    let out = h.cli(&["--log-format", "json", "run"]);
+    let line: serde_json::Value = serde_json::from_str(out.stderr.trim()).expect("one JSON line");
+    assert_eq!(line["event"], "config_error", "{line}");
+}
+
+#[test]
+fn check_config_checks_the_ca_file_as_run_does() {
+    let mut h = Harness::new("ca-file");
+    let missing = h.dir.path().join("no-such-ca.pem");
+    h.config["tls"] = json!({"ca_file": missing.to_str().unwrap()});
+    h.write_config();
+    for cmd in ["check-config", "run"] {
+        let out = h.cli(&[cmd]);
+        assert_refused(&out, &["tls.ca_file", missing.to_str().unwrap()]);
+    }
+    let not_pem = h.dir.path().join("not-a-ca.pem");
+    std::fs::write(&not_pem, "this is not a certificate\n").unwrap();
+    h.config["tls"] = json!({"ca_file": not_pem.to_str().unwrap()});
+    h.write_config();
+    let out = h.cli(&["check-config"]);
+    assert_refused(&out, &["tls.ca_file", not_pem.to_str().unwrap()]);
+}
+
+#[test]
+fn a_config_that_is_a_device_or_a_fifo_is_refused_at_once() {
+    let h = Harness::new("fifo");
+    let fifo = h.dir.path().join("config.fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    for (path, kind) in [(fifo.to_str().unwrap(), "FIFO"), ("/dev/zero", "character device")] {
+        for cmd in ["check-config", "run"] {
+            // run_cli gives up (and fails the test) after 30 s: a blocked read would.
+            let out = run_cli(&["--config", path, cmd]);
+            assert_refused(&out, &[path, kind, "not a regular file"]);
+        }
+    }
+}
+
+#[test]
+fn check_config_never_prints_a_password_or_a_token() {
+    let mut h = Harness::new("cfg-secrets");
+    let port = h.server.port();
+    h.config["server_url"] = json!(format!("http://operator:PASSWORD-URL@127.0.0.1:{port}"));
+    h.config["proxy"] = json!({"enabled": true, "http": "http://u:PASSWORD-PROXY@127.0.0.1:3128", "https": "http://u:PASSWORD-PROXY2@127.0.0.1:3128"});
+    h.write_config();
+    let out = h.cli(&["check-config"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(!out.stdout.contains("PASSWORD") && !out.stderr.contains("PASSWORD"), "a password was printed:\n{}", out.stdout);
+    assert!(out.stdout.contains("operator:[redacted]@127.0.0.1"), "{}", out.stdout);
+
+    h.config["token"] = json!(123456789987654321u64);
+    h.write_config();
+    let out = h.cli(&["check-config"]);
+    assert_refused(&out, &["token must be a string"]);
+    assert!(!out.stderr.contains("123456789987654321"), "a numeric token was echoed: {}", out.stderr);
+}
+
+#[test]
+fn plain_http_off_loopback_is_refused_unless_allowed_and_then_warned_about() {
+    let mut h = Harness::new("insecure");
+    h.config["server_url"] = json!("http://192.0.2.10:8080");
+    h.write_config();
+    let out = h.cli(&["check-config"]);
+    assert_refused(&out, &["server_url", "https://", "allow_insecure_http"]);
+    let out = h.cli(&["run"]);
+    assert_eq!(out.code, Some(78), "{out:?}");
+
+    h.config["allow_insecure_http"] = json!(true);
+    h.write_config();
+    let out = h.cli(&["check-config"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("warning: INSECURE") && out.stdout.contains("use https://"), "{}", out.stdout);
+    let agent = Agent::spawn(&h.config_path, LogFormat::Json, "info");
+    assert!(
+        wait_until(SOON, || agent.events_named("config_warning").iter().any(|e| e.str("message").contains("INSECURE"))),
+        "no warning at start\n{}",
+        agent.tail()
+    );
+}
+
+#[test]
+fn delays_below_the_floors_are_refused_and_short_ones_warned_with_their_rate() {
+    let mut h = Harness::new("floors");
+    h.config["resilience"]["initial_delay_seconds"] = json!(0.001);
+    h.write_config();
+    assert_refused(&h.cli(&["check-config"]), &["resilience.initial_delay_seconds", "0.1"]);
+    h.config["resilience"]["initial_delay_seconds"] = json!(0.2);
+    for key in ["max_delay_minutes", "circuit_breaker_timeout_minutes"] {
+        let mut h2 = Harness::new("floors2");
+        h2.config = h.config.clone();
+        h2.config["resilience"][key] = json!(0.001 / 60.0);
+        h2.write_config();
+        assert_refused(&h2.cli(&["check-config"]), &[key, "at least 1 s"]);
+    }
+    // The harness's own short settings (3 s) are valid, with the rate they imply.
+    h.write_config();
+    let out = h.cli(&["check-config"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("outage request rate") && out.stdout.contains("one attempt every 3s"), "{}", out.stdout);
+    assert!(out.stdout.contains("warning: short waits"), "{}", out.stdout);
+}
+
+#[test]
+fn a_config_starting_with_a_byte_order_mark_is_accepted() {
+    let h = Harness::new("bom");
+    let text = format!("\u{feff}{}", serde_json::to_string_pretty(&h.config).unwrap());
+    let out = check_config(&h, &text);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let agent = Agent::spawn(&h.config_path, LogFormat::Json, "debug");
+    assert!(wait_until(SOON, || h.server.successful_checkins() >= 1), "{}", agent.tail());
+}

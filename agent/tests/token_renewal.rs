@@ -185,3 +185,73 @@ fn no_token_in_the_text_log_across_a_renewal() {
 fn no_token_in_the_log_at_trace_level() {
     no_token_in_the_log(LogFormat::Json, "trace");
 }
+
+/// The config as an operator keeps it: a symlink into another folder, an odd layout, a number
+/// no float can hold, mode 0640, and (when the test runs as root) another owner. The renewal
+/// must change the token's value in the link's target and nothing else.
+#[test]
+fn the_renewed_token_goes_through_a_symlink_and_changes_nothing_else() {
+    let h = Harness::new("renew-symlink");
+    h.server.expire_token();
+    let repo = h.dir.path().join("etc-repo");
+    std::fs::create_dir(&repo).unwrap();
+    let target = repo.join("config.json");
+    let s = &h.secrets;
+    let text = format!(
+        "{{ \"server_url\": \"{}\",   \"agent_id\":\"{}\",\n\t\"token\" :  \"{}\", \"refresh_token\": \"{}\",\n  \"check_in_interval\": 30, \"state_dir\": \"{}\",\n  \"fleet_serial\": 123456789012345678901234567890, \"ratio\": 1.50e3,\n  \"note\": \"caf\\u00e9 {{not a brace}}\"\n}}\n",
+        h.server.url(),
+        s.agent_id,
+        s.token,
+        s.refresh_token,
+        h.state_dir.display()
+    );
+    std::fs::write(&target, &text).unwrap();
+    std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o640)).unwrap();
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root {
+        std::os::unix::fs::chown(&target, Some(65534), Some(65534)).unwrap();
+    }
+    std::os::unix::fs::symlink(&target, &h.config_path).unwrap();
+
+    let agent = Agent::spawn(&h.config_path, LogFormat::Json, "debug");
+    assert!(wait_until(SOON, || h.server.successful_checkins() >= 1), "no check-in after renewal\n{}", agent.tail());
+    assert!(wait_until(SOON, || !agent.events_named("token_renewed").is_empty()), "{}", agent.tail());
+    assert_eq!(agent.events_named("token_renewed")[0].v["saved"], true, "{}", agent.tail());
+
+    let link = std::fs::symlink_metadata(&h.config_path).unwrap();
+    assert!(link.file_type().is_symlink(), "the symlink was replaced by a regular file");
+    let after = std::fs::read_to_string(&target).unwrap();
+    let expected = text.replace(&format!("\"{}\"", s.token), &format!("\"{}\"", s.renewed_token));
+    assert_eq!(after, expected, "bytes other than the token's value changed");
+    let meta = std::fs::metadata(&target).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o640, "the mode changed");
+    if root {
+        assert_eq!((meta.uid(), meta.gid()), (65534, 65534), "the owner or group changed");
+    } else {
+        eprintln!("owner check skipped: chown needs root");
+    }
+}
+
+/// A config made read-only on purpose is not replaced: the renewed token is used for this run,
+/// the agent says it was not saved, and the start-up warning said why beforehand.
+#[test]
+fn a_read_only_config_is_not_rewritten() {
+    let h = Harness::new("renew-readonly");
+    h.server.expire_token();
+    h.write_config();
+    std::fs::set_permissions(&h.config_path, std::fs::Permissions::from_mode(0o400)).unwrap();
+    let before = std::fs::read(&h.config_path).unwrap();
+    let agent = Agent::spawn(&h.config_path, LogFormat::Json, "debug");
+    assert!(wait_until(SOON, || h.server.successful_checkins() >= 2), "no check-ins with the renewed token\n{}", agent.tail());
+    assert_eq!(std::fs::read(&h.config_path).unwrap(), before, "a read-only config was rewritten");
+    let renewed = agent.events_named("token_renewed");
+    assert_eq!(renewed[0].v["saved"], false, "{}", agent.tail());
+    assert!(
+        agent.events_named("config_warning").iter().any(|e| e.str("message").contains("read-only")),
+        "no warning at start about the read-only config\n{}",
+        agent.tail()
+    );
+    let store_failed = agent.events_named("store_failed");
+    assert!(store_failed.iter().any(|e| e.str("error").contains("read-only")), "{}", agent.tail());
+}

@@ -60,6 +60,8 @@ fn checkin_failed(t: u64, retry_after_ms: Option<u64>) -> Vec<Record> {
                 delay_ms: 1000,
                 reason: "backoff".into(),
                 consecutive_failures: 1,
+                request: None,
+                cause: None,
             },
         ),
     ]

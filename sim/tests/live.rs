@@ -3,7 +3,9 @@
 //! * every `live = true` scenario in `scenarios/` passes against real agent processes (the runs
 //!   go in parallel threads: each takes its scenario's wall-clock duration);
 //! * the partition scenario passes with `--netns` too, where the partition is a real DROP rule
-//!   (root only; elsewhere the test prints why it is skipped, and passes);
+//!   (root, `ip` and `nft` or `iptables` needed; elsewhere the test prints why it is skipped,
+//!   and passes, unless the `CI` environment variable is set: then it fails, so CI cannot skip
+//!   it silently);
 //! * a scenario without `live = true`, and a missing agent binary, are refused with exit 2;
 //! * after a run, and after a run interrupted with SIGINT, no process it started is left, and
 //!   its temporary folder and network namespace are gone.
@@ -13,6 +15,7 @@
 //! package is tested in the same command (`cargo test --release --workspace` does); otherwise
 //! build it first with `cargo build --release -p redflag-agent`.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -161,11 +164,74 @@ fn rules_in(ns: &str) -> String {
     all
 }
 
+/// Whether the netns test runs here, is skipped (with the reason), or fails because CI must
+/// not skip it.
+#[derive(Debug, PartialEq)]
+enum NetnsGate {
+    Run,
+    Skip(String),
+    Fail(String),
+}
+
+/// The folders `redflag-sim live --netns` looks for its tools in: `PATH`, then the sbin ones.
+fn tool_dirs() -> Vec<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(PathBuf::from)).collect()
+}
+
+/// Decides from root-ness, the tool folders and the `CI` variable (set, and not `0`/`false`).
+fn netns_gate(root: bool, dirs: &[PathBuf], ci: Option<&OsStr>) -> NetnsGate {
+    let found = |name: &str| dirs.iter().any(|d| d.join(name).is_file());
+    let missing = if !root {
+        Some("--netns needs root (it creates a network namespace, a veth pair and DROP rules)")
+    } else if !found("ip") {
+        Some("--netns needs `ip` (iproute2), which is not installed")
+    } else if !found("nft") && !found("iptables") {
+        Some("--netns needs `nft` (nftables) or `iptables`, and neither is installed")
+    } else {
+        None
+    };
+    let ci = ci.map(|v| v.to_string_lossy().trim().to_ascii_lowercase()).is_some_and(|v| !v.is_empty() && v != "0" && v != "false");
+    match missing {
+        None => NetnsGate::Run,
+        Some(why) if ci => NetnsGate::Fail(format!(
+            "{why}; CI is set, so this test may not be skipped: run CI as root with iproute2 and nftables or iptables (.ci/run installs them)"
+        )),
+        Some(why) => NetnsGate::Skip(format!("skipped: {why}; CI runs it as root")),
+    }
+}
+
+#[test]
+fn the_netns_test_skips_with_a_reason_or_fails_under_ci() {
+    let empty = tempfile::tempdir().unwrap();
+    let tools = tempfile::tempdir().unwrap();
+    for name in ["ip", "iptables"] {
+        std::fs::write(tools.path().join(name), "").unwrap();
+    }
+    let none = [empty.path().to_path_buf()];
+    let some = [tools.path().to_path_buf()];
+    let ci = Some(OsStr::new("true"));
+    assert_eq!(netns_gate(true, &some, None), NetnsGate::Run);
+    assert_eq!(netns_gate(true, &some, ci), NetnsGate::Run);
+    assert!(matches!(netns_gate(true, &none, None), NetnsGate::Skip(why) if why.contains("iproute2")));
+    std::fs::write(empty.path().join("ip"), "").unwrap();
+    assert!(matches!(netns_gate(true, &none, None), NetnsGate::Skip(why) if why.contains("nft") && why.contains("iptables")));
+    assert!(matches!(netns_gate(true, &none, ci), NetnsGate::Fail(why) if why.contains("iptables") && why.contains("CI is set")));
+    assert!(matches!(netns_gate(true, &none, Some(OsStr::new("false"))), NetnsGate::Skip(_)));
+    assert!(matches!(netns_gate(true, &none, Some(OsStr::new(""))), NetnsGate::Skip(_)));
+    assert!(matches!(netns_gate(false, &some, None), NetnsGate::Skip(why) if why.contains("root")));
+    assert!(matches!(netns_gate(false, &some, Some(OsStr::new("1"))), NetnsGate::Fail(_)));
+}
+
 #[test]
 fn partition_with_netns_is_a_real_drop_rule() {
-    if !is_root() {
-        eprintln!("skipped: --netns needs root (it creates a network namespace, a veth pair and DROP rules); CI runs it as root");
-        return;
+    match netns_gate(is_root(), &tool_dirs(), std::env::var_os("CI").as_deref()) {
+        NetnsGate::Run => {}
+        NetnsGate::Skip(why) => {
+            eprintln!("{why}");
+            return;
+        }
+        NetnsGate::Fail(why) => panic!("{why}"),
     }
     let file = scenarios_dir().join("live-blackhole-partition.toml");
     let trace_path = std::env::temp_dir().join(format!("redflag-sim-test-{}-netns.jsonl", std::process::id()));

@@ -103,6 +103,15 @@ pub enum Reply {
     /// 200 with a body of `bytes` bytes (at most 64 MiB), with a `Content-Length` or chunked (no length
     /// announced, so the agent can only find out by reading).
     Huge { bytes: usize, chunked: bool },
+    /// Any status with this body and content type (an empty body for 204).
+    Custom { status: u16, content_type: &'static str, body: String },
+}
+
+impl Reply {
+    /// A JSON answer.
+    pub fn json(status: u16, v: Value) -> Reply {
+        Reply::Custom { status, content_type: "application/json", body: v.to_string() }
+    }
 }
 
 /// One request the stand-in saw.
@@ -361,6 +370,11 @@ async fn handle(State(state): State<Shared>, req: Request) -> Response {
                 text(500, "unreachable")
             }
             Reply::Text(body) => text(200, body),
+            Reply::Custom { status, content_type, body } => Response::builder()
+                .status(StatusCode::from_u16(status).unwrap())
+                .header(header::CONTENT_TYPE, content_type)
+                .body(Body::from(body))
+                .unwrap(),
             Reply::Huge { bytes, chunked } => {
                 let huge = huge_buffer();
                 assert!(bytes <= huge.len(), "Reply::Huge is at most {} bytes", huge.len());
@@ -554,9 +568,14 @@ impl Harness {
 
     /// Runs the binary with `--config <this config> args...` to completion.
     pub fn cli(&self, args: &[&str]) -> CliOutput {
+        self.cli_env(args, &[])
+    }
+
+    /// [`Harness::cli`] with extra environment variables.
+    pub fn cli_env(&self, args: &[&str], env: &[(&str, &str)]) -> CliOutput {
         let mut full = vec!["--config", self.config_path.to_str().unwrap()];
         full.extend_from_slice(args);
-        run_cli(&full)
+        run_cli_env(&full, env)
     }
 
     /// The config file as JSON, as it is on disk now.
@@ -583,9 +602,15 @@ pub struct CliOutput {
 
 /// Runs the binary to completion; kills it and panics if it takes more than 30 s.
 pub fn run_cli(args: &[&str]) -> CliOutput {
+    run_cli_env(args, &[])
+}
+
+/// [`run_cli`] with extra environment variables.
+pub fn run_cli_env(args: &[&str], env: &[(&str, &str)]) -> CliOutput {
     let mut child = Command::new(AGENT_BIN)
         .args(args)
         .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -646,14 +671,19 @@ pub struct Agent {
 
 impl Agent {
     pub fn spawn(config: &Path, format: LogFormat, level: &str) -> Agent {
-        let mut child = Command::new(AGENT_BIN)
-            .args(["--config", config.to_str().unwrap(), "--log-format", format.as_str(), "--log-level", level, "run"])
+        Agent::spawn_with(config, format, level, |_| {})
+    }
+
+    /// [`Agent::spawn`], with the command adjusted first (environment, signal mask, ...).
+    pub fn spawn_with(config: &Path, format: LogFormat, level: &str, adjust: impl FnOnce(&mut Command)) -> Agent {
+        let mut cmd = Command::new(AGENT_BIN);
+        cmd.args(["--config", config.to_str().unwrap(), "--log-format", format.as_str(), "--log-level", level, "run"])
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn redflag-agent");
+            .stderr(Stdio::piped());
+        adjust(&mut cmd);
+        let mut child = cmd.spawn().expect("spawn redflag-agent");
         let stderr = child.stderr.take().unwrap();
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = lines.clone();

@@ -451,6 +451,10 @@ pub fn agent_config_json(
         "refresh_token": refresh,
         "check_in_interval": DEFAULT_CHECK_IN_INTERVAL_SECONDS,
         "state_dir": state_dir,
+        // The simulated network (`http://proxy`) and the live mode's (loopback, or a veth
+        // address with --netns) are plain http by design; the agent refuses that off loopback
+        // unless told.
+        "allow_insecure_http": true,
     });
     merge(&mut base, &Value::Object(overrides.clone()));
     base
