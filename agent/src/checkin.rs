@@ -483,7 +483,9 @@ impl<T: Transport, S: Store, H: Host, O: Observer, P: Strategy, R: CommandRunner
             Err(e) => e.outcome(),
         };
         let (class, ok) = (outcome.class().to_string(), outcome == Outcome::Success);
-        self.emit(Event::RequestFinished { kind, class, ok, elapsed_ms: ms(started.elapsed()) });
+        // The Retry-After as given (before the clamp), so the trace can judge how it was honoured.
+        let retry_after_ms = result.as_ref().ok().and_then(|r| self.retry_after(status_outcome(r.status), r)).map(ms);
+        self.emit(Event::RequestFinished { kind, class, ok, elapsed_ms: ms(started.elapsed()), retry_after_ms });
         result
     }
 

@@ -46,7 +46,16 @@ pub enum Event {
     AgentStarted { agent_id: String, version: String },
     /// A request is about to go out (health probes included).
     RequestStarted { kind: RequestKind },
-    RequestFinished { kind: RequestKind, class: String, ok: bool, elapsed_ms: u64 },
+    /// `retry_after_ms`: the `Retry-After` the answer carried (429/503 only, as parsed, before
+    /// the agent's clamp), so a trace alone can tell whether the agent honoured it.
+    RequestFinished {
+        kind: RequestKind,
+        class: String,
+        ok: bool,
+        elapsed_ms: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
+    },
     /// An attempt failed; the next one is due after `delay_ms`.
     AttemptFailed {
         attempt: u32,
@@ -211,9 +220,17 @@ pub fn log_event(agent: &str, e: &Event) {
             info!(event, agent_id, version, "redflag-agent {version} started for agent {agent_id}")
         }
         Event::RequestStarted { kind } => debug!(event, agent, kind = %kind, "{kind} request started"),
-        Event::RequestFinished { kind, class, ok, elapsed_ms } => {
-            debug!(event, agent, kind = %kind, class, ok, elapsed_ms, "{kind} request finished: {class} in {}s", secs(*elapsed_ms))
-        }
+        Event::RequestFinished { kind, class, ok, elapsed_ms, retry_after_ms } => debug!(
+            event,
+            agent,
+            kind = %kind,
+            class,
+            ok,
+            elapsed_ms,
+            retry_after_ms = *retry_after_ms,
+            "{kind} request finished: {class} in {}s",
+            secs(*elapsed_ms)
+        ),
         Event::AttemptFailed { attempt, max_attempts, class, verdict, delay_ms, reason, consecutive_failures, request, cause } => {
             let what = match request {
                 Some(RequestKind::Health) => "health probe failed, so no check-in was sent",
@@ -345,7 +362,14 @@ mod tests {
         let samples = vec![
             Event::AgentStarted { agent_id: "a".into(), version: "1".into() },
             Event::RequestStarted { kind: RequestKind::Health },
-            Event::RequestFinished { kind: RequestKind::Renew, class: "ok".into(), ok: true, elapsed_ms: 1 },
+            Event::RequestFinished { kind: RequestKind::Renew, class: "ok".into(), ok: true, elapsed_ms: 1, retry_after_ms: None },
+            Event::RequestFinished {
+                kind: RequestKind::Checkin,
+                class: "http_429".into(),
+                ok: false,
+                elapsed_ms: 1,
+                retry_after_ms: Some(20_000),
+            },
             Event::AttemptFailed {
                 attempt: 1,
                 max_attempts: 5,

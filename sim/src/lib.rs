@@ -14,6 +14,8 @@
 //!   simulation, tokio on real sockets in live mode), and the agent `Transport` over hyper.
 //! * `judge/`: the expectations, judged from the trace alone (one check per file).
 //! * `cli/`: what users see: the report printed after a run, the seed sweep.
+//! * `explore/`: random fault schedules from a scenario's `[explore]` space, and shrinking a
+//!   failing one to a minimal standalone scenario file (`redflag-sim explore`).
 //! * `live/`: the live chaos mode (`serve`, `proxy`, `live`): the same scenarios against real
 //!   processes, sockets and kills.
 //!
@@ -25,6 +27,7 @@
 pub mod cli;
 pub mod clock;
 pub mod exit;
+pub mod explore;
 pub mod judge;
 pub mod live;
 pub mod models;

@@ -4,6 +4,8 @@
 //!   the embedded `scenarios/server-restart.toml`).
 //! * `sweep PATH... --seeds A..B [--jobs N] [--shard K/N]`: many scenarios and seeds.
 //! * `list [PATH...]`: the scenarios and their descriptions.
+//! * `explore FILE --runs N [--seed S] [--jobs J] [--out FILE]`: random fault schedules from the
+//!   file's `[explore]` table; the first failure is shrunk to a minimal scenario file.
 //! * `serve`, `proxy`, `live FILE`: the live chaos mode (`redflag_sim::live`): the server model
 //!   and the fault proxy as real processes, and a scenario run against real agent processes.
 //!
@@ -65,12 +67,24 @@ enum Command {
         /// Run only shard K of N (1-based), for spreading a sweep over machines.
         #[arg(long, value_name = "K/N")]
         shard: Option<String>,
+        /// Also write the runs as JUnit XML: one test case per scenario and seed.
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+        /// Print one JSON object per run, one per line, on stdout (the summary goes to stderr).
+        #[arg(long)]
+        json: bool,
+        /// Write the trace of every failing run into this folder.
+        #[arg(long, value_name = "DIR")]
+        traces: Option<PathBuf>,
     },
     /// List scenarios and their descriptions.
     List {
         /// Scenario files or folders (default: scenarios).
         paths: Vec<PathBuf>,
     },
+    /// Draw random fault schedules from a scenario's `[explore]` table, run them, and shrink the
+    /// first failure to a minimal standalone scenario file.
+    Explore(redflag_sim::cli::explore::ExploreArgs),
     /// Run the RedFlag server model on a real socket (live mode), with a chaos control API.
     Serve(redflag_sim::live::ServeArgs),
     /// Run the fault proxy on real sockets (live mode), controlled over HTTP.
@@ -83,8 +97,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { file, seed, trace, json } => run(file.as_deref(), seed, trace, json),
-        Command::Sweep { paths, seeds, jobs, shard } => sweep_cmd(&paths, &seeds, jobs, shard.as_deref()),
+        Command::Sweep { paths, seeds, jobs, shard, junit, json, traces } => {
+            let out = SweepOutput { junit, json, traces };
+            sweep_cmd(&paths, &seeds, jobs, shard.as_deref(), &out)
+        }
         Command::List { paths } => list(&paths),
+        Command::Explore(args) => ExitCode::from(redflag_sim::cli::explore::main(args)),
         Command::Serve(args) => ExitCode::from(redflag_sim::live::server_process::main(args)),
         Command::Proxy(args) => ExitCode::from(redflag_sim::live::proxy_process::main(args)),
         Command::Live(args) => ExitCode::from(redflag_sim::live::orchestrator::main(args)),
@@ -135,7 +153,14 @@ fn run(file: Option<&Path>, seed: Option<u64>, trace: Option<PathBuf>, json: boo
 }
 
 
-fn sweep_cmd(paths: &[PathBuf], seeds: &str, jobs: Option<usize>, shard: Option<&str>) -> ExitCode {
+/// What a sweep writes besides its summary.
+struct SweepOutput {
+    junit: Option<PathBuf>,
+    json: bool,
+    traces: Option<PathBuf>,
+}
+
+fn sweep_cmd(paths: &[PathBuf], seeds: &str, jobs: Option<usize>, shard: Option<&str>, out: &SweepOutput) -> ExitCode {
     let parsed = (|| -> Result<_, String> {
         let seeds = sweep::parse_seeds(seeds)?;
         let shard = shard.map(sweep::parse_shard).transpose()?.unwrap_or((1, 1));
@@ -168,12 +193,24 @@ fn sweep_cmd(paths: &[PathBuf], seeds: &str, jobs: Option<usize>, shard: Option<
             .progress_chars("=> "),
     );
     let started = std::time::Instant::now();
-    let summary = sweep::sweep(&scenarios, seeds.clone(), shard, jobs, &|done, failed| {
+    let outcomes: std::sync::Mutex<Vec<sweep::RunOutcome>> = std::sync::Mutex::default();
+    let stdout = std::sync::Mutex::new(());
+    let on_run = |o: &sweep::RunOutcome| {
+        if out.json {
+            let _held = stdout.lock().unwrap_or_else(|p| p.into_inner());
+            bar.suspend(|| println!("{}", serde_json::to_string(o).unwrap_or_default()));
+        }
+        if out.junit.is_some() {
+            outcomes.lock().unwrap_or_else(|p| p.into_inner()).push(o.clone());
+        }
+    };
+    let progress = |done, failed| {
         bar.set_position(done);
         if failed > 0 {
             bar.set_message(format!("({failed} failed)"));
         }
-    });
+    };
+    let summary = sweep::sweep_with(&scenarios, seeds.clone(), shard, jobs, out.traces.as_deref(), &progress, &on_run);
     bar.finish_and_clear();
     let summary = match summary {
         Ok(s) => s,
@@ -182,7 +219,16 @@ fn sweep_cmd(paths: &[PathBuf], seeds: &str, jobs: Option<usize>, shard: Option<
             return ExitCode::from(EXIT_INVALID);
         }
     };
-    println!(
+    if let Some(path) = &out.junit {
+        let runs = outcomes.into_inner().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = redflag_sim::cli::junit::write(path, &runs) {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_HARNESS);
+        }
+    }
+    // With --json, stdout carries only the runs.
+    let say = |line: String| if out.json { eprintln!("{line}") } else { println!("{line}") };
+    say(format!(
         "{} runs ({} scenarios x seeds {}..{}, shard {}/{}) on {jobs} threads in {:.1}s: {} passed, {} failed",
         summary.runs,
         scenarios.len(),
@@ -193,17 +239,17 @@ fn sweep_cmd(paths: &[PathBuf], seeds: &str, jobs: Option<usize>, shard: Option<
         started.elapsed().as_secs_f64(),
         summary.runs - summary.failures.len() as u64,
         summary.failures.len()
-    );
+    ));
     let must_fail: Vec<&str> = scenarios.iter().filter(|s| s.expect_failure).map(|s| s.name.as_str()).collect();
     if !must_fail.is_empty() {
-        println!("  (expect_failure = true: {} count as passing only when an expectation fails)", must_fail.join(", "));
+        say(format!("  (expect_failure = true: {} count as passing only when an expectation fails)", must_fail.join(", ")));
     }
     for f in &summary.failures {
-        println!("FAIL {} seed {}", sweep::display_path(&f.file), f.seed);
+        say(format!("FAIL {} seed {}", sweep::display_path(&f.file), f.seed));
         for r in &f.reasons {
-            println!("     {r}");
+            say(format!("     {r}"));
         }
-        println!("     repro: {}", f.repro);
+        say(format!("     repro: {}", f.repro));
     }
     if summary.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILED) }
 }

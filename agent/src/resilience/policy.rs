@@ -380,6 +380,32 @@ mod tests {
         assert_eq!(got, vec![(1, Backoff), (2, Backoff), (3, BurstRest), (1, Backoff), (2, Backoff)]);
     }
 
+    /// The known mutation survivor: a policy that never resets its burst and failure counters
+    /// after a success. The breaker's own reset hides most of it; the burst does not.
+    #[test]
+    fn a_success_resets_the_burst_and_the_failure_count() {
+        let mut c = config();
+        c.breaker.failure_threshold = 100;
+        c.max_retries = 3;
+        let mut p = Policy::new(c);
+        let mut rng = StdRng::seed_from_u64(3);
+        let now = Instant::now();
+        for _ in 0..2 {
+            p.complete(now, Report::of(Verdict::Retry), &mut rng);
+        }
+        let d = p.complete(now, Report::of(Verdict::Success), &mut rng);
+        assert_eq!((d.consecutive_failures, p.consecutive_failures()), (0, 0));
+        assert!(!p.recovering());
+        // A new outage starts a new burst at its first, shortest step (no jitter here).
+        let d = p.complete(now, Report::of(Verdict::Retry), &mut rng);
+        assert_eq!((d.attempt, d.reason, d.delay, d.consecutive_failures), (1, WaitReason::Backoff, Duration::from_millis(200), 1));
+        // A fast failure also ends a burst: the server answered.
+        p.complete(now, Report::of(Verdict::Retry), &mut rng);
+        p.complete(now, Report::of(Verdict::FailFast), &mut rng);
+        let d = p.complete(now, Report::of(Verdict::Retry), &mut rng);
+        assert_eq!((d.attempt, d.delay), (1, Duration::from_millis(200)));
+    }
+
     #[test]
     fn fail_fast_waits_for_the_regular_interval() {
         let mut p = Policy::new(config());

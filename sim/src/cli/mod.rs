@@ -1,5 +1,7 @@
-//! What users type and see: the report printed after a run and the many-seed sweep. The
+//! What users type and see: the report printed after a run, the many-seed sweep and `explore`. The
 //! command-line parsing itself is `main.rs`; the run is `runner.rs`.
 
+pub mod explore;
+pub mod junit;
 pub mod report;
 pub mod sweep;

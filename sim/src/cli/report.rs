@@ -117,7 +117,9 @@ pub fn text(scenario: &Scenario, result: &RunResult) -> String {
     let _ = writeln!(out, "\nexpectations");
     for v in &result.verdicts {
         let mark = if v.passed { "PASS" } else { "FAIL" };
-        let _ = writeln!(out, "  {mark}  {} (line {}): {}", v.subject, v.line, v.reason);
+        // Line 0: an implicit check that no line of the file asked for.
+        let line = if v.line > 0 { format!(" (line {})", v.line) } else { String::new() };
+        let _ = writeln!(out, "  {mark}  {}{line}: {}", v.subject, v.reason);
     }
     let passed = result.verdicts.iter().filter(|v| v.passed).count();
     let verdict = if result.passed() { "PASS" } else { "FAIL" };

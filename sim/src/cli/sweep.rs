@@ -10,12 +10,19 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
+use serde::Serialize;
+
+use crate::judge::Verdict;
 use crate::runner::run_one;
 use crate::scenario::{Scenario, ScenarioError};
+use crate::trace::write_jsonl_file;
 
 /// Largest number of runs one sweep accepts (per shard).
 pub const RUNS_MAX: u64 = 100_000_000;
+/// Why a scenario with `expect_failure = true` failed: it did not.
+const EXPECTED_FAILURE_MISSING: &str = "expect_failure = true, but every expectation held: this scenario must show a failure";
 
 /// `A..B` (B excluded) or `A..=B`.
 pub fn parse_seeds(s: &str) -> Result<Range<u64>, String> {
@@ -111,6 +118,26 @@ pub fn work_list(scenarios: usize, seeds: Range<u64>, shard: (u64, u64)) -> Vec<
     out
 }
 
+/// One run of a sweep, as `--json` prints it (one object per line) and `--junit` records it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunOutcome {
+    pub file: String,
+    pub scenario: String,
+    pub seed: u64,
+    pub passed: bool,
+    /// Wall-clock time of the run (never part of a trace).
+    pub wall_ms: u64,
+    /// The checks that failed.
+    pub failed: Vec<Verdict>,
+    /// Set when the harness itself broke.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub harness_error: Option<String>,
+    /// The failing run's trace, when the sweep was asked to keep them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
+    pub repro: String,
+}
+
 /// Runs the work list on `jobs` threads. `progress(done, failed)` is called after each run.
 pub fn sweep(
     scenarios: &[Scenario],
@@ -118,6 +145,20 @@ pub fn sweep(
     shard: (u64, u64),
     jobs: usize,
     progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<Summary, String> {
+    sweep_with(scenarios, seeds, shard, jobs, None, progress, &|_| {})
+}
+
+/// [`sweep`], also writing each failing run's trace into `traces` (as
+/// `NAME-seed-N.jsonl`) and calling `on_run` with every run's outcome as it completes.
+pub fn sweep_with(
+    scenarios: &[Scenario],
+    seeds: Range<u64>,
+    shard: (u64, u64),
+    jobs: usize,
+    traces: Option<&Path>,
+    progress: &(dyn Fn(u64, u64) + Sync),
+    on_run: &(dyn Fn(&RunOutcome) + Sync),
 ) -> Result<Summary, String> {
     let total = (scenarios.len() as u64).saturating_mul(seeds.end - seeds.start) / shard.1;
     if total > RUNS_MAX {
@@ -134,11 +175,14 @@ pub fn sweep(
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&(s, seed)) = work.get(i) else { break };
                     let scenario = &scenarios[s];
-                    let failure = match run_one(scenario, seed) {
+                    let started = std::time::Instant::now();
+                    let result = run_one(scenario, seed);
+                    let wall = started.elapsed();
+                    let outcome = outcome(scenario, seed, &result, wall, traces);
+                    on_run(&outcome);
+                    let failure = match &result {
                         Ok(r) if r.as_expected() => None,
-                        Ok(r) if r.expect_failure => {
-                            Some(vec!["expect_failure = true, but every expectation held: this scenario must show a failure".to_string()])
-                        }
+                        Ok(r) if r.expect_failure => Some(vec![EXPECTED_FAILURE_MISSING.to_string()]),
                         Ok(r) => Some(r.verdicts.iter().filter(|v| !v.passed).map(|v| format!("{}: {}", v.subject, v.reason)).collect()),
                         Err(e) => Some(vec![format!("harness error: {e}")]),
                     };
@@ -157,6 +201,53 @@ pub fn sweep(
     let mut failures = failures.into_inner().unwrap_or_else(|p| p.into_inner());
     failures.sort_by(|a, b| (&a.file, a.seed).cmp(&(&b.file, b.seed)));
     Ok(Summary { runs: work.len() as u64, failures })
+}
+
+fn outcome(
+    scenario: &Scenario,
+    seed: u64,
+    result: &Result<crate::runner::RunResult, String>,
+    wall: Duration,
+    traces: Option<&Path>,
+) -> RunOutcome {
+    let (passed, failed, harness_error) = match result {
+        // A scenario that must fail passes when it does; its failed checks are what it shows.
+        Ok(r) if r.as_expected() => (true, Vec::new(), None),
+        Ok(r) if r.expect_failure => (
+            false,
+            vec![Verdict {
+                check: "expect_failure".into(),
+                subject: "expect_failure = true".into(),
+                line: 0,
+                passed: false,
+                reason: EXPECTED_FAILURE_MISSING.into(),
+            }],
+            None,
+        ),
+        Ok(r) => (false, r.verdicts.iter().filter(|v| !v.passed).cloned().collect(), None),
+        Err(e) => (false, Vec::new(), Some(e.clone())),
+    };
+    let trace = match (traces, result) {
+        (Some(dir), Ok(r)) if !passed => {
+            let path = dir.join(format!("{}-seed-{seed}.jsonl", scenario.name));
+            match write_jsonl_file(&path, &r.records) {
+                Ok(()) => Some(path.display().to_string()),
+                Err(e) => Some(format!("not written: {e}")),
+            }
+        }
+        _ => None,
+    };
+    RunOutcome {
+        file: display_path(&scenario.path),
+        scenario: scenario.name.clone(),
+        seed,
+        passed,
+        wall_ms: wall.as_millis() as u64,
+        failed,
+        harness_error,
+        trace,
+        repro: scenario.repro(seed),
+    }
 }
 
 /// Default worker count: every core.

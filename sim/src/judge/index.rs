@@ -2,7 +2,7 @@
 //! breaker openings in time order; per fault, when it was applied and ended; per host, when its
 //! software was down; and the requests the server and the proxy answered.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use redflag_agent::events::{Event, RequestKind};
@@ -10,6 +10,9 @@ use serde::Serialize;
 
 use crate::scenario::Fleet;
 use crate::trace::{Record, SimEvent};
+
+/// The action of faults that leave the agent API working: only `/health` is broken.
+const API_UP_ACTION: &str = "broken_health";
 
 /// A fault window as it happened (from the trace), in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +50,24 @@ pub(crate) struct AgentView {
     pub(crate) checkin_sent: u64,
     pub(crate) breaker_opened: Vec<u64>,
     pub(crate) ended: Vec<(u64, String)>,
+    /// The loop's own story in time order (starts, requests, attempt ends, rapid polling), for
+    /// the checks that judge waits: `alive`, `bounded_waits`, `honours_retry_after`.
+    pub(crate) marks: Vec<(u64, Mark)>,
+}
+
+/// One step of an agent loop's story, as the wait checks need it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Mark {
+    /// The loop (re)started: waits decided by an earlier process are forgotten.
+    Started,
+    RequestStarted(RequestKind),
+    /// A request ended; `retry_after_ms` is the Retry-After its answer carried.
+    RequestFinished { kind: RequestKind, retry_after_ms: Option<u64> },
+    /// An attempt ended and the loop decided its wait: `retry` after a retryable failure,
+    /// otherwise (success, fail fast, renew) the regular interval.
+    AttemptEnded { retry: bool, delay_ms: u64 },
+    /// Rapid polling switched on for this long.
+    RapidPolling { for_ms: u64 },
 }
 
 impl AgentView {
@@ -63,11 +84,28 @@ impl AgentView {
     }
 }
 
+impl Mark {
+    fn of(e: &Event) -> Option<Mark> {
+        Some(match e {
+            Event::AgentStarted { .. } => Mark::Started,
+            Event::RequestStarted { kind } => Mark::RequestStarted(*kind),
+            Event::RequestFinished { kind, retry_after_ms, .. } => Mark::RequestFinished { kind: *kind, retry_after_ms: *retry_after_ms },
+            Event::AttemptFailed { verdict, delay_ms, .. } => Mark::AttemptEnded { retry: verdict == "retry", delay_ms: *delay_ms },
+            Event::CheckinOk { delay_ms, .. } => Mark::AttemptEnded { retry: false, delay_ms: *delay_ms },
+            Event::RapidPolling { for_ms } => Mark::RapidPolling { for_ms: *for_ms },
+            _ => return None,
+        })
+    }
+}
+
 /// The trace, indexed for the checks.
 pub struct TraceIndex {
     pub(crate) agents: BTreeMap<Arc<str>, AgentView>,
     /// Per fault index: (applied, ended).
     pub(crate) faults: BTreeMap<usize, (u64, Option<u64>)>,
+    /// Faults that leave the agent API working (a broken `/health`): they open no fault window,
+    /// so agents must keep checking in through them as if nothing were wrong.
+    pub(crate) api_up: BTreeSet<usize>,
     /// Per host: the intervals its software was down.
     pub(crate) host_down: BTreeMap<Arc<str>, Vec<(u64, Option<u64>)>>,
     pub(crate) server_requests: Vec<u64>,
@@ -84,6 +122,7 @@ impl TraceIndex {
         let mut idx = TraceIndex {
             agents,
             faults: BTreeMap::new(),
+            api_up: BTreeSet::new(),
             host_down: BTreeMap::new(),
             server_requests: Vec::new(),
             proxy_requests: Vec::new(),
@@ -93,8 +132,11 @@ impl TraceIndex {
             idx.run_end_ms = idx.run_end_ms.max(r.t_ms);
             if let Some(e) = r.sim_event() {
                 match e {
-                    SimEvent::FaultApplied { fault, .. } => {
+                    SimEvent::FaultApplied { fault, action, .. } => {
                         idx.faults.entry(*fault).or_insert((r.t_ms, None));
+                        if action == API_UP_ACTION {
+                            idx.api_up.insert(*fault);
+                        }
                     }
                     SimEvent::FaultEnded { fault, .. } => {
                         if let Some(f) = idx.faults.get_mut(fault) {
@@ -126,6 +168,9 @@ impl TraceIndex {
             let (Some(agent), Some(e)) = (r.agent.as_ref(), r.agent_event()) else { continue };
             let view = idx.agents.entry(agent.clone()).or_default();
             view.host.get_or_insert_with(|| r.host.clone());
+            if let Some(mark) = Mark::of(e) {
+                view.marks.push((r.t_ms, mark));
+            }
             match e {
                 Event::AgentStarted { .. } => view.starts.push(r.t_ms),
                 Event::RequestStarted { kind } => {
@@ -147,10 +192,12 @@ impl TraceIndex {
     }
 
     /// Fault windows as they happened, merged where they overlap (or touch), in time order.
+    /// Faults that leave the API working open no window.
     pub fn merged_windows(&self) -> Vec<(Vec<usize>, Window)> {
         let mut windows: Vec<(Vec<usize>, Window)> = self
             .faults
             .iter()
+            .filter(|(i, _)| !self.api_up.contains(*i))
             .map(|(i, (s, e))| (vec![*i], Window { start_ms: *s, end_ms: *e }))
             .collect();
         windows.sort_by_key(|(_, w)| w.start_ms);

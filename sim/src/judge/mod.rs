@@ -17,12 +17,19 @@
 //! * `no_lost_commands`: every command queued (outside the last `grace`) has exactly one
 //!   result recorded at the server by the end.
 //! * `no_duplicate_execution`: no agent started the same command id twice.
+//! * `honours_retry_after`: no request to a route before a Retry-After given on it elapsed,
+//!   clamped to the agent's `retry_after_max_seconds`.
+//! * `bounded_waits`: no wait between two attempts longer than the agent's config allows.
+//! * implicit in every run: agents stay *alive between faults* (`alive_between_faults.rs`).
 //! * implicit in every run: each fault was *observed*: some agent request failed between the
 //!   fault's start and the first success after it ended. A fault nobody noticed was probably
 //!   never wired in, and must not let a scenario pass.
 
+mod alive_between_faults;
+mod bounded_waits;
 mod breaker_opens;
 mod fault_observed;
+mod honours_retry_after;
 mod index;
 mod max_request_rate;
 mod never_gives_up;
@@ -102,11 +109,23 @@ pub fn evaluate(scenario: &Scenario, records: &[Record], tolerance: Duration) ->
                 Check::NoDuplicateExecution => {
                     ("no_duplicate_execution".to_string(), no_duplicate_execution::no_duplicate_execution(records))
                 }
+                Check::HonoursRetryAfter => {
+                    let clamp = scenario.agent_config.resilience.retry_after_max;
+                    (
+                        format!("honours_retry_after (clamped to {})", fmt_duration(clamp)),
+                        honours_retry_after::honours_retry_after(&idx, clamp, tol),
+                    )
+                }
+                Check::BoundedWaits => {
+                    let bounds = bounded_waits::Bounds::of(&scenario.agent_config.policy());
+                    (format!("bounded_waits ({})", bounds.describe()), bounded_waits::bounded_waits(&idx, &bounds, tol))
+                }
             };
             Verdict { check: e.check.name().to_string(), subject, line: e.line, passed: result.is_ok(), reason: result.unwrap_or_else(|e| e) }
         })
         .collect();
     out.extend(fault_observed::faults_observed(&idx, scenario, tol));
+    out.push(alive_between_faults::alive_between_faults(&idx, scenario, tol));
     out
 }
 

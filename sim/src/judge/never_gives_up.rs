@@ -27,6 +27,10 @@ pub(super) fn never_gives_up(idx: &TraceIndex, max_gap: Duration, tol: u64) -> R
             let Some(&started) = view.starts.first() else { continue };
             let before = view.requests.partition_point(|&t| t <= w.start_ms);
             let mut prev = if before > 0 { view.requests[before - 1] } else { started };
+            // A host that came back up before the window started its loops afresh: the gap
+            // counts from its restart, not from the last request before it went down.
+            let restarted = idx.host_down.get(host).into_iter().flatten().filter_map(|&(_, e)| e).filter(|&e| e <= w.start_ms).max();
+            prev = prev.max(restarted.unwrap_or(0));
             let mut gaps: Vec<(u64, u64)> = Vec::new();
             for &t in view.requests[before..].iter().take_while(|&&t| t <= end) {
                 gaps.push((prev, t));

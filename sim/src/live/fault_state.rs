@@ -25,7 +25,7 @@
 
 use std::collections::BTreeMap;
 
-use super::modes::{ProxyModeSpec, ServerModesSpec, StatusSpec};
+use super::modes::{HealthSpec, ProxyModeSpec, ServerModesSpec, StatusSpec};
 use crate::scenario::{Action, Direction, Fault, Fleet, Scenario, Target};
 use crate::trace::SimEvent;
 
@@ -135,6 +135,7 @@ pub struct LiveFaults {
     slow: Vec<(usize, u64)>,
     setup: Vec<usize>,
     revoke: Vec<usize>,
+    broken_health: Vec<(usize, HealthSpec)>,
 }
 
 const HARNESS: &str = "harness";
@@ -156,6 +157,7 @@ impl LiveFaults {
             slow: Vec::new(),
             setup: Vec::new(),
             revoke: Vec::new(),
+            broken_health: Vec::new(),
         }
     }
 
@@ -170,6 +172,7 @@ impl LiveFaults {
             setup_mode: !self.setup.is_empty(),
             revoke_refresh: !self.revoke.is_empty(),
             http_status: self.server_status.last().map(|(_, s)| *s),
+            broken_health: self.broken_health.last().map(|(_, h)| *h),
         }
     }
 
@@ -284,6 +287,10 @@ impl LiveFaults {
                 self.revoke.push(idx);
                 self.push_server_modes(&mut out);
             }
+            Action::BrokenHealth { status } => {
+                self.broken_health.push((idx, HealthSpec { status: *status }));
+                self.push_server_modes(&mut out);
+            }
         }
         out
     }
@@ -350,6 +357,10 @@ impl LiveFaults {
             }
             Action::RevokeRefresh => {
                 self.revoke.retain(|i| *i != idx);
+                self.push_server_modes(&mut out);
+            }
+            Action::BrokenHealth { .. } => {
+                self.broken_health.retain(|(i, _)| *i != idx);
                 self.push_server_modes(&mut out);
             }
         }

@@ -18,7 +18,28 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::models::proxy::{LATENCY_MAX, ProxyMode};
-use crate::models::server::{RETRY_AFTER_MAX_SECONDS, SLOW_DELAY_MAX, ServerModes};
+use crate::models::server::{BrokenHealth, RETRY_AFTER_MAX_SECONDS, SLOW_DELAY_MAX, ServerModes};
+
+/// A broken `/health`: `{"status":503}` answers that status, `{}` (no status) hangs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSpec {
+    #[serde(default)]
+    pub status: Option<u16>,
+}
+
+impl HealthSpec {
+    pub fn to_mode(self) -> BrokenHealth {
+        self.status.map_or(BrokenHealth::Hang, BrokenHealth::Status)
+    }
+
+    pub fn from_mode(mode: BrokenHealth) -> Self {
+        match mode {
+            BrokenHealth::Status(s) => HealthSpec { status: Some(s) },
+            BrokenHealth::Hang => HealthSpec { status: None },
+        }
+    }
+}
 
 /// A status answered by a fault mode, with an optional `Retry-After` in seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +78,9 @@ pub struct ServerModesSpec {
     /// Answer this status to every agent route.
     #[serde(default)]
     pub http_status: Option<StatusSpec>,
+    /// Break `GET /health` alone (the `broken_health` fault).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broken_health: Option<HealthSpec>,
 }
 
 impl ServerModesSpec {
@@ -69,6 +93,9 @@ impl ServerModesSpec {
         if let Some(s) = &self.http_status {
             s.validate().map_err(|e| format!("http_status: {e}"))?;
         }
+        if let Some(s) = self.broken_health.and_then(|h| h.status).filter(|s| !(100..=599).contains(s)) {
+            return Err(format!("broken_health.status must be an HTTP status between 100 and 599, got {s}"));
+        }
         Ok(())
     }
 
@@ -78,6 +105,7 @@ impl ServerModesSpec {
         modes.set_setup_mode(self.setup_mode);
         modes.set_revoke_refresh(self.revoke_refresh);
         modes.set_http_status(self.http_status.map(|s| (s.status, s.retry_after)));
+        modes.set_broken_health(self.broken_health.map(HealthSpec::to_mode));
     }
 
     /// The model's switches as they are.
@@ -87,6 +115,7 @@ impl ServerModesSpec {
             setup_mode: modes.setup_mode(),
             revoke_refresh: modes.revoke_refresh(),
             http_status: modes.http_status().map(|(status, retry_after)| StatusSpec { status, retry_after }),
+            broken_health: modes.broken_health().map(HealthSpec::from_mode),
         }
     }
 }

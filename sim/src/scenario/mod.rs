@@ -26,6 +26,7 @@ pub use commands::{
     QueuedCommand, Workload, command_id,
 };
 use commands::{RawCommand, RawServer, RawWorkload};
+pub mod explore;
 
 /// Limits, so that a typo cannot ask for a billion agents or a century of simulated time.
 pub mod limits {
@@ -57,12 +58,15 @@ pub const ACTIONS: &[&str] = &[
     "setup_mode",
     "expire_tokens",
     "revoke_refresh",
+    "broken_health",
 ];
 pub const CHECKS: &[&str] = &[
     "recovers_within",
     "never_gives_up",
     "max_request_rate",
     "breaker_opens",
+    "honours_retry_after",
+    "bounded_waits",
     "no_lost_commands",
     "no_duplicate_execution",
 ];
@@ -99,6 +103,8 @@ pub struct Scenario {
     /// The scenario must fail (it shows a failure on purpose): `run` and `sweep` count it as
     /// passing only when some expectation fails.
     pub expect_failure: bool,
+    /// The `[explore]` space of fault schedules, if the file has one (`redflag-sim explore`).
+    pub explore: Option<explore::ExploreSpace>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,6 +192,8 @@ pub enum Action {
     SetupMode,
     ExpireTokens,
     RevokeRefresh,
+    /// `GET /health` alone is broken: it answers `status`, or hangs when there is none.
+    BrokenHealth { status: Option<u16> },
 }
 
 impl Action {
@@ -201,6 +209,7 @@ impl Action {
             Action::SetupMode => "setup_mode",
             Action::ExpireTokens => "expire_tokens",
             Action::RevokeRefresh => "revoke_refresh",
+            Action::BrokenHealth { .. } => "broken_health",
         }
     }
 }
@@ -239,10 +248,12 @@ impl Fault {
                 format!(" {arrow} {peer}")
             }
             Action::Latency { peer, delay } => format!(" <-> {peer} +{}", fmt_duration(*delay)),
-            Action::Loss { peer, rate } => format!(" <-> {peer} {}%", rate * 100.0),
+            Action::Loss { peer, rate } => format!(" <-> {peer} {}%", (rate * 1000.0).round() / 10.0),
             Action::HttpStatus { status, retry_after_seconds: Some(s) } => format!(" {status} Retry-After {s}"),
             Action::HttpStatus { status, retry_after_seconds: None } => format!(" {status}"),
             Action::Slow { delay } => format!(" +{}", fmt_duration(*delay)),
+            Action::BrokenHealth { status: Some(s) } => format!(" /health {s}"),
+            Action::BrokenHealth { status: None } => " /health hangs".to_string(),
             _ => String::new(),
         };
         let span = match self.duration {
@@ -267,6 +278,10 @@ pub enum Check {
     BreakerOpens,
     NoLostCommands { grace: Duration },
     NoDuplicateExecution,
+    /// No request to a route before a Retry-After given on it elapsed (clamped).
+    HonoursRetryAfter,
+    /// No wait between two attempts longer than the agent's config allows.
+    BoundedWaits,
 }
 
 impl Check {
@@ -278,6 +293,8 @@ impl Check {
             Check::BreakerOpens => "breaker_opens",
             Check::NoLostCommands { .. } => "no_lost_commands",
             Check::NoDuplicateExecution => "no_duplicate_execution",
+            Check::HonoursRetryAfter => "honours_retry_after",
+            Check::BoundedWaits => "bounded_waits",
         }
     }
 }
@@ -368,6 +385,7 @@ struct RawScenario {
     #[serde(default)]
     commands: Vec<Spanned<RawCommand>>,
     workload: Option<Spanned<RawWorkload>>,
+    explore: Option<Spanned<explore::RawExplore>>,
 }
 
 #[derive(Deserialize)]
@@ -574,6 +592,8 @@ impl Parser<'_> {
             return Err(self.at(raw.expect[limits::EXPECT_MAX].span(), format!("more than {} expectations", limits::EXPECT_MAX)));
         }
         let expect = raw.expect.iter().map(|e| self.expect(e)).collect::<Result<Vec<_>, _>>()?;
+        let settle = explore::settle_time(&agent_config, &expect);
+        let explore = raw.explore.as_ref().map(|e| self.explore(e, &fleet, duration, settle)).transpose()?;
 
         let delivery = self.server(raw.server.as_ref())?;
         if raw.commands.len() > commands::limits::COMMAND_ENTRIES_MAX {
@@ -606,6 +626,7 @@ impl Parser<'_> {
             commands: command_entries,
             workload,
             expect_failure: raw.expect_failure,
+            explore,
         })
     }
 
@@ -747,6 +768,7 @@ impl Parser<'_> {
             "loss" => &["peer", "rate"],
             "http_status" => &["status", "retry_after"],
             "slow" => &["delay"],
+            "broken_health" => &["status"],
             _ => &[],
         };
         let present: [(&str, Option<Range<usize>>); 6] = [
@@ -854,6 +876,15 @@ impl Parser<'_> {
                 server_only("revoke_refresh")?;
                 Action::RevokeRefresh
             }
+            "broken_health" => {
+                server_only("broken_health")?;
+                let status = match &f.status {
+                    None => None,
+                    Some(s) if (100..=599).contains(s.get_ref()) => Some(*s.get_ref() as u16),
+                    Some(s) => return Err(self.at(s.span(), format!("status must be an HTTP status between 100 and 599, got {}", s.get_ref()))),
+                };
+                Action::BrokenHealth { status }
+            }
             _ => unreachable!("checked against ACTIONS above"),
         };
         Ok(Fault { index, line, at, duration, target, action })
@@ -923,6 +954,8 @@ impl Parser<'_> {
                 Check::NoLostCommands { grace }
             }
             "no_duplicate_execution" => Check::NoDuplicateExecution,
+            "honours_retry_after" => Check::HonoursRetryAfter,
+            "bounded_waits" => Check::BoundedWaits,
             _ => unreachable!("checked against CHECKS above"),
         };
         Ok(Expectation { line, check })

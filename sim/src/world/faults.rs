@@ -12,6 +12,7 @@ use turmoil::Sim;
 
 use super::{LINK_LATENCY_MAX, LINK_LATENCY_MIN, Shared};
 use crate::models::proxy::ProxyMode;
+use crate::models::server::BrokenHealth;
 use crate::scenario::{Action, Direction, Fault, Fleet, Scenario, Target};
 use crate::trace::{SimEvent, TraceEvent};
 
@@ -29,6 +30,7 @@ pub(super) struct FaultState {
     slow: Vec<(usize, Duration)>,
     setup: Vec<usize>,
     revoke: Vec<usize>,
+    broken_health: Vec<(usize, BrokenHealth)>,
     fleet: Fleet,
 }
 
@@ -43,6 +45,7 @@ impl FaultState {
             slow: Vec::new(),
             setup: Vec::new(),
             revoke: Vec::new(),
+            broken_health: Vec::new(),
             fleet: scenario.fleet,
         }
     }
@@ -167,6 +170,11 @@ impl FaultState {
                 self.revoke.push(fault.index);
                 world.modes.set_revoke_refresh(true);
             }
+            Action::BrokenHealth { status } => {
+                let broken = status.map_or(BrokenHealth::Hang, BrokenHealth::Status);
+                self.broken_health.push((fault.index, broken));
+                world.modes.set_broken_health(Some(broken));
+            }
         }
     }
 
@@ -248,6 +256,10 @@ impl FaultState {
             Action::RevokeRefresh => {
                 self.revoke.retain(|i| *i != fault.index);
                 world.modes.set_revoke_refresh(!self.revoke.is_empty());
+            }
+            Action::BrokenHealth { .. } => {
+                self.broken_health.retain(|(i, _)| *i != fault.index);
+                world.modes.set_broken_health(self.broken_health.last().map(|(_, b)| *b));
             }
         }
         Self::record(world, t_ms, fault, false);

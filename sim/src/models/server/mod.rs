@@ -26,7 +26,8 @@
 //!   token (the old one stops working), 401 for a wrong refresh token, 400 for a bad body.
 //! * `GET  /health`: 200 `{"status":"healthy"}`; in setup mode 200
 //!   `{"status":"waiting for configuration"}`, as RedFlag 0.1.18's unconfigured welcome mode
-//!   answers (the agent counts that as "not ready").
+//!   answers (the agent counts that as "not ready"); under the `broken_health` fault, another
+//!   status or no answer at all while the rest of the API works.
 //!
 //! Every answered request is recorded in the trace as `server_request`; commands delivered and
 //! acknowledged in a check-in, and results received, as `command_delivered`,
@@ -42,7 +43,7 @@ mod modes;
 mod rate_limit;
 
 pub use db::{CheckinCommands, RESULTS_KEPT_MAX, ResultOutcome, SENT_TIMEOUT, ServerDb, TokenCheck};
-pub use modes::ServerModes;
+pub use modes::{BrokenHealth, ServerModes};
 use rate_limit::RateLimiter;
 
 use std::convert::Infallible;
@@ -91,6 +92,9 @@ pub const SLOW_DELAY_MAX: Duration = Duration::from_secs(60 * 60);
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest database file `load` reads.
 pub const DB_FILE_MAX_BYTES: u64 = 256 * 1024 * 1024;
+/// The longest a hanging `/health` (the `broken_health` fault without a status) holds a
+/// request before it answers 503: long past any client's timeout, and bounded.
+pub const HEALTH_HANG_MAX: Duration = Duration::from_secs(10 * 60);
 /// A Retry-After the http_status mode sends is capped at one day.
 pub const RETRY_AFTER_MAX_SECONDS: u64 = 24 * 60 * 60;
 
@@ -267,7 +271,17 @@ async fn answer(
 ) -> Response {
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
-    let mut resp = if is_agent_route(&path) && app.modes.setup_mode() {
+    let broken_health = app.modes.broken_health().filter(|_| path == HEALTH_PATH);
+    if broken_health == Some(BrokenHealth::Hang) {
+        tokio::time::sleep(HEALTH_HANG_MAX).await;
+    }
+    let mut resp = if let Some(broken) = broken_health {
+        let status = match broken {
+            BrokenHealth::Status(s) => s,
+            BrokenHealth::Hang => 503,
+        };
+        status_response(status, None, r#"{"status":"unhealthy"}"#.into(), "application/json")
+    } else if is_agent_route(&path) && app.modes.setup_mode() {
         // RedFlag's welcome mode has no agent routes at all: gin's own plain-text 404.
         status_response(404, None, "404 page not found".into(), "text/plain")
     } else if path == HEALTH_PATH && app.modes.setup_mode() {

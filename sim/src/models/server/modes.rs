@@ -1,11 +1,20 @@
 //! The server's fault switches ([`ServerModes`]): slow answers, setup mode, refused refresh
-//! tokens, an injected status. They belong to whoever injects faults (the world in simulation,
+//! tokens, an injected status, a broken `/health`. They belong to whoever injects faults (the world in simulation,
 //! the control API in live mode), not to the server process, so a crash does not reset them.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::{RETRY_AFTER_MAX_SECONDS, SLOW_DELAY_MAX};
+
+/// How `GET /health` is broken (the rest of the API works).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokenHealth {
+    /// Answer this status.
+    Status(u16),
+    /// Hold the request without answering (for at most [`super::HEALTH_HANG_MAX`]).
+    Hang,
+}
 
 /// The server's fault switches. Cheap to clone (shared); default: all off.
 #[derive(Clone, Default)]
@@ -17,6 +26,7 @@ struct ModesState {
     setup_mode: bool,
     revoke_refresh: bool,
     http_status: Option<(u16, Option<u64>)>,
+    broken_health: Option<BrokenHealth>,
 }
 
 impl ServerModes {
@@ -44,6 +54,15 @@ impl ServerModes {
     /// outside 100..=599 is answered as 500.
     pub fn set_http_status(&self, status: Option<(u16, Option<u64>)>) {
         self.lock().http_status = status.map(|(code, ra)| (code, ra.map(|s| s.min(RETRY_AFTER_MAX_SECONDS))));
+    }
+
+    /// Break `GET /health` alone; `None` mends it.
+    pub fn set_broken_health(&self, broken: Option<BrokenHealth>) {
+        self.lock().broken_health = broken;
+    }
+
+    pub fn broken_health(&self) -> Option<BrokenHealth> {
+        self.lock().broken_health
     }
 
     pub fn slow(&self) -> Option<Duration> {
