@@ -182,7 +182,8 @@ impl<T: Transport, S: Store, H: Host, O: Observer, P: Strategy> CheckinLoop<T, S
             };
             let now = Instant::now();
             let interval = self.rapid_interval(now);
-            let report = Report { verdict: result.verdict, retry_after: result.retry_after, interval };
+            let report =
+                Report { verdict: result.verdict, retry_after: result.retry_after, interval, outcome: Some(result.outcome) };
             let decision = self.strategy.complete(now.into_std(), report, &mut self.rng);
             self.after_attempt(&result, &decision);
             next_due = Instant::from_std(decision.next_attempt_at);

@@ -35,3 +35,9 @@ pub fn start_fraction(run: u64, index: u32) -> f64 {
 pub fn initial_tokens(run: u64, index: u32) -> u64 {
     mix_seed(run, u64::from(index), 0x746f6b656e)
 }
+
+/// Agent `index`'s start-up sleep under a baseline strategy that has one, in its
+/// `generation`-th life.
+pub fn strategy_start(run: u64, index: u32, generation: u64) -> u64 {
+    mix_seed(run, u64::from(index) ^ 0x5354_5241_5445_4759, generation.wrapping_add(7))
+}

@@ -22,7 +22,7 @@ use rand::Rng;
 
 use super::backoff::{Backoff, BackoffConfig, uniform};
 use super::breaker::{Admission, Breaker, BreakerConfig, BreakerState, Transition};
-use super::classify::Verdict;
+use super::classify::{Outcome, Verdict};
 
 /// Regular check-ins are spread by at most this fraction of the interval, either way.
 pub const REGULAR_JITTER_FRACTION: f64 = 0.1;
@@ -98,11 +98,15 @@ pub struct Report {
     pub retry_after: Option<Duration>,
     /// A shorter regular interval the server asked for (rapid polling), if any.
     pub interval: Option<Duration>,
+    /// What the request that decided the attempt met (status, timeout, refusal...), when
+    /// known. The production policy decides on the verdict alone; strategies modelled on other
+    /// systems (which, say, fail fast on 429 or price a timeout higher) read this.
+    pub outcome: Option<Outcome>,
 }
 
 impl Report {
     pub fn of(verdict: Verdict) -> Self {
-        Report { verdict, retry_after: None, interval: None }
+        Report { verdict, retry_after: None, interval: None, outcome: None }
     }
 }
 

@@ -19,6 +19,13 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use toml::Spanned;
 
+mod server;
+mod strategy;
+
+pub use server::limits as server_limits;
+pub use server::{COST_HEALTH, COST_REQUEST, Capacity, ServerSettings, ShedRetryAfter, cost_of};
+pub use strategy::StrategyName;
+
 /// Limits, so that a typo cannot ask for a billion agents or a century of simulated time.
 pub mod limits {
     use std::time::Duration;
@@ -50,10 +57,19 @@ pub const ACTIONS: &[&str] = &[
     "expire_tokens",
     "revoke_refresh",
 ];
-pub const CHECKS: &[&str] = &["recovers_within", "never_gives_up", "max_request_rate", "breaker_opens"];
+pub const CHECKS: &[&str] = &[
+    "recovers_within",
+    "never_gives_up",
+    "max_request_rate",
+    "breaker_opens",
+    "fleet_recovers_within",
+    "max_amplification",
+    "load_settles",
+    "max_wasted_share",
+];
 /// `[agent]` keys a scenario may override; the harness owns the rest (server_url, agent_id,
 /// token, refresh_token, state_dir).
-pub const AGENT_KEYS: &[&str] = &["check_in_interval", "resilience"];
+pub const AGENT_KEYS: &[&str] = &["check_in_interval", "resilience", "strategy"];
 
 // ---- the validated scenario ----------------------------------------------------------------
 
@@ -73,6 +89,10 @@ pub struct Scenario {
     pub agent_overrides: Map<String, Value>,
     /// The agent config every agent runs with (agent 0's, as validated).
     pub agent_config: Config,
+    /// `[agent] strategy`: the decision-maker every agent runs (default: the production policy).
+    pub strategy: StrategyName,
+    /// `[server]`: the server model's capacity (unlimited by default).
+    pub server: ServerSettings,
     pub faults: Vec<Fault>,
     pub expect: Vec<Expectation>,
 }
@@ -241,6 +261,22 @@ pub enum Check {
     NeverGivesUp { max_gap: Option<Duration> },
     MaxRequestRate { at: RateAt, limit_per_second: f64 },
     BreakerOpens,
+    /// Every disturbed agent checks in within this after each fault window.
+    FleetRecoversWithin { within: FleetBound },
+    /// Server work per recovered agent, from a fault's end to the fleet's recovery.
+    MaxAmplification { limit: f64 },
+    /// Utilization falls below `below` within `within` of each fault's end, and stays there.
+    LoadSettles { below: f64, within: Duration },
+    /// At most this share of the server's work went to clients that had gone.
+    MaxWastedShare { limit: f64 },
+}
+
+/// The bound of `fleet_recovers_within`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FleetBound {
+    Within(Duration),
+    /// This many times the physical limit (the disturbed agents' work ÷ capacity).
+    LimitFactor(f64),
 }
 
 impl Check {
@@ -250,6 +286,10 @@ impl Check {
             Check::NeverGivesUp { .. } => "never_gives_up",
             Check::MaxRequestRate { .. } => "max_request_rate",
             Check::BreakerOpens => "breaker_opens",
+            Check::FleetRecoversWithin { .. } => "fleet_recovers_within",
+            Check::MaxAmplification { .. } => "max_amplification",
+            Check::LoadSettles { .. } => "load_settles",
+            Check::MaxWastedShare { .. } => "max_wasted_share",
         }
     }
 }
@@ -330,6 +370,7 @@ struct RawScenario {
     live: bool,
     fleet: Option<Spanned<RawFleet>>,
     agent: Option<Spanned<toml::Table>>,
+    server: Option<Spanned<server::RawServer>>,
     #[serde(default)]
     faults: Vec<Spanned<RawFault>>,
     #[serde(default)]
@@ -366,6 +407,8 @@ struct RawExpect {
     max_gap: Option<Spanned<String>>,
     at: Option<Spanned<String>>,
     limit: Option<Spanned<f64>>,
+    limit_factor: Option<Spanned<f64>>,
+    below: Option<Spanned<f64>>,
 }
 
 // ---- reading -------------------------------------------------------------------------------
@@ -519,7 +562,8 @@ impl Parser<'_> {
             }
         };
         let fleet = self.fleet(raw.fleet.as_ref())?;
-        let (agent_overrides, agent_config) = self.agent(raw.agent.as_ref())?;
+        let (agent_overrides, agent_config, strategy) = self.agent(raw.agent.as_ref())?;
+        let server = self.server(raw.server.as_ref(), duration)?;
 
         if raw.faults.len() > limits::FAULTS_MAX {
             return Err(self.at(raw.faults[limits::FAULTS_MAX].span(), format!("more than {} faults", limits::FAULTS_MAX)));
@@ -535,6 +579,9 @@ impl Parser<'_> {
             return Err(self.at(raw.expect[limits::EXPECT_MAX].span(), format!("more than {} expectations", limits::EXPECT_MAX)));
         }
         let expect = raw.expect.iter().map(|e| self.expect(e)).collect::<Result<Vec<_>, _>>()?;
+        for (e, raw_e) in expect.iter().zip(&raw.expect) {
+            self.needs_capacity(e, raw_e, &server)?;
+        }
 
         Ok(Scenario {
             path: self.path.to_path_buf(),
@@ -547,6 +594,8 @@ impl Parser<'_> {
             fleet,
             agent_overrides,
             agent_config,
+            strategy,
+            server,
             faults,
             expect,
         })
@@ -573,10 +622,23 @@ impl Parser<'_> {
         Ok(Fleet { agents, hosts })
     }
 
-    fn agent(&self, raw: Option<&Spanned<toml::Table>>) -> Result<(Map<String, Value>, Config), ScenarioError> {
-        let (table, span) = match raw {
+    fn agent(&self, raw: Option<&Spanned<toml::Table>>) -> Result<(Map<String, Value>, Config, StrategyName), ScenarioError> {
+        let (mut table, span) = match raw {
             Some(t) => (t.get_ref().clone(), t.span()),
             None => (toml::Table::new(), 0..0),
+        };
+        // `strategy` picks the decision-maker; it is not a key of the agent's config file.
+        let strategy = match table.remove("strategy") {
+            None => StrategyName::Default,
+            Some(v) => {
+                let line_span = self.key_in_table("agent", "strategy").unwrap_or(span.clone());
+                match v.as_str().and_then(StrategyName::parse) {
+                    Some(name) => name,
+                    None => {
+                        return Err(self.at(line_span, format!("unknown [agent] strategy {v}; expected one of: {}", StrategyName::list())));
+                    }
+                }
+            }
         };
         for key in table.keys() {
             if !AGENT_KEYS.contains(&key.as_str()) {
@@ -600,7 +662,7 @@ impl Parser<'_> {
             let message = e.to_string();
             self.at(line_span.unwrap_or(span.clone()), message)
         })?;
-        Ok((overrides, config))
+        Ok((overrides, config, strategy))
     }
 
     /// Where `key = ...` is written directly under the header `[table]` (dotted, like
@@ -813,6 +875,9 @@ impl Parser<'_> {
             "recovers_within" => &["within"],
             "never_gives_up" => &["max_gap"],
             "max_request_rate" => &["at", "limit"],
+            "fleet_recovers_within" => &["within", "limit_factor"],
+            "max_amplification" | "max_wasted_share" => &["limit"],
+            "load_settles" => &["below", "within"],
             _ => &[],
         };
         let present = [
@@ -820,6 +885,8 @@ impl Parser<'_> {
             ("max_gap", e.max_gap.as_ref().map(|v| v.span())),
             ("at", e.at.as_ref().map(|v| v.span())),
             ("limit", e.limit.as_ref().map(|v| v.span())),
+            ("limit_factor", e.limit_factor.as_ref().map(|v| v.span())),
+            ("below", e.below.as_ref().map(|v| v.span())),
         ];
         for (key, span) in present {
             if let Some(span) = span {
@@ -850,9 +917,70 @@ impl Parser<'_> {
                 Check::MaxRequestRate { at, limit_per_second: l }
             }
             "breaker_opens" => Check::BreakerOpens,
+            "fleet_recovers_within" => {
+                let within = match (&e.within, &e.limit_factor) {
+                    (Some(w), None) => FleetBound::Within(self.duration(w, "within")?),
+                    (None, Some(f)) => {
+                        let x = *f.get_ref();
+                        if !(x.is_finite() && (1.0..=1000.0).contains(&x)) {
+                            return Err(self.at(f.span(), format!("limit_factor must be at least 1 (the physical limit itself) and at most 1000, got {x}")));
+                        }
+                        FleetBound::LimitFactor(x)
+                    }
+                    (Some(_), Some(f)) => return Err(self.at(f.span(), "check \"fleet_recovers_within\" takes within or limit_factor, not both")),
+                    (None, None) => {
+                        return Err(self.at(e.check.span(), "check \"fleet_recovers_within\" needs within = \"30s\" or limit_factor = 1.5"));
+                    }
+                };
+                Check::FleetRecoversWithin { within }
+            }
+            "max_amplification" => {
+                let l = self.positive(e.limit.as_ref(), e, "max_amplification", "server work units per recovered agent, like limit = 2")?;
+                Check::MaxAmplification { limit: l }
+            }
+            "max_wasted_share" => {
+                let l = self.positive(e.limit.as_ref(), e, "max_wasted_share", "a share between 0 and 1, like limit = 0.1")?;
+                if l > 1.0 {
+                    return Err(self.at(e.limit.as_ref().map_or(e.check.span(), |l| l.span()), format!("limit of max_wasted_share is a share of the work, between 0 and 1, got {l}")));
+                }
+                Check::MaxWastedShare { limit: l }
+            }
+            "load_settles" => {
+                let below = self.positive(e.below.as_ref(), e, "load_settles", "a utilization between 0 and 1, like below = 0.8")?;
+                if below > 1.0 {
+                    return Err(self.at(e.below.as_ref().map_or(e.check.span(), |b| b.span()), format!("below is a utilization between 0 and 1, got {below}")));
+                }
+                let w = e.within.as_ref().ok_or_else(|| self.at(e.check.span(), "check \"load_settles\" needs within, like within = \"2m\""))?;
+                Check::LoadSettles { below, within: self.duration(w, "within")? }
+            }
             _ => unreachable!("checked against CHECKS above"),
         };
         Ok(Expectation { line, check })
+    }
+
+    /// A required positive number key of a check.
+    fn positive(&self, v: Option<&Spanned<f64>>, e: &RawExpect, check: &str, like: &str) -> Result<f64, ScenarioError> {
+        let v = v.ok_or_else(|| self.at(e.check.span(), format!("check {check:?} needs {like}")))?;
+        let x = *v.get_ref();
+        if !(x.is_finite() && x > 0.0) {
+            return Err(self.at(v.span(), format!("check {check:?} needs {like}; got {x}")));
+        }
+        Ok(x)
+    }
+
+    /// Checks judged against the server's capacity need one.
+    fn needs_capacity(&self, e: &Expectation, raw: &Spanned<RawExpect>, server: &ServerSettings) -> Result<(), ScenarioError> {
+        if server.capacity.is_some() {
+            return Ok(());
+        }
+        let what = match &e.check {
+            Check::FleetRecoversWithin { within: FleetBound::LimitFactor(_) } => "fleet_recovers_within with limit_factor",
+            Check::LoadSettles { .. } => "load_settles",
+            Check::MaxWastedShare { .. } => "max_wasted_share",
+            _ => return Ok(()),
+        };
+        let span = raw.get_ref().check.span();
+        Err(self.at(span, format!("check {what} is judged against the server's capacity; give the scenario a [server] capacity_per_second")))
     }
 }
 
