@@ -114,3 +114,108 @@ pub(crate) fn decision(
         recovered,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+    use redflag_agent::resilience::{BreakerState, Gate, Outcome, Report};
+
+    const INTERVAL: Duration = Duration::from_secs(300);
+
+    fn fail(outcome: Outcome) -> Report {
+        Report { outcome: Some(outcome), ..Report::of(Verdict::Retry) }
+    }
+
+    /// Drives a strategy through `n` failed attempts from `now`, returning each wait.
+    fn waits(s: &mut dyn Strategy, now: &mut Instant, n: usize, report: Report) -> Vec<Duration> {
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut out = Vec::new();
+        while out.len() < n {
+            match s.admit(*now).0 {
+                Gate::Go { .. } => {
+                    let d = s.complete(*now, report, &mut rng);
+                    out.push(d.delay);
+                    *now = d.next_attempt_at;
+                }
+                Gate::Wait { until } => {
+                    out.push(until - *now);
+                    *now = until;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn seed_p4_001_doubles_from_5s_opens_at_3_and_rests_an_interval() {
+        let mut s = SeedP4001::new(INTERVAL);
+        let mut now = Instant::now();
+        let got = waits(&mut s, &mut now, 6, fail(Outcome::Status(502)));
+        let secs: Vec<u64> = got.iter().map(|d| d.as_secs()).collect();
+        // 5, 10, 20 (the third failure opens the breaker), then two attempts fail at once while
+        // it is open (40 s, then 80 s + one interval: the burst is over), then a new burst.
+        assert_eq!(secs, [5, 10, 20, 40, 380, 5]);
+        assert_eq!(s.breaker_state(), BreakerState::Open);
+        // A 429 is a client error: no retry, one interval.
+        let mut s = SeedP4001::new(INTERVAL);
+        let d = s.complete(Instant::now(), fail(Outcome::Status(429)), &mut StdRng::seed_from_u64(1));
+        assert_eq!(d.delay, INTERVAL);
+    }
+
+    #[test]
+    fn redflag_waits_an_interval_plus_up_to_29s_whatever_happens() {
+        let mut s = Redflag0118::new(INTERVAL);
+        let mut now = Instant::now();
+        for d in waits(&mut s, &mut now, 50, fail(Outcome::Refused)) {
+            assert!(d >= INTERVAL && d <= INTERVAL + Duration::from_secs(29) && d.subsec_nanos() == 0, "{d:?}");
+        }
+    }
+
+    #[test]
+    fn grpc_grows_by_1_6_to_120s_with_20_percent_jitter() {
+        let mut s = Grpc::new(INTERVAL);
+        let mut now = Instant::now();
+        let got = waits(&mut s, &mut now, 20, fail(Outcome::Refused));
+        assert_eq!(got[0], Duration::from_secs(1));
+        let second = got[1].as_secs_f64();
+        assert!((1.6 * 0.8..=1.6 * 1.2).contains(&second), "{second}");
+        assert!(got.iter().all(|d| d.as_secs_f64() <= 120.0 * 1.2));
+        assert!(got[19].as_secs_f64() >= 120.0 * 0.8);
+    }
+
+    #[test]
+    fn aws_standard_makes_3_attempts_and_spends_its_quota() {
+        let mut s = AwsStandard::new(INTERVAL);
+        let mut now = Instant::now();
+        let got = waits(&mut s, &mut now, 3, fail(Outcome::Timeout));
+        assert!(got[0] <= Duration::from_secs(2) && got[1] <= Duration::from_secs(4), "{got:?}");
+        assert!(got[2] >= INTERVAL.mul_f64(0.9), "the third failure ends the operation: {got:?}");
+        // 500 tokens at 10 a timed-out retry: 50 retries, then none until a success refunds.
+        let mut s = AwsStandard::new(INTERVAL);
+        let got = waits(&mut s, &mut now, 200, fail(Outcome::Timeout));
+        let retries = got.iter().filter(|d| **d < INTERVAL.mul_f64(0.9)).count();
+        assert_eq!(retries, 50);
+    }
+
+    #[test]
+    fn no_jitter_is_the_production_policy_without_jitter() {
+        let config = redflag_agent::config::Config::from_json_str(
+            r#"{"server_url":"http://p","agent_id":"a","token":"t","refresh_token":"r"}"#,
+            "test",
+        )
+        .unwrap()
+        .policy();
+        let mut a = build(StrategyName::NoJitter, &config);
+        let mut b = build(StrategyName::NoJitter, &config);
+        let (mut ta, mut tb) = (Instant::now(), Instant::now());
+        let tb0 = tb;
+        let ta0 = ta;
+        let wa = waits(a.as_mut(), &mut ta, 8, fail(Outcome::Refused));
+        let wb = waits(b.as_mut(), &mut tb, 8, fail(Outcome::Refused));
+        assert_eq!(wa, wb, "two agents failing together retry together");
+        assert_eq!(ta - ta0, tb - tb0);
+        assert_eq!(wa[0], Duration::from_secs(1));
+    }
+}
