@@ -2,10 +2,26 @@
 //! what it could do in that second) falls below `below` within `within`, and stays below until
 //! the next fault begins (or the run ends). A server still saturated long after its trigger is
 //! gone is in a *metastable* failure: the retries themselves keep it overloaded.
+//!
+//! Utilization is averaged over [`SMOOTHING_SECONDS`] (work completed in the last ten seconds ÷
+//! what the server could do in them), so a fleet's ordinary second-to-second bunching of
+//! check-ins does not read as overload, while a saturated queue, which runs at 100% second after
+//! second, does.
 
 use std::time::Duration;
 
-use super::fleet::{BUCKET_MS, FleetFigures};
+use super::fleet::{BUCKET_MS, FleetFigures, LoadSeries};
+
+/// Utilization is a moving mean over this many seconds.
+pub const SMOOTHING_SECONDS: usize = 10;
+
+/// Utilization over the seconds `s - 9 ..= s`.
+fn smoothed(load: &LoadSeries, s: usize) -> f64 {
+    let from = s.saturating_sub(SMOOTHING_SECONDS - 1);
+    let cap: f64 = load.capacity.as_ref().map_or(0.0, |c| c[from..=s].iter().sum());
+    let done: f64 = load.completed[from..=s].iter().sum();
+    if cap > 1e-9 { done / cap } else if done > 0.0 { f64::INFINITY } else { 0.0 }
+}
 use super::{at, secs, summarize};
 
 pub(super) fn load_settles(figures: &FleetFigures, below: f64, within: Duration) -> Result<String, String> {
@@ -20,12 +36,12 @@ pub(super) fn load_settles(figures: &FleetFigures, below: f64, within: Duration)
             continue;
         }
         // The last second at or above `below`; the load settled right after it.
-        let busy = (first..last).rev().find(|&s| load.utilization(s).unwrap_or(0.0) >= below);
+        let busy = (first..last).rev().find(|&s| smoothed(load, s) >= below);
         let settled_ms = busy.map_or(w.end_ms, |s| (s as u64 + 1) * BUCKET_MS);
         let took = settled_ms.saturating_sub(w.end_ms);
         if took > within_ms {
-            let peak = (first..last).filter_map(|s| load.utilization(s)).fold(0.0, f64::max);
-            let tail = busy.and_then(|s| load.utilization(s)).unwrap_or(0.0);
+            let peak = (first..last).map(|s| smoothed(load, s)).fold(0.0, f64::max);
+            let tail = busy.map_or(0.0, |s| smoothed(load, s));
             let still = if settled_ms >= w.horizon_ms.min((last as u64) * BUCKET_MS) {
                 format!("still {:.0}% busy at {} (metastable: the load outlived its trigger)", tail * 100.0, at(w.horizon_ms))
             } else {

@@ -85,6 +85,9 @@ pub struct Scenario {
     /// Whether `redflag-sim live` may run it.
     pub live: bool,
     pub fleet: Fleet,
+    /// `[fleet] start_spread`: agents start spread over this (default: their check-in interval,
+    /// at most 10 s).
+    pub start_spread: Option<Duration>,
     /// The `[agent]` table as JSON, merged over the harness's base config for every agent.
     pub agent_overrides: Map<String, Value>,
     /// The agent config every agent runs with (agent 0's, as validated).
@@ -382,6 +385,7 @@ struct RawScenario {
 struct RawFleet {
     agents: Option<Spanned<i64>>,
     hosts: Option<Spanned<i64>>,
+    start_spread: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -562,6 +566,16 @@ impl Parser<'_> {
             }
         };
         let fleet = self.fleet(raw.fleet.as_ref())?;
+        let start_spread = match raw.fleet.as_ref().and_then(|f| f.get_ref().start_spread.as_ref()) {
+            None => None,
+            Some(s) => {
+                let d = self.duration(s, "[fleet] start_spread")?;
+                if d >= duration {
+                    return Err(self.at(s.span(), format!("[fleet] start_spread {:?} must be shorter than the run ({})", s.get_ref(), fmt_duration(duration))));
+                }
+                Some(d)
+            }
+        };
         let (agent_overrides, agent_config, strategy) = self.agent(raw.agent.as_ref())?;
         let server = self.server(raw.server.as_ref(), duration)?;
 
@@ -592,6 +606,7 @@ impl Parser<'_> {
             tick,
             live: raw.live,
             fleet,
+            start_spread,
             agent_overrides,
             agent_config,
             strategy,

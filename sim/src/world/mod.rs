@@ -104,7 +104,11 @@ pub fn turmoil_builder(duration: Duration, tick: Duration, seed: u64) -> turmoil
 /// When agent `index` starts in a run with `seed`: spread over its check-in interval, at most
 /// [`START_SPREAD_MAX`], so a fleet does not open every connection in the same tick.
 pub fn start_delay(seed: u64, index: u32, check_in_interval: Duration) -> Duration {
-    let spread = check_in_interval.min(START_SPREAD_MAX);
+    start_delay_within(seed, index, check_in_interval.min(START_SPREAD_MAX))
+}
+
+/// When agent `index` starts when the fleet starts spread over `spread` (`[fleet] start_spread`).
+pub fn start_delay_within(seed: u64, index: u32, spread: Duration) -> Duration {
     spread.mul_f64(seed::start_fraction(seed, index))
 }
 
@@ -269,7 +273,10 @@ impl Shared {
                     settings,
                     saved_token: Rc::default(),
                     generation: Cell::new(0),
-                    start_delay: start_delay(seed, i, interval),
+                    start_delay: match scenario.start_spread {
+                        Some(spread) => start_delay_within(seed, i, spread),
+                        None => start_delay(seed, i, interval),
+                    },
                 })
             })
             .collect();
