@@ -235,3 +235,25 @@ fn run_svg_draws_the_run() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     assert_svg_has_series(&std::fs::read_to_string(svg).unwrap());
 }
+
+#[test]
+fn serve_validates_the_capacity_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("db.json");
+    for (args, needle) in [
+        (vec!["--capacity-per-second", "0"], "--capacity-per-second"),
+        (vec!["--capacity-per-second", "10", "--shed-retry-after", "soon"], "--shed-retry-after"),
+        (vec!["--capacity-per-second", "10", "--warmup", "a while"], "--warmup"),
+        (vec!["--queue-max", "10"], "--capacity-per-second"),
+    ] {
+        let out = Command::new(bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--control", "127.0.0.1:0", "--data"])
+            .arg(&data)
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
