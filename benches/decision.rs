@@ -19,8 +19,8 @@
 //! * `others/tower_retry_policy`: `tower::retry::Policy::retry` on a failed call, for a policy
 //!   made of tower's own parts: a `TpsBudget` retry budget and its jittered
 //!   `ExponentialBackoff` (which hands back the `tokio::time::Sleep` to wait on).
-//! * `decision/retryable_failure` again sits in the same group run, so the three compare on
-//!   the same machine at the same moment.
+//! * `others/ours_retryable_failure`: `decision/retryable_failure` again, in the same group,
+//!   so the three are measured on the same machine at the same moment.
 //!
 //! Issue 2's target is "well under a microsecond" per decision. This file only measures; nothing
 //! here asserts on time. Run: `cargo bench -p redflag-benches --bench decision`.

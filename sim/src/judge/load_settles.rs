@@ -3,19 +3,20 @@
 //! the next fault begins (or the run ends). A server still saturated long after its trigger is
 //! gone is in a *metastable* failure: the retries themselves keep it overloaded.
 //!
-//! Utilization is averaged over [`SMOOTHING_SECONDS`] (work completed in the last ten seconds ÷
-//! what the server could do in them), so a fleet's ordinary second-to-second bunching of
-//! check-ins does not read as overload, while a saturated queue, which runs at 100% second after
-//! second, does.
+//! Utilization is averaged over [`SMOOTHING_SECONDS`] (work completed in the last thirty
+//! seconds ÷ what the server could do in them), so a fleet's ordinary bunching of check-ins (the
+//! echo of a recovery: agents that came back within the same half minute check in together for
+//! a few intervals) does not read as overload, while a saturated queue, which runs at 100%
+//! second after second, does.
 
 use std::time::Duration;
 
 use super::fleet::{BUCKET_MS, FleetFigures, LoadSeries};
 
 /// Utilization is a moving mean over this many seconds.
-pub const SMOOTHING_SECONDS: usize = 10;
+pub const SMOOTHING_SECONDS: usize = 30;
 
-/// Utilization over the seconds `s - 9 ..= s`.
+/// Utilization over the seconds `s - 29 ..= s`.
 fn smoothed(load: &LoadSeries, s: usize) -> f64 {
     let from = s.saturating_sub(SMOOTHING_SECONDS - 1);
     let cap: f64 = load.capacity.as_ref().map_or(0.0, |c| c[from..=s].iter().sum());
