@@ -14,8 +14,10 @@
 //!   work in a second ÷ the capacity in that second (warm-up included; 0 while down).
 //! * the *physical limit* of a window: how long a server coming out of that window needs to do
 //!   one unit of work per disturbed agent at full use, warm-up included.
-//! * *amplification*: offered work from the window's end to the fleet's recovery (the slowest
-//!   disturbed agent's first check-in), ÷ the disturbed agents that recovered.
+//! * *amplification*: the work the server did (served and wasted, not shed: shedding is refusing
+//!   to work) on requests that arrived between the window's end and the fleet's recovery (the
+//!   slowest disturbed agent's first check-in), ÷ the disturbed agents that recovered. Shed
+//!   requests show in the shed count and the peak offered load instead.
 
 use std::time::Duration;
 
@@ -96,7 +98,8 @@ pub struct WindowFigures {
     pub slowest: Option<(String, u64)>,
     /// The physical limit (`None` when the server is unlimited).
     pub physical_limit_ms: Option<u64>,
-    /// Offered work per recovered agent from `end_ms` to the fleet's recovery.
+    /// Work done (served + wasted) per recovered agent, on requests that arrived from `end_ms`
+    /// to the fleet's recovery.
     pub amplification: Option<f64>,
 }
 
@@ -117,7 +120,7 @@ impl FleetFigures {
         let load = load_series(idx, capacity.as_ref(), &server_starts_ms);
         let totals = totals(idx);
         let timeout_ms = scenario.agent_config.resilience.request_timeout.as_millis() as u64 + tol_ms;
-        let offered = offered(idx, capacity.is_some());
+        let worked = worked(idx, capacity.is_some());
         let merged = idx.merged_windows();
         let mut windows = Vec::new();
         for (n, (faults, w)) in merged.iter().enumerate() {
@@ -148,7 +151,7 @@ impl FleetFigures {
             let amplification = match &slowest {
                 Some((_, took)) if !recovery_ms.is_empty() => {
                     let until = end + took;
-                    let work: f64 = offered.iter().filter(|(t, _)| *t >= end && *t <= until).map(|(_, c)| c).sum();
+                    let work: f64 = worked.iter().filter(|(t, _)| *t >= end && *t <= until).map(|(_, c)| c).sum();
                     Some(work / recovery_ms.len() as f64)
                 }
                 _ => None,
@@ -197,10 +200,10 @@ fn server_down_at(idx: &TraceIndex, t: u64) -> bool {
     idx.host_down.get("server").is_some_and(|spans| spans.iter().any(|(s, e)| *s <= t && e.is_none_or(|e| t < e)))
 }
 
-/// The requests the server saw, at their arrival, with their cost.
-fn offered(idx: &TraceIndex, limited: bool) -> Vec<(u64, f64)> {
+/// The requests the server worked on (served or wasted), at their arrival, with their cost.
+fn worked(idx: &TraceIndex, limited: bool) -> Vec<(u64, f64)> {
     if limited {
-        idx.server_work.iter().map(|w| (w.arrived_ms(), w.cost)).collect()
+        idx.server_work.iter().filter(|w| w.outcome != WorkOutcome::Shed).map(|w| (w.arrived_ms(), w.cost)).collect()
     } else {
         idx.server_answered.clone()
     }

@@ -1,7 +1,8 @@
-//! `max_amplification`: for each fault window, the work offered to the server from the window's
-//! end to the fleet's recovery (every request at its cost: 1 unit a check-in, 0.1 a probe), ÷
-//! the disturbed agents that recovered, is at most `limit`. One probe and one check-in per agent
-//! is 1.1; a fleet that hammers a recovering server is far above.
+//! `max_amplification`: for each fault window, the work the server did (served and wasted
+//! requests at their cost: 1 unit a check-in, 0.1 a probe; shed requests are refused, not worked
+//! on) on requests arriving from the window's end to the fleet's recovery, ÷ the disturbed agents
+//! that recovered, is at most `limit`. One probe and one check-in per agent is 1.1; a fleet whose
+//! retries time out in the queue, or that probes again and again, is far above.
 
 use super::fleet::FleetFigures;
 use super::{at, summarize};
