@@ -19,6 +19,10 @@ pub(crate) struct Topology {
     /// Specific configuration overrides between specific hosts.
     links: IndexMap<Pair, Link>,
 
+    /// redflag patch: each host's links, as indexes into `links` in ascending order (links are
+    /// only ever appended), so delivering to a host visits its own links, not every link.
+    by_host: IndexMap<IpAddr, Vec<usize>>,
+
     /// We don't use a Rt for async. Right now, we just use it to tick time
     /// forward in the same way we do it elsewhere. We'd like to represent
     /// network state with async in the future.
@@ -177,6 +181,7 @@ impl Topology {
         Topology {
             config,
             links: IndexMap::new(),
+            by_host: IndexMap::new(),
             rt: Rt::no_software(),
         }
     }
@@ -185,6 +190,11 @@ impl Topology {
     pub(crate) fn register(&mut self, a: IpAddr, b: IpAddr) {
         let pair = Pair::new(a, b);
         assert!(self.links.insert(pair, Link::new(self.rt.now())).is_none());
+        let index = self.links.len() - 1;
+        self.by_host.entry(a).or_default().push(index);
+        if b != a {
+            self.by_host.entry(b).or_default().push(index);
+        }
     }
 
     pub(crate) fn set_max_message_latency(&mut self, value: Duration) {
@@ -250,9 +260,15 @@ impl Topology {
 
     // Move messages from any network links to the `dst` host.
     pub(crate) fn deliver_messages(&mut self, rand: &mut dyn RngCore, dst: &mut Host) {
-        for (pair, link) in &mut self.links {
-            if pair.0 == dst.addr || pair.1 == dst.addr {
-                link.deliver_messages(&self.config, rand, dst);
+        // redflag patch: the same links in the same (index) order as filtering every link by
+        // `pair.0 == dst.addr || pair.1 == dst.addr`, found through the host's own list.
+        let Topology { config, links, by_host, .. } = self;
+        let Some(indexes) = by_host.get(&dst.addr) else {
+            return;
+        };
+        for &index in indexes {
+            if let Some((_, link)) = links.get_index_mut(index) {
+                link.deliver_messages(config, rand, dst);
             }
         }
     }
