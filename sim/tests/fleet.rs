@@ -216,14 +216,19 @@ fn compare_prints_one_row_per_strategy_and_draws_each_on_shared_axes() {
 /// Parses the page as XML and finds every series by its legend label, and the lines drawn.
 fn assert_svg_has_series(svg: &str) {
     let doc = roxmltree::Document::parse(svg).unwrap_or_else(|e| panic!("not XML: {e}"));
-    let texts: Vec<String> = doc.descendants().filter(|n| n.has_tag_name("text")).filter_map(|n| n.text().map(str::to_string)).collect();
+    let texts: Vec<String> = doc.descendants().filter(|n| n.has_tag_name("text")).filter_map(|n| n.text().map(|t| t.trim().to_string())).collect();
     for series in ["served", "shed", "wasted", "capacity (units/s)", "closed", "open", "half-open", "recovered"] {
         assert!(texts.iter().any(|t| t == series), "no series {series:?} among {texts:?}");
     }
     let lines = doc.descendants().filter(|n| n.has_tag_name("polyline")).count();
     assert!(lines >= 8, "{lines} polylines");
     // Fault windows are shaded.
-    assert!(doc.descendants().any(|n| n.has_tag_name("rect") && n.attribute("opacity").is_some()), "no shaded window");
+    let shaded = doc.descendants().any(|n| {
+        n.has_tag_name("rect")
+            && n.attribute("fill") == Some("#BBBBBB")
+            && n.attribute("opacity").and_then(|o| o.parse::<f64>().ok()).is_some_and(|o| o < 1.0)
+    });
+    assert!(shaded, "no shaded fault window");
 }
 
 #[test]

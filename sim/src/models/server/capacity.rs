@@ -64,7 +64,8 @@ impl CapacityQueue {
 
     /// A request costing `cost` work units arrives at `now`.
     pub fn admit(&mut self, now: Instant, cost: f64) -> Admission {
-        if self.waiting(now) >= self.capacity.queue_max as usize {
+        // Full: one request in service and `queue_max` waiting behind it.
+        if self.waiting(now) >= self.capacity.queue_max as usize && !self.in_system.is_empty() {
             let retry_after_seconds = self.capacity.shed_retry_after.map(|ra| match ra {
                 ShedRetryAfter::Seconds(s) => s,
                 ShedRetryAfter::Auto => {
