@@ -14,6 +14,13 @@
 //!   breaker edge and the burst's growing backoff are in the mix.
 //! * `backoff_delay/{none,full,equal,decorrelated}`: `Backoff::delay` alone, per jitter kind,
 //!   with the retry index cycling through values below and above the cap.
+//! * `others/backon_exponential`: the next delay of `backon`'s exponential backoff with jitter
+//!   (1 s, ×2, 15 s cap, 5 attempts: our defaults), rebuilt when its attempts are used up.
+//! * `others/tower_retry_policy`: `tower::retry::Policy::retry` on a failed call, for a policy
+//!   made of tower's own parts: a `TpsBudget` retry budget and its jittered
+//!   `ExponentialBackoff` (which hands back the `tokio::time::Sleep` to wait on).
+//! * `others/ours_retryable_failure`: `decision/retryable_failure` again, in the same group,
+//!   so the three are measured on the same machine at the same moment.
 //!
 //! Issue 2's target is "well under a microsecond" per decision. This file only measures; nothing
 //! here asserts on time. Run: `cargo bench -p redflag-benches --bench decision`.
@@ -21,6 +28,10 @@
 use std::hint::black_box;
 use std::time::Instant;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::BackoffBuilder;
 use criterion::{Criterion, criterion_group, criterion_main};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -115,5 +126,81 @@ fn backoff_delays(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, decisions, backoff_delays);
+/// tower's retry policy, assembled from tower's own parts as its docs suggest: a budget that
+/// allows retries while it has deposits, and an exponential backoff with jitter.
+#[derive(Clone)]
+struct TowerPolicy {
+    budget: Arc<tower::retry::budget::TpsBudget>,
+    backoff: tower::retry::backoff::ExponentialBackoff,
+}
+
+impl tower::retry::Policy<(), (), ()> for TowerPolicy {
+    type Future = tokio::time::Sleep;
+
+    fn retry(&mut self, _req: &mut (), result: &mut Result<(), ()>) -> Option<Self::Future> {
+        use tower::retry::backoff::Backoff as _;
+        use tower::retry::budget::Budget as _;
+        match result {
+            Ok(()) => {
+                self.budget.deposit();
+                None
+            }
+            Err(()) => self.budget.withdraw().then(|| self.backoff.next_backoff()),
+        }
+    }
+
+    fn clone_request(&mut self, _req: &()) -> Option<()> {
+        Some(())
+    }
+}
+
+fn other_libraries(c: &mut Criterion) {
+    let config = default_policy();
+    let mut group = c.benchmark_group("others");
+
+    let builder = backon::ExponentialBuilder::default()
+        .with_min_delay(config.backoff.initial_delay)
+        .with_max_delay(config.backoff.max_delay)
+        .with_factor(config.backoff.factor as f32)
+        .with_max_times(config.max_retries as usize)
+        .with_jitter();
+    let mut backoff = builder.build();
+    group.bench_function("backon_exponential", |b| {
+        b.iter(|| match backoff.next() {
+            Some(d) => black_box(d),
+            None => {
+                backoff = builder.build();
+                black_box(Duration::ZERO)
+            }
+        })
+    });
+
+    // `ExponentialBackoff::next_backoff` builds a tokio `Sleep`, which needs a runtime with time.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a tokio runtime");
+    let _guard = rt.enter();
+    use tower::retry::backoff::MakeBackoff as _;
+    let mut maker = tower::retry::backoff::ExponentialBackoffMaker::new(
+        config.backoff.initial_delay,
+        config.backoff.max_delay,
+        1.0,
+        tower::util::rng::HasherRng::default(),
+    )
+    .expect("valid backoff");
+    let budget = Arc::new(tower::retry::budget::TpsBudget::new(Duration::from_secs(10), 10, 0.2));
+    let mut policy = TowerPolicy { budget, backoff: maker.make_backoff() };
+    group.bench_function("tower_retry_policy", |b| {
+        b.iter(|| {
+            use tower::retry::Policy as _;
+            black_box(policy.retry(&mut (), &mut Err(())))
+        })
+    });
+
+    let mut ours = Policy::new(config);
+    let mut rng = StdRng::seed_from_u64(SEED);
+    let mut now = Instant::now();
+    group.bench_function("ours_retryable_failure", |b| b.iter(|| decide(&mut ours, &mut now, Verdict::Retry, &mut rng)));
+    group.finish();
+}
+
+criterion_group!(benches, decisions, backoff_delays, other_libraries);
 criterion_main!(benches);

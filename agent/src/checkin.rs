@@ -296,7 +296,8 @@ impl<T: Transport, S: Store, H: Host, O: Observer, P: Strategy, R: CommandRunner
                 true => Some(Duration::ZERO),
                 false => self.rapid_interval(now),
             };
-            let report = Report { verdict: result.verdict, retry_after: result.retry_after, interval };
+            let report =
+                Report { verdict: result.verdict, retry_after: result.retry_after, interval, outcome: Some(result.outcome) };
             let decision = self.strategy.complete(now.into_std(), report, &mut self.rng);
             self.after_attempt(&result, &decision, answer_events);
             next_due = Instant::from_std(decision.next_attempt_at);
@@ -887,12 +888,14 @@ impl<T: Transport, S: Store, H: Host, O: Observer, P: Strategy, R: CommandRunner
         }
         let failed = self.deliver_results().await;
         let now = Instant::now();
-        let (verdict, retry_after) = failed.as_ref().map_or((Verdict::Success, None), |f| (f.verdict, f.retry_after));
+        let (verdict, retry_after, outcome) =
+            failed.as_ref().map_or((Verdict::Success, None, Outcome::Success), |f| (f.verdict, f.retry_after, f.outcome));
         let interval = match at_once {
             true => Some(Duration::ZERO),
             false => self.rapid_interval(now),
         };
-        let decision = self.strategy.complete(now.into_std(), Report { verdict, retry_after, interval }, &mut self.rng);
+        let report = Report { verdict, retry_after, interval, outcome: Some(outcome) };
+        let decision = self.strategy.complete(now.into_std(), report, &mut self.rng);
         self.emit_transition(decision.transition);
         if let Some(f) = failed {
             self.emit(Event::ResultsHeld { pending: self.outbox.len() as u32, class: f.outcome.class().to_string(), delay_ms: ms(decision.delay) });

@@ -104,7 +104,7 @@ proptest! {
         let mut now = Instant::now();
         for ask in asks {
             let retry_after = ask.map(ms);
-            let d = p.complete(now, Report { verdict: Verdict::Retry, retry_after, interval: None }, &mut rng);
+            let d = p.complete(now, Report { verdict: Verdict::Retry, retry_after, interval: None, outcome: None }, &mut rng);
             let ceiling = cfg.backoff.max_delay.max(cfg.breaker.open_timeout).max(cfg.retry_after_max);
             prop_assert!(d.delay <= ceiling, "{:?} > {:?}", d.delay, ceiling);
             if p.breaker_state() != BreakerState::Open {
@@ -222,7 +222,7 @@ proptest! {
             let (gate, _) = p.admit(due);
             prop_assert!(matches!(gate, Gate::Go { .. }), "an attempt that came due was refused: {gate:?}");
             let now = due + ms(request_ms);
-            let d = p.complete(now, Report { verdict, retry_after: retry_after.map(ms), interval: None }, &mut rng);
+            let d = p.complete(now, Report { verdict, retry_after: retry_after.map(ms), interval: None, outcome: None }, &mut rng);
             prop_assert!(d.next_attempt_at >= now);
             prop_assert!(d.delay <= cfg.max_wait(), "{:?} > max_wait {:?}", d.delay, cfg.max_wait());
             due = d.next_attempt_at;

@@ -3,6 +3,8 @@
 //! * `run [FILE] [--seed N] [--trace PATH] [--json]`: one scenario, one seed (FILE defaults to
 //!   the embedded `scenarios/server-restart.toml`).
 //! * `sweep PATH... --seeds A..B [--jobs N] [--shard K/N]`: many scenarios and seeds.
+//! * `compare FILE --strategies a,b|all --seeds A..B [--json] [--svg DIR]`: one scenario under
+//!   several retry strategies, one table row per strategy (`redflag_sim::cli::compare`).
 //! * `list [PATH...]`: the scenarios and their descriptions.
 //! * `explore FILE --runs N [--seed S] [--jobs J] [--out FILE]`: random fault schedules from the
 //!   file's `[explore]` table; the first failure is shrunk to a minimal scenario file.
@@ -18,7 +20,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use redflag_sim::cli::report;
+use redflag_sim::cli::{compare, report, svg};
 use redflag_sim::runner::run_one;
 use redflag_sim::scenario::Scenario;
 use redflag_sim::cli::sweep;
@@ -52,6 +54,30 @@ enum Command {
         /// Print the report as JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Also draw the run as an SVG page here (server load, breaker states, recovery).
+        #[arg(long, value_name = "FILE")]
+        svg: Option<PathBuf>,
+    },
+    /// Run one scenario under several retry strategies and compare them, one row per strategy.
+    Compare {
+        /// Scenario file.
+        file: PathBuf,
+        /// `all`, or strategy names separated by commas (default, redflag-0.1.18, seed-p4-001,
+        /// no-jitter, aws-standard, grpc).
+        #[arg(long, default_value = "all")]
+        strategies: String,
+        /// Seed range: A..B (B excluded) or A..=B (default: the scenario's seed alone).
+        #[arg(long)]
+        seeds: Option<String>,
+        /// Parallel runs (default: every core).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Print the rows as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Draw the first seed of each strategy as DIR/STRATEGY.svg, on shared axes.
+        #[arg(long, value_name = "DIR")]
+        svg: Option<PathBuf>,
     },
     /// Run every scenario under every seed of a range, in parallel.
     Sweep {
@@ -96,7 +122,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run { file, seed, trace, json } => run(file.as_deref(), seed, trace, json),
+        Command::Run { file, seed, trace, json, svg } => run(file.as_deref(), seed, trace, json, svg.as_deref()),
+        Command::Compare { file, strategies, seeds, jobs, json, svg } => {
+            compare_cmd(&file, &strategies, seeds.as_deref(), jobs, json, svg.as_deref())
+        }
         Command::Sweep { paths, seeds, jobs, shard, junit, json, traces } => {
             let out = SweepOutput { junit, json, traces };
             sweep_cmd(&paths, &seeds, jobs, shard.as_deref(), &out)
@@ -116,7 +145,7 @@ fn load(file: Option<&Path>) -> Result<Scenario, String> {
     }
 }
 
-fn run(file: Option<&Path>, seed: Option<u64>, trace: Option<PathBuf>, json: bool) -> ExitCode {
+fn run(file: Option<&Path>, seed: Option<u64>, trace: Option<PathBuf>, json: bool, svg: Option<&Path>) -> ExitCode {
     let scenario = match load(file) {
         Ok(s) => s,
         Err(e) => {
@@ -148,6 +177,19 @@ fn run(file: Option<&Path>, seed: Option<u64>, trace: Option<PathBuf>, json: boo
     }
     if written.is_err() {
         return ExitCode::from(EXIT_HARNESS);
+    }
+    if let Some(path) = svg {
+        let idx = redflag_sim::judge::TraceIndex::new(&result.records, &scenario.fleet);
+        let figures = redflag_sim::judge::FleetFigures::new(&idx, &scenario, (result.tick * 2).as_millis() as u64);
+        let picture = svg::Picture::of_run(&scenario, seed, &result.records, &figures);
+        match picture.write(&svg::Axes::shared([&picture]), path) {
+            Ok(()) if !json => println!("svg:    {}", path.display()),
+            Ok(()) => {}
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_HARNESS);
+            }
+        }
     }
     if result.as_expected() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILED) }
 }
@@ -252,6 +294,66 @@ fn sweep_cmd(paths: &[PathBuf], seeds: &str, jobs: Option<usize>, shard: Option<
         say(format!("     repro: {}", f.repro));
     }
     if summary.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILED) }
+}
+
+fn compare_cmd(file: &Path, strategies: &str, seeds: Option<&str>, jobs: Option<usize>, json: bool, svg_dir: Option<&Path>) -> ExitCode {
+    let parsed = (|| -> Result<_, String> {
+        let scenario = Scenario::load(file).map_err(|e| e.to_string())?;
+        let strategies = compare::parse_strategies(strategies)?;
+        let seeds = match seeds {
+            Some(s) => sweep::parse_seeds(s)?,
+            None => scenario.seed..scenario.seed + 1,
+        };
+        if jobs == Some(0) {
+            return Err("--jobs must be at least 1".into());
+        }
+        Ok((scenario, strategies, seeds))
+    })();
+    let (scenario, strategies, seeds) = match parsed {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_INVALID);
+        }
+    };
+    let total = strategies.len() as u64 * (seeds.end - seeds.start);
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} runs")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let started = std::time::Instant::now();
+    let jobs = jobs.unwrap_or_else(sweep::default_jobs);
+    let result = compare::compare(&scenario, &strategies, seeds.clone(), jobs, svg_dir.is_some(), &|done| bar.set_position(done));
+    bar.finish_and_clear();
+    let comparison = match result {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("harness error: {e}");
+            return ExitCode::from(EXIT_HARNESS);
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&comparison.rows).unwrap_or_default());
+    } else {
+        print!("{}", compare::table(&scenario, &seeds, &comparison.rows));
+        println!("{total} runs on {jobs} threads in {:.1}s", started.elapsed().as_secs_f64());
+    }
+    if let Some(dir) = svg_dir {
+        let axes = svg::Axes::shared(comparison.pictures.iter().map(|(_, p)| p));
+        for (name, picture) in &comparison.pictures {
+            let path = dir.join(format!("{name}.svg"));
+            if let Err(e) = picture.write(&axes, &path) {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_HARNESS);
+            }
+            if !json {
+                println!("svg:    {}", path.display());
+            }
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn list(paths: &[PathBuf]) -> ExitCode {

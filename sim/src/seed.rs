@@ -40,3 +40,9 @@ pub fn initial_tokens(run: u64, index: u32) -> u64 {
 pub fn workload(run: u64, index: u32) -> u64 {
     mix_seed(run, u64::from(index), 0x776f_726b)
 }
+
+/// Agent `index`'s start-up sleep under a baseline strategy that has one, in its
+/// `generation`-th life.
+pub fn strategy_start(run: u64, index: u32, generation: u64) -> u64 {
+    mix_seed(run, u64::from(index) ^ 0x5354_5241_5445_4759, generation.wrapping_add(7))
+}

@@ -50,6 +50,9 @@ pub enum SimEvent {
     /// The proxy answered a request; `upstream` says what happened behind it
     /// (`ok`, `refused`, `timeout`, `reset`, `injected`, ...).
     ProxyRequest { method: String, path: String, status: u16, upstream: String },
+    /// Under a finite server capacity, one request's fate in the server's queue, at the time its
+    /// work ended (or it was shed): `cost` in work units, `queued_ms` from arrival to that time.
+    ServerWork { outcome: WorkOutcome, cost: f64, queued_ms: u64 },
     /// An agent loop returned or panicked. Must never happen.
     LoopEnded { reason: String },
     RunEnded,
@@ -99,6 +102,7 @@ impl SimEvent {
             SimEvent::HostRestarted => "host_restarted",
             SimEvent::ServerRequest { .. } => "server_request",
             SimEvent::ProxyRequest { .. } => "proxy_request",
+            SimEvent::ServerWork { .. } => "server_work",
             SimEvent::LoopEnded { .. } => "loop_ended",
             SimEvent::RunEnded => "run_ended",
             SimEvent::CommandQueued { .. } => "command_queued",
@@ -107,6 +111,18 @@ impl SimEvent {
             SimEvent::CommandResult { .. } => "command_result",
         }
     }
+}
+
+/// What became of a request at a server with finite capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkOutcome {
+    /// Worked on and answered to a client that still waited (goodput).
+    Served,
+    /// Refused at once with 503: the queue was full. No work done.
+    Shed,
+    /// Worked on, but its client had gone (timed out or closed) before the answer.
+    Wasted,
 }
 
 /// Where every part of a run writes its trace lines. Cheap to clone; shared by all hosts of a

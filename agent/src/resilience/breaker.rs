@@ -122,6 +122,14 @@ impl Breaker {
         }
     }
 
+    /// Ends the current open period earlier, at `until` (never later than it was set to, so the
+    /// configured timeout stays the longest). No effect unless the breaker is open.
+    pub fn shorten_open(&mut self, until: Instant) {
+        if let Inner::Open { until: current } = &mut self.inner {
+            *current = (*current).min(until);
+        }
+    }
+
     /// Consecutive failures counted while closed.
     pub fn failures(&self) -> u32 {
         match self.inner {

@@ -22,11 +22,14 @@ use rand::Rng;
 
 use super::backoff::{Backoff, BackoffConfig, uniform};
 use super::breaker::{Admission, Breaker, BreakerConfig, BreakerState, Transition};
-use super::classify::Verdict;
+use super::classify::{Outcome, Verdict};
 use super::retry_after::with_margin;
 
 /// Regular check-ins are spread by at most this fraction of the interval, either way.
 pub const REGULAR_JITTER_FRACTION: f64 = 0.1;
+/// After a shed answer (503/429 without Retry-After) opens the breaker, the wait is drawn from
+/// the first 1/this of the open period.
+pub const SHED_OPEN_DIVISOR: u32 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PolicyConfig {
@@ -99,11 +102,21 @@ pub struct Report {
     pub retry_after: Option<Duration>,
     /// A shorter regular interval the server asked for (rapid polling), if any.
     pub interval: Option<Duration>,
+    /// What the request that decided the attempt met (status, timeout, refusal...), when
+    /// known. The production policy decides on the verdict alone; strategies modelled on other
+    /// systems (which, say, fail fast on 429 or price a timeout higher) read this.
+    pub outcome: Option<Outcome>,
 }
 
 impl Report {
     pub fn of(verdict: Verdict) -> Self {
-        Report { verdict, retry_after: None, interval: None }
+        Report { verdict, retry_after: None, interval: None, outcome: None }
+    }
+
+    /// The server answered "busy" (503 or 429) without saying when to come back: it is up and
+    /// shedding load, not down.
+    pub fn overloaded(&self) -> bool {
+        self.retry_after.is_none() && matches!(self.outcome, Some(Outcome::Status(503 | 429)))
     }
 }
 
@@ -228,7 +241,15 @@ impl Policy {
                 if let Some(until) = self.breaker.open_until() {
                     // An open breaker ends the burst; the next one starts after the probe.
                     self.reset_burst();
-                    let open_for = until.saturating_duration_since(now);
+                    let mut open_for = until.saturating_duration_since(now);
+                    if transition.is_some() && report.overloaded() {
+                        // The server is up and shedding load: its queue is full now, and has
+                        // room again within seconds. Were every shed agent to sit out the whole
+                        // open period, a recovering fleet would come back as one late wave;
+                        // spread them over its first half instead.
+                        open_for = uniform(rng, Duration::ZERO, open_for / SHED_OPEN_DIVISOR);
+                        self.breaker.shorten_open(now + open_for);
+                    }
                     if open_for >= delay {
                         delay = open_for;
                         reason = WaitReason::BreakerOpen;
@@ -291,6 +312,7 @@ impl Policy {
 mod tests {
     use super::*;
     use crate::resilience::backoff::Jitter;
+    use crate::resilience::classify::Outcome;
     use crate::resilience::retry_after::RETRY_AFTER_JITTER_MAX;
     use rand::SeedableRng;
     use rand::rngs::StdRng;
@@ -404,6 +426,39 @@ mod tests {
         p.complete(now, Report::of(Verdict::FailFast), &mut rng);
         let d = p.complete(now, Report::of(Verdict::Retry), &mut rng);
         assert_eq!((d.attempt, d.delay), (1, Duration::from_millis(200)));
+    }
+
+    #[test]
+    fn a_shed_answer_spreads_the_open_period() {
+        // Three failures open the breaker; when the third is a 503 without Retry-After (the
+        // server is up and shedding), the wait is drawn from the first half of the open period,
+        // and the breaker lets the probe through when it ends.
+        let shed = Report { outcome: Some(Outcome::Status(503)), ..Report::of(Verdict::Retry) };
+        let mut waits = Vec::new();
+        for seed in 0..20 {
+            let mut p = Policy::new(config());
+            let mut rng = StdRng::seed_from_u64(seed);
+            let now = Instant::now();
+            p.complete(now, Report::of(Verdict::Retry), &mut rng);
+            p.complete(now, Report::of(Verdict::Retry), &mut rng);
+            let d = p.complete(now, shed, &mut rng);
+            // The burst's own backoff (800 ms here) still applies when it is the longer wait.
+            assert!(matches!(d.reason, WaitReason::BreakerOpen | WaitReason::Backoff), "{:?}", d.reason);
+            assert!(d.delay >= Duration::from_millis(800) && d.delay <= Duration::from_millis(1500), "{:?}", d.delay);
+            assert_eq!(p.admit(d.next_attempt_at).0, Gate::Go { probe_health: true });
+            waits.push(d.delay);
+        }
+        waits.sort();
+        assert!(waits[0] < waits[19], "jittered: {waits:?}");
+        // With Retry-After, the server said when: no spreading below it.
+        let mut p = Policy::new(config());
+        let mut rng = StdRng::seed_from_u64(1);
+        let now = Instant::now();
+        for _ in 0..2 {
+            p.complete(now, Report::of(Verdict::Retry), &mut rng);
+        }
+        let d = p.complete(now, Report { retry_after: Some(Duration::from_secs(2)), ..shed }, &mut rng);
+        assert_eq!(d.delay, Duration::from_secs(3));
     }
 
     #[test]

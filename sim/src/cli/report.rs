@@ -8,6 +8,7 @@ use std::fmt::Write;
 use redflag_agent::events::Event;
 use serde_json::json;
 
+use crate::judge::{FleetFigures, TraceIndex};
 use crate::runner::RunResult;
 use crate::scenario::{Scenario, fmt_duration};
 use crate::trace::{Record, SimEvent};
@@ -114,6 +115,9 @@ pub fn text(scenario: &Scenario, result: &RunResult) -> String {
     for (t, line) in timeline(scenario, result) {
         let _ = writeln!(out, "  {}  {line}", clock_time(t));
     }
+    if let Some(line) = server_line(scenario, result) {
+        let _ = writeln!(out, "\nserver\n  {line}");
+    }
     let _ = writeln!(out, "\nexpectations");
     for v in &result.verdicts {
         let mark = if v.passed { "PASS" } else { "FAIL" };
@@ -136,6 +140,31 @@ pub fn text(scenario: &Scenario, result: &RunResult) -> String {
     out
 }
 
+/// The server's work figures, for a server with finite capacity.
+pub fn server_figures(scenario: &Scenario, result: &RunResult) -> Option<FleetFigures> {
+    scenario.server.capacity?;
+    let idx = TraceIndex::new(&result.records, &scenario.fleet);
+    Some(FleetFigures::new(&idx, scenario, (result.tick * 2).as_millis() as u64))
+}
+
+/// `capacity 100/s, queue 200: served N (goodput), shed N, wasted N (x% of the work); peak load`.
+fn server_line(scenario: &Scenario, result: &RunResult) -> Option<String> {
+    let cap = scenario.server.capacity?;
+    let f = server_figures(scenario, result)?;
+    let t = f.totals;
+    let warmup = if cap.warmup.is_zero() { String::new() } else { format!(", warm-up {}", fmt_duration(cap.warmup)) };
+    Some(format!(
+        "capacity {}/s, queue {}{warmup}: served {} requests to waiting clients (goodput), shed {}, wasted {} ({:.1}% of the work); peak offered load {:.1}x capacity",
+        cap.per_second,
+        cap.queue_max,
+        t.served,
+        t.shed,
+        t.wasted,
+        t.wasted_share() * 100.0,
+        f.peak_load_ratio().unwrap_or(0.0)
+    ))
+}
+
 /// The `--json` report: the same facts, machine-readable.
 pub fn json(scenario: &Scenario, result: &RunResult, trace_path: Option<&str>) -> serde_json::Value {
     json!({
@@ -153,6 +182,12 @@ pub fn json(scenario: &Scenario, result: &RunResult, trace_path: Option<&str>) -
         "hosts": scenario.fleet.hosts,
         "verdicts": result.verdicts,
         "recoveries": result.recoveries,
+        "server": server_figures(scenario, result).map(|f| json!({
+            "totals": f.totals,
+            "wasted_share": f.totals.wasted_share(),
+            "peak_load_ratio": f.peak_load_ratio(),
+            "windows": f.windows,
+        })),
         "timeline": timeline(scenario, result).into_iter().map(|(t, l)| json!({"t_ms": t, "what": l})).collect::<Vec<_>>(),
         "trace": trace_path,
         "repro": scenario.repro(result.seed),

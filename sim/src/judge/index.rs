@@ -8,8 +8,8 @@ use std::sync::Arc;
 use redflag_agent::events::{Event, RequestKind};
 use serde::Serialize;
 
-use crate::scenario::Fleet;
-use crate::trace::{Record, SimEvent};
+use crate::scenario::{Fleet, cost_of};
+use crate::trace::{Record, SimEvent, WorkOutcome};
 
 /// The action of faults that leave the agent API working: only `/health` is broken.
 const API_UP_ACTION: &str = "broken_health";
@@ -109,8 +109,29 @@ pub struct TraceIndex {
     /// Per host: the intervals its software was down.
     pub(crate) host_down: BTreeMap<Arc<str>, Vec<(u64, Option<u64>)>>,
     pub(crate) server_requests: Vec<u64>,
+    /// Every request the server answered: when, and its work units (by path).
+    pub(crate) server_answered: Vec<(u64, f64)>,
+    /// Under a finite capacity, every request's fate (`server_work` lines).
+    pub(crate) server_work: Vec<WorkItem>,
     pub(crate) proxy_requests: Vec<u64>,
     pub(crate) run_end_ms: u64,
+}
+
+/// One `server_work` line.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct WorkItem {
+    /// When the work ended (or the request was shed).
+    pub(crate) t_ms: u64,
+    pub(crate) outcome: WorkOutcome,
+    pub(crate) cost: f64,
+    pub(crate) queued_ms: u64,
+}
+
+impl WorkItem {
+    /// When the request reached the server.
+    pub(crate) fn arrived_ms(&self) -> u64 {
+        self.t_ms.saturating_sub(self.queued_ms)
+    }
 }
 
 impl TraceIndex {
@@ -125,11 +146,16 @@ impl TraceIndex {
             api_up: BTreeSet::new(),
             host_down: BTreeMap::new(),
             server_requests: Vec::new(),
+            server_answered: Vec::new(),
+            server_work: Vec::new(),
             proxy_requests: Vec::new(),
             run_end_ms: 0,
         };
         for r in records {
-            idx.run_end_ms = idx.run_end_ms.max(r.t_ms);
+            // Wasted work is recorded at its finish time, which may lie past the run's end.
+            if !matches!(r.sim_event(), Some(SimEvent::ServerWork { .. })) {
+                idx.run_end_ms = idx.run_end_ms.max(r.t_ms);
+            }
             if let Some(e) = r.sim_event() {
                 match e {
                     SimEvent::FaultApplied { fault, action, .. } => {
@@ -149,7 +175,13 @@ impl TraceIndex {
                             last.1.get_or_insert(r.t_ms);
                         }
                     }
-                    SimEvent::ServerRequest { .. } => idx.server_requests.push(r.t_ms),
+                    SimEvent::ServerRequest { path, .. } => {
+                        idx.server_requests.push(r.t_ms);
+                        idx.server_answered.push((r.t_ms, cost_of(path)));
+                    }
+                    SimEvent::ServerWork { outcome, cost, queued_ms } => {
+                        idx.server_work.push(WorkItem { t_ms: r.t_ms, outcome: *outcome, cost: *cost, queued_ms: *queued_ms })
+                    }
                     SimEvent::ProxyRequest { .. } => idx.proxy_requests.push(r.t_ms),
                     SimEvent::LoopEnded { reason } => {
                         if let Some(a) = r.agent.as_ref() {

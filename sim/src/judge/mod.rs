@@ -21,6 +21,10 @@
 //!   clamped to the agent's `retry_after_max_seconds`.
 //! * `bounded_waits`: no wait between two attempts longer than the agent's config allows.
 //! * implicit in every run: agents stay *alive between faults* (`alive_between_faults.rs`).
+//! * fleet checks, from the figures in `fleet.rs`: `fleet_recovers_within` (every disturbed
+//!   agent within a time, or a factor of the physical limit), `max_amplification` (server work
+//!   per recovered agent), `load_settles` (utilization falls and stays below a level after each
+//!   fault: no metastable failure), `max_wasted_share` (work done for clients that had gone).
 //! * implicit in every run: each fault was *observed*: some agent request failed between the
 //!   fault's start and the first success after it ended. A fault nobody noticed was probably
 //!   never wired in, and must not let a scenario pass.
@@ -29,9 +33,14 @@ mod alive_between_faults;
 mod bounded_waits;
 mod breaker_opens;
 mod fault_observed;
+mod fleet_recovers_within;
 mod honours_retry_after;
+pub mod fleet;
 mod index;
+mod load_settles;
+mod max_amplification;
 mod max_request_rate;
+mod max_wasted_share;
 mod never_gives_up;
 mod no_duplicate_execution;
 mod no_lost_commands;
@@ -41,9 +50,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::scenario::{Check, RateAt, Scenario, fmt_duration};
+use crate::scenario::{Check, FleetBound, RateAt, Scenario, fmt_duration};
 use crate::trace::Record;
 
+pub use fleet::FleetFigures;
 pub use index::{Recovery, TraceIndex, Window};
 
 /// How many individual violations a failed check lists.
@@ -76,6 +86,14 @@ pub(crate) fn at(ms: u64) -> String {
 pub fn evaluate(scenario: &Scenario, records: &[Record], tolerance: Duration) -> Vec<Verdict> {
     let idx = TraceIndex::new(records, &scenario.fleet);
     let tol = tolerance.as_millis() as u64;
+    evaluate_indexed(scenario, records, &idx, tol)
+}
+
+/// [`evaluate`] on a trace already indexed (`compare` reuses the index for its figures).
+pub fn evaluate_indexed(scenario: &Scenario, records: &[Record], idx: &TraceIndex, tol: u64) -> Vec<Verdict> {
+    // The fleet figures are computed once, and only when a fleet check asks for them.
+    let figures = std::cell::OnceCell::new();
+    let fleet = || figures.get_or_init(|| FleetFigures::new(idx, scenario, tol));
     let mut out: Vec<Verdict> = scenario
         .expect
         .iter()
@@ -83,7 +101,7 @@ pub fn evaluate(scenario: &Scenario, records: &[Record], tolerance: Duration) ->
             let (subject, result) = match &e.check {
                 Check::RecoversWithin { within } => (
                     format!("recovers_within {}", fmt_duration(*within)),
-                    recovers_within::recovers_within(&idx, *within, scenario.agent_config.resilience.request_timeout, tol),
+                    recovers_within::recovers_within(idx, *within, scenario.agent_config.resilience.request_timeout, tol),
                 ),
                 Check::NeverGivesUp { max_gap } => {
                     let default_gap = scenario.agent_config.policy().max_wait() + scenario.agent_config.resilience.request_timeout;
@@ -92,7 +110,7 @@ pub fn evaluate(scenario: &Scenario, records: &[Record], tolerance: Duration) ->
                         Some(g) => format!("never_gives_up max_gap {}", fmt_duration(*g)),
                         None => format!("never_gives_up (max_gap {} from the agent config)", fmt_duration(gap)),
                     };
-                    (label, never_gives_up::never_gives_up(&idx, gap, tol))
+                    (label, never_gives_up::never_gives_up(idx, gap, tol))
                 }
                 Check::MaxRequestRate { at, limit_per_second } => {
                     let (times, name) = match at {
@@ -101,7 +119,7 @@ pub fn evaluate(scenario: &Scenario, records: &[Record], tolerance: Duration) ->
                     };
                     (format!("max_request_rate at {name} <= {limit_per_second}/s"), max_request_rate::max_request_rate(times, *limit_per_second))
                 }
-                Check::BreakerOpens => ("breaker_opens".to_string(), breaker_opens::breaker_opens(&idx)),
+                Check::BreakerOpens => ("breaker_opens".to_string(), breaker_opens::breaker_opens(idx)),
                 Check::NoLostCommands { grace } => (
                     format!("no_lost_commands (grace {})", fmt_duration(*grace)),
                     no_lost_commands::no_lost_commands(records, *grace),
@@ -113,19 +131,36 @@ pub fn evaluate(scenario: &Scenario, records: &[Record], tolerance: Duration) ->
                     let clamp = scenario.agent_config.resilience.retry_after_max;
                     (
                         format!("honours_retry_after (clamped to {})", fmt_duration(clamp)),
-                        honours_retry_after::honours_retry_after(&idx, clamp, tol),
+                        honours_retry_after::honours_retry_after(idx, clamp, tol),
                     )
                 }
                 Check::BoundedWaits => {
                     let bounds = bounded_waits::Bounds::of(&scenario.agent_config.policy());
-                    (format!("bounded_waits ({})", bounds.describe()), bounded_waits::bounded_waits(&idx, &bounds, tol))
+                    (format!("bounded_waits ({})", bounds.describe()), bounded_waits::bounded_waits(idx, &bounds, tol))
+                }
+                Check::FleetRecoversWithin { within } => {
+                    let label = match within {
+                        FleetBound::Within(d) => format!("fleet_recovers_within {}", fmt_duration(*d)),
+                        FleetBound::LimitFactor(f) => format!("fleet_recovers_within {f} x the physical limit"),
+                    };
+                    (label, fleet_recovers_within::fleet_recovers_within(fleet(), *within, tol))
+                }
+                Check::MaxAmplification { limit } => {
+                    (format!("max_amplification <= {limit}"), max_amplification::max_amplification(fleet(), *limit))
+                }
+                Check::LoadSettles { below, within } => (
+                    format!("load_settles below {:.0}% within {}", below * 100.0, fmt_duration(*within)),
+                    load_settles::load_settles(fleet(), *below, *within),
+                ),
+                Check::MaxWastedShare { limit } => {
+                    (format!("max_wasted_share <= {:.0}%", limit * 100.0), max_wasted_share::max_wasted_share(fleet(), *limit))
                 }
             };
             Verdict { check: e.check.name().to_string(), subject, line: e.line, passed: result.is_ok(), reason: result.unwrap_or_else(|e| e) }
         })
         .collect();
-    out.extend(fault_observed::faults_observed(&idx, scenario, tol));
-    out.push(alive_between_faults::alive_between_faults(&idx, scenario, tol));
+    out.extend(fault_observed::faults_observed(idx, scenario, tol));
+    out.push(alive_between_faults::alive_between_faults(idx, scenario, tol));
     out
 }
 

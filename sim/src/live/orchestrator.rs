@@ -45,6 +45,7 @@ use super::fault_state::{self, Effect, LiveFaults, Proc};
 use super::netns::{self, Netns};
 use super::processes::{self, Processes, Role, STOP_GRACE};
 use super::signals;
+use super::server_process;
 use super::trace_file;
 use crate::judge::{self, TraceIndex};
 use crate::clock::unix_now_ms;
@@ -431,6 +432,7 @@ impl Live<'_> {
             .arg(self.scenario.delivery.mode.as_str())
             .arg("--redeliver-after")
             .arg(format!("{}ms", self.scenario.delivery.redeliver_after.as_millis()))
+            .args(server_process::capacity_args(self.scenario.server.capacity.as_ref()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(self.log_file("server.log")?);

@@ -15,7 +15,6 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
-
 use std::time::Duration;
 
 use http::{Method, StatusCode};
@@ -26,8 +25,9 @@ use super::control_http::{self, Handler, error, require_loopback};
 use super::modes::{self, ServerModesSpec};
 use super::service::{self, EXIT_INVALID};
 use crate::net::TokioNet;
-use crate::models::server::{ServerDb, ServerModes, run_server};
-use crate::scenario::{DEFAULT_REDELIVER_AFTER, DeliveryMode, DeliverySpec};
+use crate::models::server::{ServerDb, ServerModes, run_server_with};
+use crate::scenario::server_limits::{CAPACITY_PER_SECOND_MAX, QUEUE_MAX_LIMIT, SHED_RETRY_AFTER_MAX_SECONDS};
+use crate::scenario::{Capacity, DEFAULT_REDELIVER_AFTER, DeliveryMode, DeliverySpec, ShedRetryAfter};
 
 const CONTROL_HELP: &str = "\
 Chaos control API (on --control, which must be a loopback address; peers that are not on
@@ -71,6 +71,19 @@ pub struct ServeArgs {
     /// With at-least-once delivery: when a command sent and not acknowledged goes out again.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_redeliver_after)]
     pub redeliver_after: Duration,
+    /// Finite capacity: work units per second (a check-in 1, a /health probe 0.1), as a
+    /// scenario's `[server] capacity_per_second`. Unlimited without it.
+    #[arg(long, value_name = "UNITS")]
+    pub capacity_per_second: Option<f64>,
+    /// Requests waiting beyond which new ones are shed with 503 (default: 2 s of work).
+    #[arg(long, value_name = "N", requires = "capacity_per_second")]
+    pub queue_max: Option<u64>,
+    /// `Retry-After` of a shed 503: whole seconds, or `auto` (the time the queue needs to drain).
+    #[arg(long, value_name = "SECONDS|auto", requires = "capacity_per_second")]
+    pub shed_retry_after: Option<String>,
+    /// After every start, capacity ramps from 10% to 100% over this long (`60s`, `2m`).
+    #[arg(long, value_name = "DURATION", requires = "capacity_per_second")]
+    pub warmup: Option<String>,
 }
 
 fn parse_delivery(s: &str) -> Result<DeliveryMode, String> {
@@ -97,6 +110,45 @@ pub struct QueueCommandRequest {
     pub params: serde_json::Value,
 }
 
+/// The `serve` arguments that give it `capacity` (none for an unlimited server).
+pub fn capacity_args(capacity: Option<&Capacity>) -> Vec<String> {
+    let Some(c) = capacity else { return Vec::new() };
+    let mut args = vec!["--capacity-per-second".to_string(), c.per_second.to_string(), "--queue-max".into(), c.queue_max.to_string()];
+    match c.shed_retry_after {
+        Some(ShedRetryAfter::Auto) => args.extend(["--shed-retry-after".to_string(), "auto".to_string()]),
+        Some(ShedRetryAfter::Seconds(s)) => args.extend(["--shed-retry-after".to_string(), s.to_string()]),
+        None => {}
+    }
+    args.extend(["--warmup".to_string(), format!("{}ms", c.warmup.as_millis())]);
+    args
+}
+
+/// The capacity the arguments describe, validated like the scenario keys.
+fn capacity_of(args: &ServeArgs) -> Result<Option<Capacity>, String> {
+    let Some(per_second) = args.capacity_per_second else { return Ok(None) };
+    if !(per_second.is_finite() && per_second > 0.0 && per_second <= CAPACITY_PER_SECOND_MAX) {
+        return Err(format!("--capacity-per-second must be above 0 and at most {CAPACITY_PER_SECOND_MAX}, got {per_second}"));
+    }
+    let queue_max = match args.queue_max {
+        None => (per_second * 2.0).ceil().max(1.0) as u32,
+        Some(q) if q <= QUEUE_MAX_LIMIT => q as u32,
+        Some(q) => return Err(format!("--queue-max must be at most {QUEUE_MAX_LIMIT}, got {q}")),
+    };
+    let shed_retry_after = match args.shed_retry_after.as_deref().map(str::trim) {
+        None => None,
+        Some("auto") => Some(ShedRetryAfter::Auto),
+        Some(s) => match s.parse::<u64>() {
+            Ok(n) if n <= SHED_RETRY_AFTER_MAX_SECONDS => Some(ShedRetryAfter::Seconds(n)),
+            _ => return Err(format!("--shed-retry-after must be whole seconds up to {SHED_RETRY_AFTER_MAX_SECONDS} or \"auto\", got {s:?}")),
+        },
+    };
+    let warmup = match &args.warmup {
+        None => Duration::ZERO,
+        Some(w) => humantime::parse_duration(w.trim()).map_err(|e| format!("--warmup {w:?} is not a duration ({e}); write it like \"60s\""))?,
+    };
+    Ok(Some(Capacity { per_second, queue_max, shed_retry_after, warmup }))
+}
+
 /// Runs `redflag-sim serve` until SIGTERM/SIGINT; the exit code.
 pub fn main(args: ServeArgs) -> u8 {
     service::init_logging();
@@ -113,6 +165,13 @@ pub fn main(args: ServeArgs) -> u8 {
                 return EXIT_INVALID;
             }
         },
+    };
+    let capacity = match capacity_of(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_INVALID;
+        }
     };
     let db = match ServerDb::open(&args.data, args.seed) {
         Ok(db) => db,
@@ -135,7 +194,7 @@ pub fn main(args: ServeArgs) -> u8 {
         );
         let handler = control_handler(db.clone(), server_modes.clone());
         let control_task = tokio::task::spawn_local(control_http::serve_control(control, handler));
-        let served = run_server::<TokioNet>(listener, db, server_modes, trace, "server".into()).await;
+        let served = run_server_with::<TokioNet>(listener, db, server_modes, trace, "server".into(), capacity).await;
         control_task.abort();
         served.map_err(|e| format!("server: {e}"))
     })

@@ -2,5 +2,6 @@
 //! in front of it (`proxy.rs`). Both are written against `net::Net`, so the code judged in
 //! simulation is the code that runs on real sockets in live mode.
 
+pub mod baselines;
 pub mod proxy;
 pub mod server;

@@ -183,13 +183,6 @@ impl Scenario {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawServer {
-    delivery: Option<Spanned<String>>,
-    redeliver_after: Option<Spanned<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawCommand {
     at: Spanned<String>,
     #[serde(rename = "type")]
@@ -208,7 +201,8 @@ pub(super) struct RawWorkload {
 }
 
 impl Parser<'_> {
-    pub(super) fn server(&self, raw: Option<&Spanned<RawServer>>) -> Result<DeliverySpec, ScenarioError> {
+    /// The delivery keys of `[server]` (its capacity keys are read by `server.rs`).
+    pub(super) fn delivery(&self, raw: Option<&Spanned<super::server::RawServer>>) -> Result<DeliverySpec, ScenarioError> {
         let mut spec = DeliverySpec::default();
         let Some(raw) = raw else { return Ok(spec) };
         let r = raw.get_ref();

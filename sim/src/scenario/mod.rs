@@ -25,8 +25,14 @@ pub use commands::{
     CommandAgents, CommandEntry, DEFAULT_EXECUTION_TIME, DEFAULT_GRACE, DEFAULT_REDELIVER_AFTER, DeliveryMode, DeliverySpec,
     QueuedCommand, Workload, command_id,
 };
-use commands::{RawCommand, RawServer, RawWorkload};
+use commands::{RawCommand, RawWorkload};
 pub mod explore;
+mod server;
+mod strategy;
+
+pub use server::limits as server_limits;
+pub use server::{COST_HEALTH, COST_REQUEST, Capacity, ServerSettings, ShedRetryAfter, cost_of};
+pub use strategy::StrategyName;
 
 /// Limits, so that a typo cannot ask for a billion agents or a century of simulated time.
 pub mod limits {
@@ -69,10 +75,14 @@ pub const CHECKS: &[&str] = &[
     "bounded_waits",
     "no_lost_commands",
     "no_duplicate_execution",
+    "fleet_recovers_within",
+    "max_amplification",
+    "load_settles",
+    "max_wasted_share",
 ];
 /// `[agent]` keys a scenario may override; the harness owns the rest (server_url, agent_id,
 /// token, refresh_token, state_dir).
-pub const AGENT_KEYS: &[&str] = &["check_in_interval", "resilience"];
+pub const AGENT_KEYS: &[&str] = &["check_in_interval", "resilience", "strategy"];
 
 // ---- the validated scenario ----------------------------------------------------------------
 
@@ -88,10 +98,17 @@ pub struct Scenario {
     /// Whether `redflag-sim live` may run it.
     pub live: bool,
     pub fleet: Fleet,
+    /// `[fleet] start_spread`: agents start spread over this (default: their check-in interval,
+    /// at most 10 s).
+    pub start_spread: Option<Duration>,
     /// The `[agent]` table as JSON, merged over the harness's base config for every agent.
     pub agent_overrides: Map<String, Value>,
     /// The agent config every agent runs with (agent 0's, as validated).
     pub agent_config: Config,
+    /// `[agent] strategy`: the decision-maker every agent runs (default: the production policy).
+    pub strategy: StrategyName,
+    /// `[server]`: the server model's capacity (unlimited by default).
+    pub server: ServerSettings,
     pub faults: Vec<Fault>,
     pub expect: Vec<Expectation>,
     /// `[server]`: how the server model delivers commands.
@@ -282,6 +299,22 @@ pub enum Check {
     HonoursRetryAfter,
     /// No wait between two attempts longer than the agent's config allows.
     BoundedWaits,
+    /// Every disturbed agent checks in within this after each fault window.
+    FleetRecoversWithin { within: FleetBound },
+    /// Server work per recovered agent, from a fault's end to the fleet's recovery.
+    MaxAmplification { limit: f64 },
+    /// Utilization falls below `below` within `within` of each fault's end, and stays there.
+    LoadSettles { below: f64, within: Duration },
+    /// At most this share of the server's work went to clients that had gone.
+    MaxWastedShare { limit: f64 },
+}
+
+/// The bound of `fleet_recovers_within`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FleetBound {
+    Within(Duration),
+    /// This many times the physical limit (the disturbed agents' work ÷ capacity).
+    LimitFactor(f64),
 }
 
 impl Check {
@@ -295,6 +328,10 @@ impl Check {
             Check::NoDuplicateExecution => "no_duplicate_execution",
             Check::HonoursRetryAfter => "honours_retry_after",
             Check::BoundedWaits => "bounded_waits",
+            Check::FleetRecoversWithin { .. } => "fleet_recovers_within",
+            Check::MaxAmplification { .. } => "max_amplification",
+            Check::LoadSettles { .. } => "load_settles",
+            Check::MaxWastedShare { .. } => "max_wasted_share",
         }
     }
 }
@@ -375,13 +412,13 @@ struct RawScenario {
     live: bool,
     fleet: Option<Spanned<RawFleet>>,
     agent: Option<Spanned<toml::Table>>,
+    server: Option<Spanned<server::RawServer>>,
     #[serde(default)]
     faults: Vec<Spanned<RawFault>>,
     #[serde(default)]
     expect: Vec<Spanned<RawExpect>>,
     #[serde(default)]
     expect_failure: bool,
-    server: Option<Spanned<RawServer>>,
     #[serde(default)]
     commands: Vec<Spanned<RawCommand>>,
     workload: Option<Spanned<RawWorkload>>,
@@ -393,6 +430,7 @@ struct RawScenario {
 struct RawFleet {
     agents: Option<Spanned<i64>>,
     hosts: Option<Spanned<i64>>,
+    start_spread: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -419,6 +457,8 @@ struct RawExpect {
     at: Option<Spanned<String>>,
     limit: Option<Spanned<f64>>,
     grace: Option<Spanned<String>>,
+    limit_factor: Option<Spanned<f64>>,
+    below: Option<Spanned<f64>>,
 }
 
 // ---- reading -------------------------------------------------------------------------------
@@ -576,7 +616,18 @@ impl Parser<'_> {
             }
         };
         let fleet = self.fleet(raw.fleet.as_ref())?;
-        let (agent_overrides, agent_config) = self.agent(raw.agent.as_ref())?;
+        let start_spread = match raw.fleet.as_ref().and_then(|f| f.get_ref().start_spread.as_ref()) {
+            None => None,
+            Some(s) => {
+                let d = self.duration(s, "[fleet] start_spread")?;
+                if d >= duration {
+                    return Err(self.at(s.span(), format!("[fleet] start_spread {:?} must be shorter than the run ({})", s.get_ref(), fmt_duration(duration))));
+                }
+                Some(d)
+            }
+        };
+        let (agent_overrides, agent_config, strategy) = self.agent(raw.agent.as_ref())?;
+        let server = self.server(raw.server.as_ref(), duration)?;
 
         if raw.faults.len() > limits::FAULTS_MAX {
             return Err(self.at(raw.faults[limits::FAULTS_MAX].span(), format!("more than {} faults", limits::FAULTS_MAX)));
@@ -595,7 +646,7 @@ impl Parser<'_> {
         let settle = explore::settle_time(&agent_config, &expect);
         let explore = raw.explore.as_ref().map(|e| self.explore(e, &fleet, duration, settle)).transpose()?;
 
-        let delivery = self.server(raw.server.as_ref())?;
+        let delivery = self.delivery(raw.server.as_ref())?;
         if raw.commands.len() > commands::limits::COMMAND_ENTRIES_MAX {
             let span = raw.commands[commands::limits::COMMAND_ENTRIES_MAX].span();
             return Err(self.at(span, format!("more than {} [[commands]] entries", commands::limits::COMMAND_ENTRIES_MAX)));
@@ -609,6 +660,10 @@ impl Parser<'_> {
         let count_span = raw.workload.as_ref().map(|w| w.span()).or_else(|| raw.commands.first().map(|c| c.span())).unwrap_or(0..0);
         self.check_command_count(count_span, &command_entries, &workload, fleet.agents, duration)?;
 
+        for (e, raw_e) in expect.iter().zip(&raw.expect) {
+            self.needs_capacity(e, raw_e, &server)?;
+        }
+
         Ok(Scenario {
             path: self.path.to_path_buf(),
             name,
@@ -618,8 +673,11 @@ impl Parser<'_> {
             tick,
             live: raw.live,
             fleet,
+            start_spread,
             agent_overrides,
             agent_config,
+            strategy,
+            server,
             faults,
             expect,
             delivery,
@@ -651,10 +709,23 @@ impl Parser<'_> {
         Ok(Fleet { agents, hosts })
     }
 
-    fn agent(&self, raw: Option<&Spanned<toml::Table>>) -> Result<(Map<String, Value>, Config), ScenarioError> {
-        let (table, span) = match raw {
+    fn agent(&self, raw: Option<&Spanned<toml::Table>>) -> Result<(Map<String, Value>, Config, StrategyName), ScenarioError> {
+        let (mut table, span) = match raw {
             Some(t) => (t.get_ref().clone(), t.span()),
             None => (toml::Table::new(), 0..0),
+        };
+        // `strategy` picks the decision-maker; it is not a key of the agent's config file.
+        let strategy = match table.remove("strategy") {
+            None => StrategyName::Default,
+            Some(v) => {
+                let line_span = self.key_in_table("agent", "strategy").unwrap_or(span.clone());
+                match v.as_str().and_then(StrategyName::parse) {
+                    Some(name) => name,
+                    None => {
+                        return Err(self.at(line_span, format!("unknown [agent] strategy {v}; expected one of: {}", StrategyName::list())));
+                    }
+                }
+            }
         };
         for key in table.keys() {
             if !AGENT_KEYS.contains(&key.as_str()) {
@@ -678,7 +749,7 @@ impl Parser<'_> {
             let message = e.to_string();
             self.at(line_span.unwrap_or(span.clone()), message)
         })?;
-        Ok((overrides, config))
+        Ok((overrides, config, strategy))
     }
 
     /// Where `key = ...` is written directly under the header `[table]` (dotted, like
@@ -902,6 +973,9 @@ impl Parser<'_> {
             "never_gives_up" => &["max_gap"],
             "max_request_rate" => &["at", "limit"],
             "no_lost_commands" => &["grace"],
+            "fleet_recovers_within" => &["within", "limit_factor"],
+            "max_amplification" | "max_wasted_share" => &["limit"],
+            "load_settles" => &["below", "within"],
             _ => &[],
         };
         let present = [
@@ -910,6 +984,8 @@ impl Parser<'_> {
             ("max_gap", e.max_gap.as_ref().map(|v| v.span())),
             ("at", e.at.as_ref().map(|v| v.span())),
             ("limit", e.limit.as_ref().map(|v| v.span())),
+            ("limit_factor", e.limit_factor.as_ref().map(|v| v.span())),
+            ("below", e.below.as_ref().map(|v| v.span())),
         ];
         for (key, span) in present {
             if let Some(span) = span {
@@ -956,9 +1032,70 @@ impl Parser<'_> {
             "no_duplicate_execution" => Check::NoDuplicateExecution,
             "honours_retry_after" => Check::HonoursRetryAfter,
             "bounded_waits" => Check::BoundedWaits,
+            "fleet_recovers_within" => {
+                let within = match (&e.within, &e.limit_factor) {
+                    (Some(w), None) => FleetBound::Within(self.duration(w, "within")?),
+                    (None, Some(f)) => {
+                        let x = *f.get_ref();
+                        if !(x.is_finite() && (1.0..=1000.0).contains(&x)) {
+                            return Err(self.at(f.span(), format!("limit_factor must be at least 1 (the physical limit itself) and at most 1000, got {x}")));
+                        }
+                        FleetBound::LimitFactor(x)
+                    }
+                    (Some(_), Some(f)) => return Err(self.at(f.span(), "check \"fleet_recovers_within\" takes within or limit_factor, not both")),
+                    (None, None) => {
+                        return Err(self.at(e.check.span(), "check \"fleet_recovers_within\" needs within = \"30s\" or limit_factor = 1.5"));
+                    }
+                };
+                Check::FleetRecoversWithin { within }
+            }
+            "max_amplification" => {
+                let l = self.positive(e.limit.as_ref(), e, "max_amplification", "server work units per recovered agent, like limit = 2")?;
+                Check::MaxAmplification { limit: l }
+            }
+            "max_wasted_share" => {
+                let l = self.positive(e.limit.as_ref(), e, "max_wasted_share", "a share between 0 and 1, like limit = 0.1")?;
+                if l > 1.0 {
+                    return Err(self.at(e.limit.as_ref().map_or(e.check.span(), |l| l.span()), format!("limit of max_wasted_share is a share of the work, between 0 and 1, got {l}")));
+                }
+                Check::MaxWastedShare { limit: l }
+            }
+            "load_settles" => {
+                let below = self.positive(e.below.as_ref(), e, "load_settles", "a utilization between 0 and 1, like below = 0.8")?;
+                if below > 1.0 {
+                    return Err(self.at(e.below.as_ref().map_or(e.check.span(), |b| b.span()), format!("below is a utilization between 0 and 1, got {below}")));
+                }
+                let w = e.within.as_ref().ok_or_else(|| self.at(e.check.span(), "check \"load_settles\" needs within, like within = \"2m\""))?;
+                Check::LoadSettles { below, within: self.duration(w, "within")? }
+            }
             _ => unreachable!("checked against CHECKS above"),
         };
         Ok(Expectation { line, check })
+    }
+
+    /// A required positive number key of a check.
+    fn positive(&self, v: Option<&Spanned<f64>>, e: &RawExpect, check: &str, like: &str) -> Result<f64, ScenarioError> {
+        let v = v.ok_or_else(|| self.at(e.check.span(), format!("check {check:?} needs {like}")))?;
+        let x = *v.get_ref();
+        if !(x.is_finite() && x > 0.0) {
+            return Err(self.at(v.span(), format!("check {check:?} needs {like}; got {x}")));
+        }
+        Ok(x)
+    }
+
+    /// Checks judged against the server's capacity need one.
+    fn needs_capacity(&self, e: &Expectation, raw: &Spanned<RawExpect>, server: &ServerSettings) -> Result<(), ScenarioError> {
+        if server.capacity.is_some() {
+            return Ok(());
+        }
+        let what = match &e.check {
+            Check::FleetRecoversWithin { within: FleetBound::LimitFactor(_) } => "fleet_recovers_within with limit_factor",
+            Check::LoadSettles { .. } => "load_settles",
+            Check::MaxWastedShare { .. } => "max_wasted_share",
+            _ => return Ok(()),
+        };
+        let span = raw.get_ref().check.span();
+        Err(self.at(span, format!("check {what} is judged against the server's capacity; give the scenario a [server] capacity_per_second")))
     }
 }
 

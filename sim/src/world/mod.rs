@@ -57,8 +57,9 @@ use crate::net::hyper_transport::HyperTransport;
 use crate::net::{Net, TurmoilNet};
 use crate::models::proxy::{PROXY_PORT, ProxyControl, run_proxy};
 use crate::seed;
-use crate::scenario::{Fleet, Phase, Scenario};
-use crate::models::server::{SERVER_PORT, ServerDb, ServerModes, run_server};
+use crate::scenario::{Capacity, Fleet, Phase, Scenario, StrategyName};
+use crate::models::baselines;
+use crate::models::server::{SERVER_PORT, ServerDb, ServerModes, run_server_with};
 use crate::trace::{Record, SimEvent, TraceEvent, TraceSink};
 
 /// The simulation tick when the scenario sets none: fine enough that link latencies and
@@ -112,7 +113,11 @@ pub fn turmoil_builder(duration: Duration, tick: Duration, seed: u64) -> turmoil
 /// When agent `index` starts in a run with `seed`: spread over its check-in interval, at most
 /// [`START_SPREAD_MAX`], so a fleet does not open every connection in the same tick.
 pub fn start_delay(seed: u64, index: u32, check_in_interval: Duration) -> Duration {
-    let spread = check_in_interval.min(START_SPREAD_MAX);
+    start_delay_within(seed, index, check_in_interval.min(START_SPREAD_MAX))
+}
+
+/// When agent `index` starts when the fleet starts spread over `spread` (`[fleet] start_spread`).
+pub fn start_delay_within(seed: u64, index: u32, spread: Duration) -> Duration {
     spread.mul_f64(seed::start_fraction(seed, index))
 }
 
@@ -210,6 +215,10 @@ struct Shared {
     server_url: String,
     seed: u64,
     fleet: Fleet,
+    /// `[agent] strategy`: who decides when agents retry.
+    strategy: StrategyName,
+    /// `[server]` capacity (`None`: unlimited).
+    capacity: Option<Capacity>,
 }
 
 /// One agent's life across host restarts: its settings, its "disk", its restart count.
@@ -317,7 +326,10 @@ impl Shared {
                     saved_token: Rc::default(),
                     files: Rc::default(),
                     generation: Cell::new(0),
-                    start_delay: start_delay(seed, i, interval),
+                    start_delay: match scenario.start_spread {
+                        Some(spread) => start_delay_within(seed, i, spread),
+                        None => start_delay(seed, i, interval),
+                    },
                 })
             })
             .collect();
@@ -333,6 +345,8 @@ impl Shared {
             runner: SimRunner { execution_time: scenario.workload.execution_time },
             seed,
             fleet,
+            strategy: scenario.strategy,
+            capacity: scenario.server.capacity,
         })
     }
 
@@ -352,8 +366,15 @@ fn register_hosts(shared: &Rc<Shared>, sim: &mut Sim<'_>) {
                 return dead_process(Some(SERVER_PORT)).await;
             }
             let listener = <TurmoilNet as Net>::bind(SocketAddr::from(([0, 0, 0, 0], SERVER_PORT))).await?;
-            run_server::<TurmoilNet>(listener, world.db.clone(), world.modes.clone(), world.trace.clone(), world.names.server.clone())
-                .await
+            run_server_with::<TurmoilNet>(
+                listener,
+                world.db.clone(),
+                world.modes.clone(),
+                world.trace.clone(),
+                world.names.server.clone(),
+                world.capacity,
+            )
+            .await
         }
     });
 
@@ -432,13 +453,29 @@ fn spawn_agent(world: &Rc<Shared>, slot: Rc<AgentSlot>, host: Arc<str>) {
     };
     let rng = StdRng::seed_from_u64(seed::agent_rng(world.seed, slot.index, generation));
     let observer = TraceObserver { trace: world.trace.clone(), host: host.clone(), agent: agent_name.clone() };
-    let disk = DiskStore { token: slot.saved_token.clone(), files: slot.files.clone() };
-    let agent = CheckinLoop::new(settings, transport, disk, SimHost, observer, rng).with_runner(world.runner);
+    let store = DiskStore { token: slot.saved_token.clone(), files: slot.files.clone() };
     let start_delay = slot.start_delay;
-    let task = tokio::task::spawn_local(async move {
-        tokio::time::sleep(start_delay).await;
-        agent.run(std::future::pending()).await;
-    });
+    let task = match world.strategy {
+        // The production policy, as the agent binary builds it.
+        StrategyName::Default => {
+            let agent = CheckinLoop::new(settings, transport, store, SimHost, observer, rng).with_runner(world.runner);
+            tokio::task::spawn_local(async move {
+                tokio::time::sleep(start_delay).await;
+                agent.run(std::future::pending()).await;
+            })
+        }
+        name => {
+            let strategy = baselines::build(name, &settings.policy);
+            let mut start_rng = StdRng::seed_from_u64(seed::strategy_start(world.seed, slot.index, generation));
+            let start_delay = start_delay + baselines::startup_sleep(name, &mut start_rng);
+            let agent =
+                CheckinLoop::with_strategy(settings, strategy, transport, store, SimHost, observer, rng).with_runner(world.runner);
+            tokio::task::spawn_local(async move {
+                tokio::time::sleep(start_delay).await;
+                agent.run(std::future::pending()).await;
+            })
+        }
+    };
     let trace = world.trace.clone();
     tokio::task::spawn_local(async move {
         let reason = match task.await {

@@ -38,15 +38,20 @@
 //! limiter and the slow mode use `tokio::time` (also simulated). Nothing here reads the system
 //! clock directly, and hyper's own `Date` header (which would) is replaced by ours.
 
+mod capacity;
 mod db;
 mod modes;
 mod rate_limit;
+
+pub use capacity::{Admission, CapacityQueue};
 
 pub use db::{CheckinCommands, RESULTS_KEPT_MAX, ResultOutcome, SENT_TIMEOUT, ServerDb, TokenCheck};
 pub use modes::{BrokenHealth, ServerModes};
 use rate_limit::RateLimiter;
 
+use std::cell::RefCell;
 use std::convert::Infallible;
+use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -66,7 +71,9 @@ use tower::ServiceExt;
 
 use crate::clock;
 use crate::net::{Connections, Net};
-use crate::trace::{SimEvent, TraceEvent, TraceSink};
+use crate::scenario::{Capacity, cost_of};
+use crate::trace::{SimEvent, TraceEvent, TraceSink, WorkOutcome};
+use capacity::WorkTicket;
 
 /// The port the server listens on, in simulation and by default in live mode.
 pub const SERVER_PORT: u16 = 8080;
@@ -300,17 +307,52 @@ async fn answer(
         tokio::time::sleep(delay).await;
     }
     set_date_header(resp.headers_mut());
-    let agent: Option<Arc<str>> = resp
-        .extensions()
-        .get::<AgentIdFromBody>()
-        .map(|a| a.0.clone())
-        .or_else(|| agent_id_from_path(&path).map(Arc::from));
+    let agent = agent_of(&resp, &path);
     trace.record(
         host,
         agent.as_ref(),
         TraceEvent::Sim(SimEvent::ServerRequest { method, path, status: resp.status().as_u16() }),
     );
     resp
+}
+
+/// The agent a request concerns: from the renewal's body, or the path.
+fn agent_of(resp: &Response, path: &str) -> Option<Arc<str>> {
+    resp.extensions().get::<AgentIdFromBody>().map(|a| a.0.clone()).or_else(|| agent_id_from_path(path).map(Arc::from))
+}
+
+/// [`answer`] behind the capacity queue: shed at once when it is full, otherwise wait for the
+/// server to reach this request (the work is done even if the client leaves meanwhile).
+async fn answer_limited(
+    app: &App,
+    routes: Router,
+    trace: &TraceSink,
+    host: &Arc<str>,
+    queue: &RefCell<CapacityQueue>,
+    req: http::Request<hyper::body::Incoming>,
+) -> Response {
+    let path = req.uri().path().to_string();
+    let cost = cost_of(&path);
+    let now = Instant::now();
+    let admission = queue.borrow_mut().admit(now, cost);
+    match admission {
+        Admission::Shed { retry_after_seconds } => {
+            let mut resp = status_response(503, retry_after_seconds, r#"{"error":"server overloaded"}"#.into(), "application/json");
+            set_date_header(resp.headers_mut());
+            let agent = agent_id_from_path(&path).map(Arc::from);
+            let method = req.method().as_str().to_string();
+            trace.record(host, agent.as_ref(), TraceEvent::Sim(SimEvent::ServerRequest { method, path, status: 503 }));
+            capacity::record(trace, host, agent.as_ref(), WorkOutcome::Shed, cost, 0, None);
+            resp
+        }
+        Admission::Queued { finish } => {
+            let ticket = WorkTicket::new(trace, host, agent_id_from_path(&path).map(Arc::from), cost, now, finish);
+            tokio::time::sleep_until(finish).await;
+            let resp = answer(app, routes, trace, host, req).await;
+            ticket.done();
+            resp
+        }
+    }
 }
 
 /// Serves the agent API on `listener` until the host dies. The database and modes are shared
@@ -327,6 +369,20 @@ pub async fn run_server<N: Net>(
     trace: TraceSink,
     host: Arc<str>,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    run_server_with::<N>(listener, db, modes, trace, host, None).await
+}
+
+/// [`run_server`] with a finite `capacity` (`None`: unlimited). The queue is this process's
+/// memory: created here, at the process's start (the warm-up counts from now), and lost with it.
+pub async fn run_server_with<N: Net>(
+    listener: N::Listener,
+    db: ServerDb,
+    modes: ServerModes,
+    trace: TraceSink,
+    host: Arc<str>,
+    capacity: Option<Capacity>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let queue = capacity.map(|c| Rc::new(RefCell::new(CapacityQueue::new(c, Instant::now()))));
     let app = App { db, modes, limiter: Arc::new(Mutex::new(RateLimiter::default())), trace: trace.clone(), host: host.clone() };
     let routes = router(app.clone());
     // Owned here, so that dropping this future aborts every connection with it.
@@ -334,11 +390,18 @@ pub async fn run_server<N: Net>(
     loop {
         let accepted = N::accept(&listener).await;
         let Some(stream) = connections.admit(accepted).await? else { continue };
-        let (app, routes, trace, host) = (app.clone(), routes.clone(), trace.clone(), host.clone());
+        let (app, routes, trace, host, queue) = (app.clone(), routes.clone(), trace.clone(), host.clone(), queue.clone());
         connections.spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let (app, routes, trace, host) = (app.clone(), routes.clone(), trace.clone(), host.clone());
-                async move { Ok::<_, Infallible>(answer(&app, routes, &trace, &host, req).await) }
+                let (app, routes, trace, host, queue) =
+                    (app.clone(), routes.clone(), trace.clone(), host.clone(), queue.clone());
+                async move {
+                    let resp = match &queue {
+                        None => answer(&app, routes, &trace, &host, req).await,
+                        Some(q) => answer_limited(&app, routes, &trace, &host, q, req).await,
+                    };
+                    Ok::<_, Infallible>(resp)
+                }
             });
             let served = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
