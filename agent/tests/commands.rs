@@ -259,7 +259,9 @@ async fn results_wait_while_the_server_fails_them_with_no_check_in_between_then_
         // check-ins stop until results go through (one breaker, one server).
         assert!(s.log[first_result..].iter().all(|p| *p == "result"), "{:?}", s.log);
         let attempts = s.log.len() - first_result;
-        assert!((3..=20).contains(&attempts), "{attempts} result attempts in 90 s: backed off, not a hot loop");
+        // A 503 without Retry-After is shedding: after the first opening, the breaker stays open
+        // at least half its 6 s period each time, so at most 90 s / 3 s plus the first burst.
+        assert!((3..=33).contains(&attempts), "{attempts} result attempts in 90 s: backed off, not a hot loop");
     }
     assert!(!events.named("results_held").is_empty());
     assert!(events.named("breaker").iter().any(|e| matches!(e, Event::Breaker { to, .. } if to == "open")));

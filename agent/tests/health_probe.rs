@@ -16,10 +16,12 @@ fn probe_failure_does_not_block_check_ins(name: &str, health: Reply, class: &str
     let agent = h.spawn(LogFormat::Json);
     assert!(wait_until(SOON, || h.server.successful_checkins() >= 1), "no first check-in\n{}", agent.tail());
 
-    // One failed check-in: the agent is recovering from now on.
+    // /health breaks first (a healthy agent does not probe, so nothing is sent to it yet), then
+    // one failed check-in: the agent is recovering from now on, and its first probe (10 ms
+    // later) already meets the broken /health.
+    h.server.set_health(health);
     h.server.set_commands(Reply::Status(502));
     assert!(wait_until(SOON, || !agent.events_named("attempt_failed").is_empty()), "no failure on 502\n{}", agent.tail());
-    h.server.set_health(health);
     h.server.set_commands(Reply::Normal);
     let fixed = Instant::now();
 

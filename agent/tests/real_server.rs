@@ -21,8 +21,9 @@
 //! - SIGKILL of the server: the agent is back within 30 s of its return;
 //! - a rotated JWT secret: 401, renew, check-in, the new token saved.
 //!
-//! Item 6 (commands end `completed`/`failed` in `agent_commands`) has its own test below,
-//! ignored until the agent's result outbox lands.
+//! Item 6 (commands end `completed`/`failed` in `agent_commands`) has its own test below:
+//! the agent journals each command, reports its result through the outbox, and the real
+//! server's `agent_commands` row ends completed (or failed).
 //!
 //! Finding the server: `REDFLAG_SERVER_DIR`, else `<workspace>/../shared/redflag-server`, else
 //! `/work/shared/redflag-server`. Not found: skipped with a printed reason. `up.sh` exiting 3
@@ -506,7 +507,6 @@ fn the_agent_speaks_real_redflag() {
 /// the `update_logs` table's check constraint only allows success/failed/partial, so the real
 /// server answers 500 to it) and `duration_seconds` an integer.
 #[test]
-#[ignore = "needs the agent's result outbox (issue 9): un-ignore when it is on main"]
 fn commands_end_completed_and_failed_on_the_real_server() {
     let _one = ONE_SERVER.lock().unwrap_or_else(|e| e.into_inner());
     let Some(server) = up_or_skip() else { return };

@@ -119,8 +119,23 @@ enum Command {
     Live(redflag_sim::live::LiveArgs),
 }
 
+/// The report commands print and end, like other Unix tools: when the reader of their output
+/// goes away (`redflag-sim run ... | head`), SIGPIPE ends them quietly instead of a panic in
+/// `println!`. The service commands (`serve`, `proxy`, `live`) keep Rust's default (SIGPIPE
+/// ignored, a write error instead): they hold sockets and child processes and must clean up.
+fn quiet_on_closed_stdout() {
+    // SAFETY: setting a signal's disposition to the default has no preconditions; it runs
+    // before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_) | Command::Proxy(_) | Command::Live(_)) {
+        quiet_on_closed_stdout();
+    }
     match cli.command {
         Command::Run { file, seed, trace, json, svg } => run(file.as_deref(), seed, trace, json, svg.as_deref()),
         Command::Compare { file, strategies, seeds, jobs, json, svg } => {

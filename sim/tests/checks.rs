@@ -1,6 +1,7 @@
 //! The checks added for issue 10, judged on small hand-made traces, so each rule is seen to
 //! fail on the behaviour it names and to pass on the behaviour next to it:
-//! * implicit `alive_between_faults`: silence outside a fault fails, steady check-ins pass;
+//! * implicit `alive_between_faults`: silence outside a fault fails, steady check-ins pass, and
+//!   the time commands ran is not silence;
 //! * `honours_retry_after`: a request before the clamped Retry-After fails, one after passes;
 //! * `bounded_waits`: a wait above the backoff cap and breaker timeout fails;
 //! * a broken `/health` opens no fault window.
@@ -94,6 +95,27 @@ fn alive_between_faults_fails_an_agent_silent_outside_faults() {
     let v = judge(&s, quiet, 120_000);
     let alive = verdict(&v, "alive_between_faults");
     assert!(!alive.passed && alive.reason.contains("silent from its last check-in"), "{alive:?}");
+}
+
+#[test]
+fn alive_between_faults_adds_the_time_commands_ran() {
+    let s = scenario("");
+    // Checks in every 10 s, but the check-in at 30 s brought a command that ran 40 s: the next
+    // check-in comes at 80 s. The loop was busy, not silent: passes.
+    let with_run = |finished: bool| {
+        let mut r = vec![started(0)];
+        r.extend(every_10s(0, 40_000));
+        r.push(agent(30_010, Event::CommandStarted { id: "c1".into(), kind: "scan_updates".into() }));
+        if finished {
+            r.push(agent(70_010, Event::CommandFinished { id: "c1".into(), kind: "scan_updates".into(), result: "success".into(), elapsed_ms: 40_000 }));
+        }
+        r.extend(every_10s(80_000, 120_000));
+        r
+    };
+    assert!(verdict(&judge(&s, with_run(true), 120_000), "alive_between_faults").passed);
+    // The same gap with no command run in it fails.
+    let alive = judge(&s, with_run(false), 120_000);
+    assert!(!verdict(&alive, "alive_between_faults").passed, "{alive:?}");
 }
 
 #[test]

@@ -180,3 +180,20 @@ fn list_shows_every_scenario() {
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("server-restart") && stdout.contains("day-long-outage"), "{stdout}");
 }
+
+#[test]
+fn a_closed_stdout_ends_run_quietly_without_a_panic() {
+    // `redflag-sim run FILE | head -c 0`: the reader is gone before the first line.
+    let mut child = Command::new(bin())
+        .arg("run")
+        .arg(scenarios_dir().join("server-restart.toml"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(out.status.code(), Some(101), "{stderr}");
+}

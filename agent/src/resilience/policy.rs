@@ -27,8 +27,10 @@ use super::retry_after::with_margin;
 
 /// Regular check-ins are spread by at most this fraction of the interval, either way.
 pub const REGULAR_JITTER_FRACTION: f64 = 0.1;
-/// After a shed answer (503/429 without Retry-After) opens the breaker, the wait is drawn from
-/// the first 1/this of the open period.
+/// After a shed answer (503/429 without Retry-After) opens the breaker for the first time in an
+/// outage, the wait is drawn from the first 1/this of the open period; when shed answers keep
+/// reopening it, from the rest of the period (so a server that answers 503 for an hour, like a
+/// load balancer with no backend, is probed at most 1/(1 - 1/this) as often as a down one).
 pub const SHED_OPEN_DIVISOR: u32 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -157,6 +159,8 @@ pub struct Policy {
     consecutive_failures: u32,
     /// When the first retryable failure since the last success happened.
     outage_started: Option<Instant>,
+    /// Times a shed answer opened the breaker since the last success.
+    shed_opens: u32,
 }
 
 impl Policy {
@@ -169,6 +173,7 @@ impl Policy {
             burst_failures: 0,
             consecutive_failures: 0,
             outage_started: None,
+            shed_opens: 0,
         }
     }
 
@@ -205,6 +210,7 @@ impl Policy {
         match report.verdict {
             Verdict::Success => {
                 let transition = self.breaker.on_success(now);
+                self.shed_opens = 0;
                 let recovered = self.outage_started.take().map(|started| Recovery {
                     outage: now.saturating_duration_since(started),
                     failed_attempts: self.consecutive_failures,
@@ -246,8 +252,12 @@ impl Policy {
                         // The server is up and shedding load: its queue is full now, and has
                         // room again within seconds. Were every shed agent to sit out the whole
                         // open period, a recovering fleet would come back as one late wave;
-                        // spread them over its first half instead.
-                        open_for = uniform(rng, Duration::ZERO, open_for / SHED_OPEN_DIVISOR);
+                        // spread them over its first half instead. A server that keeps
+                        // shedding gets the rest of the period: spread, never shortened twice.
+                        let first = self.shed_opens == 0;
+                        self.shed_opens = self.shed_opens.saturating_add(1);
+                        let half = open_for / SHED_OPEN_DIVISOR;
+                        open_for = if first { uniform(rng, Duration::ZERO, half) } else { uniform(rng, half, open_for) };
                         self.breaker.shorten_open(now + open_for);
                     }
                     if open_for >= delay {
@@ -432,7 +442,7 @@ mod tests {
     fn a_shed_answer_spreads_the_open_period() {
         // Three failures open the breaker; when the third is a 503 without Retry-After (the
         // server is up and shedding), the wait is drawn from the first half of the open period,
-        // and the breaker lets the probe through when it ends.
+        // and the breaker lets the probe through when it ends. Shed again, the second half.
         let shed = Report { outcome: Some(Outcome::Status(503)), ..Report::of(Verdict::Retry) };
         let mut waits = Vec::new();
         for seed in 0..20 {
@@ -447,6 +457,10 @@ mod tests {
             assert!(d.delay >= Duration::from_millis(800) && d.delay <= Duration::from_millis(1500), "{:?}", d.delay);
             assert_eq!(p.admit(d.next_attempt_at).0, Gate::Go { probe_health: true });
             waits.push(d.delay);
+            // The probe is shed again: a server that keeps shedding gets the second half of
+            // the 3 s period, never a second shortened one.
+            let again = p.complete(d.next_attempt_at, shed, &mut rng);
+            assert!(again.delay >= Duration::from_millis(1500) && again.delay <= Duration::from_secs(3), "{:?}", again.delay);
         }
         waits.sort();
         assert!(waits[0] < waits[19], "jittered: {waits:?}");
@@ -458,7 +472,8 @@ mod tests {
             p.complete(now, Report::of(Verdict::Retry), &mut rng);
         }
         let d = p.complete(now, Report { retry_after: Some(Duration::from_secs(2)), ..shed }, &mut rng);
-        assert_eq!(d.delay, Duration::from_secs(3));
+        // 2 s asked: whole seconds + 1 s margin, plus the Retry-After jitter.
+        assert!(d.delay >= Duration::from_secs(3) && d.delay <= Duration::from_secs(3) + RETRY_AFTER_JITTER_MAX, "{:?}", d.delay);
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! timeout (the rapid-polling interval instead, while the server asked for rapid polling). After
 //! every fault window that ends, every agent checks in again within the longest wait its config
 //! permits plus the attempt in flight, the health probe and the check-in (unless the next fault
-//! begins first). A run that ends with an agent silent fails.
+//! begins first). A run that ends with an agent silent fails. Time spent running commands
+//! (`command_started` to `command_finished`) is added to a gap's bound: the loop runs the
+//! commands a check-in brought before it waits for the next one.
 //!
 //! Why: `recovers_within` needs only one check-in after a fault and `never_gives_up` looks only
 //! inside faults, so an agent that goes quiet right after its first recovery (a breaker that
@@ -65,7 +67,8 @@ pub(super) fn alive_between_faults(idx: &TraceIndex, scenario: &Scenario, tol: u
         }
         for pair in points.windows(2) {
             let (a, b) = (pair[0], pair[1]);
-            let bound = bound_after(a, &rapid, interval, timeout_ms) + tol;
+            // Commands a check-in brought run before the loop's next wait.
+            let bound = bound_after(a, &rapid, interval, timeout_ms) + view.command_time_between(a, b) + tol;
             if touches(&windows, a, b) {
                 continue;
             }
@@ -99,7 +102,7 @@ pub(super) fn alive_between_faults(idx: &TraceIndex, scenario: &Scenario, tol: u
                 continue;
             }
             match view.successes.iter().find(|&&s| s > e).copied() {
-                Some(s) if s <= e + allowance => {}
+                Some(s) if s <= e + allowance + view.command_time_between(e, s) => {}
                 Some(s) if s <= next => failures.push(format!(
                     "{name} first checked in {} after the faults ended at {} (its config allows {})",
                     secs(s - e),

@@ -53,6 +53,11 @@ pub(crate) struct AgentView {
     /// The loop's own story in time order (starts, requests, attempt ends, rapid polling), for
     /// the checks that judge waits: `alive`, `bounded_waits`, `honours_retry_after`.
     pub(crate) marks: Vec<(u64, Mark)>,
+    /// Command runs (start, end): the loop runs a check-in's commands before its next wait,
+    /// so the gap between two check-ins grows by their execution time.
+    pub(crate) command_runs: Vec<(u64, u64)>,
+    /// When the command running now started.
+    command_started: Option<u64>,
 }
 
 /// One step of an agent loop's story, as the wait checks need it.
@@ -71,6 +76,12 @@ pub(crate) enum Mark {
 }
 
 impl AgentView {
+    /// How long commands ran between `a` and `b` (ms): time the loop spent executing, not
+    /// waiting.
+    pub(crate) fn command_time_between(&self, a: u64, b: u64) -> u64 {
+        self.command_runs.iter().map(|&(s, e)| e.min(b).saturating_sub(s.max(a))).sum()
+    }
+
     /// The first check-in completed at or after `t`.
     pub(crate) fn first_success_after(&self, t: u64) -> Option<u64> {
         let i = self.successes.partition_point(|&s| s < t);
@@ -217,6 +228,12 @@ impl TraceIndex {
                     view.success_sent.push(view.checkin_sent.min(r.t_ms));
                 }
                 Event::Breaker { to, .. } if to == "open" => view.breaker_opened.push(r.t_ms),
+                Event::CommandStarted { .. } => view.command_started = Some(r.t_ms),
+                Event::CommandFinished { .. } => {
+                    if let Some(s) = view.command_started.take() {
+                        view.command_runs.push((s, r.t_ms));
+                    }
+                }
                 _ => {}
             }
         }

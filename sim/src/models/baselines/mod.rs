@@ -202,7 +202,7 @@ mod tests {
     #[test]
     fn no_jitter_is_the_production_policy_without_jitter() {
         let config = redflag_agent::config::Config::from_json_str(
-            r#"{"server_url":"http://p","agent_id":"a","token":"t","refresh_token":"r"}"#,
+            r#"{"server_url":"https://p","agent_id":"a","token":"t","refresh_token":"r"}"#,
             "test",
         )
         .unwrap()
