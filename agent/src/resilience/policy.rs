@@ -27,11 +27,16 @@ use super::retry_after::with_margin;
 
 /// Regular check-ins are spread by at most this fraction of the interval, either way.
 pub const REGULAR_JITTER_FRACTION: f64 = 0.1;
-/// After a shed answer (503/429 without Retry-After) opens the breaker for the first time in an
-/// outage, the wait is drawn from the first 1/this of the open period; when shed answers keep
-/// reopening it, from the rest of the period (so a server that answers 503 for an hour, like a
-/// load balancer with no backend, is probed at most 1/(1 - 1/this) as often as a down one).
+/// After a shed answer (503/429 without Retry-After) opens the breaker, the wait is drawn from
+/// the first 1/this of the open period (for [`SHED_SPREAD_PERIODS`] open periods after the
+/// first such opening since the last success), then from the rest of it.
 pub const SHED_OPEN_DIVISOR: u32 = 2;
+/// For how many open periods after the first shed answer shed answers may shorten the open
+/// period. A recovering fleet meets shedding for seconds (the queue has room again soon); a
+/// server that answers 503 for an hour, like a load balancer with no backend, is then probed
+/// at most 1/(1 - 1/SHED_OPEN_DIVISOR) times as often as a down one, not SHED_OPEN_DIVISOR
+/// times.
+pub const SHED_SPREAD_PERIODS: u32 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PolicyConfig {
@@ -159,8 +164,8 @@ pub struct Policy {
     consecutive_failures: u32,
     /// When the first retryable failure since the last success happened.
     outage_started: Option<Instant>,
-    /// Times a shed answer opened the breaker since the last success.
-    shed_opens: u32,
+    /// When a shed answer first opened the breaker since the last success.
+    shedding_since: Option<Instant>,
 }
 
 impl Policy {
@@ -173,7 +178,7 @@ impl Policy {
             burst_failures: 0,
             consecutive_failures: 0,
             outage_started: None,
-            shed_opens: 0,
+            shedding_since: None,
         }
     }
 
@@ -210,7 +215,7 @@ impl Policy {
         match report.verdict {
             Verdict::Success => {
                 let transition = self.breaker.on_success(now);
-                self.shed_opens = 0;
+                self.shedding_since = None;
                 let recovered = self.outage_started.take().map(|started| Recovery {
                     outage: now.saturating_duration_since(started),
                     failed_attempts: self.consecutive_failures,
@@ -253,11 +258,11 @@ impl Policy {
                         // room again within seconds. Were every shed agent to sit out the whole
                         // open period, a recovering fleet would come back as one late wave;
                         // spread them over its first half instead. A server that keeps
-                        // shedding gets the rest of the period: spread, never shortened twice.
-                        let first = self.shed_opens == 0;
-                        self.shed_opens = self.shed_opens.saturating_add(1);
+                        // shedding gets the rest of the period: still spread, not shortened.
+                        let since = *self.shedding_since.get_or_insert(now);
+                        let early = now.saturating_duration_since(since) < self.config.breaker.open_timeout * SHED_SPREAD_PERIODS;
                         let half = open_for / SHED_OPEN_DIVISOR;
-                        open_for = if first { uniform(rng, Duration::ZERO, half) } else { uniform(rng, half, open_for) };
+                        open_for = if early { uniform(rng, Duration::ZERO, half) } else { uniform(rng, half, open_for) };
                         self.breaker.shorten_open(now + open_for);
                     }
                     if open_for >= delay {
@@ -442,7 +447,8 @@ mod tests {
     fn a_shed_answer_spreads_the_open_period() {
         // Three failures open the breaker; when the third is a 503 without Retry-After (the
         // server is up and shedding), the wait is drawn from the first half of the open period,
-        // and the breaker lets the probe through when it ends. Shed again, the second half.
+        // and the breaker lets the probe through when it ends. Shed again and again, the
+        // second half.
         let shed = Report { outcome: Some(Outcome::Status(503)), ..Report::of(Verdict::Retry) };
         let mut waits = Vec::new();
         for seed in 0..20 {
@@ -457,10 +463,19 @@ mod tests {
             assert!(d.delay >= Duration::from_millis(800) && d.delay <= Duration::from_millis(1500), "{:?}", d.delay);
             assert_eq!(p.admit(d.next_attempt_at).0, Gate::Go { probe_health: true });
             waits.push(d.delay);
-            // The probe is shed again: a server that keeps shedding gets the second half of
-            // the 3 s period, never a second shortened one.
-            let again = p.complete(d.next_attempt_at, shed, &mut rng);
-            assert!(again.delay >= Duration::from_millis(1500) && again.delay <= Duration::from_secs(3), "{:?}", again.delay);
+            // The probe is shed again, and again: for two open periods (6 s) after the first
+            // shed answer, openings are spread over the first half of the 3 s period, later
+            // ones over the second half.
+            let (first_shed, mut at) = (now, d.next_attempt_at);
+            for n in 2..20 {
+                let again = p.complete(at, shed, &mut rng);
+                let early = at.duration_since(first_shed) < Duration::from_secs(6);
+                let (lo, hi) = if early { (0, 1500) } else { (1500, 3000) };
+                let ms = again.next_attempt_at.duration_since(at).as_millis() as u64;
+                assert!((lo..=hi).contains(&ms), "opening {n} at {:?}: {ms} ms", at.duration_since(first_shed));
+                at = again.next_attempt_at;
+                assert_eq!(p.admit(at).0, Gate::Go { probe_health: true });
+            }
         }
         waits.sort();
         assert!(waits[0] < waits[19], "jittered: {waits:?}");
