@@ -262,7 +262,8 @@ pub const WAITING_FOR_CONFIGURATION: &str = "waiting for configuration";
 /// A health answer longer than this is not read for its status.
 const HEALTH_BODY_MAX_BYTES: usize = 4096;
 
-fn json_kind(v: &Value) -> &'static str {
+/// How a JSON value's type reads in an error message ("a string", "an array").
+pub(crate) fn json_kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -36,6 +36,7 @@ use crate::config::{CONFIG_FILE_MAX_BYTES, Config, limits};
 use crate::host::{self, Identity};
 use crate::protocol::{
     AGENT_VERSION, BUILD_VERSION_KEY, HEALTH_PATH, IMPLEMENTATION, IMPLEMENTATION_KEY, PROTOCOL_VERSION, health_not_ready,
+    json_kind,
 };
 use crate::secret::Secret;
 use crate::store::write_atomic;
@@ -222,7 +223,7 @@ pub fn existing_config(path: &Path, force: bool) -> Result<Map<String, Value>, S
             return Err(format!(
                 "{} exists but does not hold a JSON object (it holds {}); fix it, or pass --force to replace it",
                 path.display(),
-                kind(&other)
+                json_kind(&other)
             ));
         }
         Err(e) => {
@@ -364,17 +365,6 @@ fn escape(text: &str) -> String {
         out.push('…');
     }
     out
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 #[cfg(test)]
