@@ -1188,6 +1188,21 @@ limit = 50
     }
 
     #[test]
+    fn one_server_table_holds_capacity_and_delivery() {
+        let both = format!("{GOOD}\n[server]\ncapacity_per_second = 50\ndelivery = \"redflag-0.1.18\"\n");
+        let s = parse(&both).unwrap();
+        assert_eq!(s.server.capacity.map(|c| c.per_second), Some(50.0));
+        assert_eq!(s.delivery.mode, DeliveryMode::RedFlag0118);
+        // Either set alone.
+        let s = parse(&format!("{GOOD}\n[server]\nredeliver_after = \"10s\"\n")).unwrap();
+        assert!(s.server.capacity.is_none());
+        assert_eq!(s.delivery.redeliver_after, Duration::from_secs(10));
+        // A misspelt key names itself and its line, whichever set it was meant for.
+        let e = error(&format!("{GOOD}\n[server]\ncapacity_per_sec = 50\n"));
+        assert!(e.contains("capacity_per_sec") && e.starts_with("t.toml:"), "{e}");
+    }
+
+    #[test]
     fn bad_values_are_refused_with_their_line() {
         let e = error(&GOOD.replace("max_delay_minutes = 0.25", "max_delay_minutes = 0.25\nbackoff_factor = 0.5"));
         assert!(e.contains("resilience.backoff_factor must be >= 1") && e.starts_with("t.toml:16:"), "{e}");
