@@ -29,7 +29,7 @@ use super::retry_after::with_margin;
 pub const REGULAR_JITTER_FRACTION: f64 = 0.1;
 /// After a shed answer (503/429 without Retry-After) opens the breaker, the wait is drawn from
 /// the first 1/this of the open period (for [`SHED_SPREAD_PERIODS`] open periods after the
-/// first such opening since the last success), then from the rest of it.
+/// first such opening in a row of shed answers), then from the rest of it.
 pub const SHED_OPEN_DIVISOR: u32 = 2;
 /// For how many open periods after the first shed answer shed answers may shorten the open
 /// period. A recovering fleet meets shedding for seconds (the queue has room again soon); a
@@ -164,7 +164,8 @@ pub struct Policy {
     consecutive_failures: u32,
     /// When the first retryable failure since the last success happened.
     outage_started: Option<Instant>,
-    /// When a shed answer first opened the breaker since the last success.
+    /// When a shed answer first opened the breaker since the last success or the last failure
+    /// that was not a shed answer.
     shedding_since: Option<Instant>,
 }
 
@@ -242,6 +243,11 @@ impl Policy {
                 self.burst_failures += 1;
                 let attempt = self.burst_failures;
                 let transition = self.breaker.on_failure(now);
+                if !report.overloaded() {
+                    // Down, not shedding: the next shed answer starts a new spread (a server
+                    // that sheds, crashes and sheds again is a new recovery).
+                    self.shedding_since = None;
+                }
 
                 let (mut delay, mut reason) = if attempt >= self.config.max_retries {
                     self.reset_burst();
@@ -476,6 +482,15 @@ mod tests {
                 at = again.next_attempt_at;
                 assert_eq!(p.admit(at).0, Gate::Go { probe_health: true });
             }
+            // The server goes down (refused) and comes back shedding: a new recovery, spread
+            // over the first half again.
+            let refused = Report { outcome: Some(Outcome::Refused), ..Report::of(Verdict::Retry) };
+            let down = p.complete(at, refused, &mut rng);
+            assert_eq!(down.next_attempt_at.duration_since(at), Duration::from_secs(3));
+            at = down.next_attempt_at;
+            assert_eq!(p.admit(at).0, Gate::Go { probe_health: true });
+            let back = p.complete(at, shed, &mut rng);
+            assert!(back.next_attempt_at.duration_since(at) <= Duration::from_millis(1500), "{:?}", back.delay);
         }
         waits.sort();
         assert!(waits[0] < waits[19], "jittered: {waits:?}");
