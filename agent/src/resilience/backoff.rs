@@ -192,6 +192,38 @@ mod tests {
     }
 
     #[test]
+    fn jitter_displays_as_its_config_name() {
+        // The name in logs and `check-config` is the one the config takes.
+        for j in [Jitter::None, Jitter::Full, Jitter::Equal, Jitter::Decorrelated] {
+            assert_eq!(j.to_string().parse::<Jitter>().unwrap(), j);
+        }
+    }
+
+    #[test]
+    fn equal_jitter_really_spreads() {
+        // At the cap (3 s), equal jitter draws from [1.5 s, 3 s]: not always the cap.
+        let mut b = Backoff::new(config(Jitter::Equal));
+        let mut rng = StdRng::seed_from_u64(11);
+        let got: Vec<Duration> = (0..20).map(|_| b.delay(10, &mut rng)).collect();
+        assert!(got.iter().any(|d| *d < Duration::from_millis(2900)), "{got:?}");
+    }
+
+    #[test]
+    fn reset_starts_decorrelated_jitter_over() {
+        // Grown to the cap, then reset: the next delay is drawn from [initial, 3 x initial].
+        for seed in 0..20 {
+            let mut b = Backoff::new(config(Jitter::Decorrelated));
+            let mut rng = StdRng::seed_from_u64(seed);
+            for i in 0..30 {
+                b.delay(i, &mut rng);
+            }
+            b.reset();
+            let d = b.delay(0, &mut rng);
+            assert!(d <= Duration::from_millis(600), "seed {seed}: {d:?} after a reset");
+        }
+    }
+
+    #[test]
     fn equal_jitter_keeps_at_least_half() {
         let mut b = Backoff::new(config(Jitter::Equal));
         let mut rng = StdRng::seed_from_u64(7);

@@ -217,6 +217,15 @@ mod tests {
     }
 
     #[test]
+    fn state_names_round_trip() {
+        // The names in the `breaker` event and the trace, which the harness parses back.
+        for (state, name) in [(BreakerState::Closed, "closed"), (BreakerState::Open, "open"), (BreakerState::HalfOpen, "half_open")] {
+            assert_eq!(state.as_str(), name);
+            assert_eq!(BreakerState::parse(name), Some(state));
+        }
+    }
+
+    #[test]
     fn full_cycle() {
         let t0 = Instant::now();
         let mut b = breaker(2, 1);
