@@ -221,8 +221,18 @@ mod tests {
         // The names in the `breaker` event and the trace, which the harness parses back.
         for (state, name) in [(BreakerState::Closed, "closed"), (BreakerState::Open, "open"), (BreakerState::HalfOpen, "half_open")] {
             assert_eq!(state.as_str(), name);
+            assert_eq!(state.to_string(), name);
             assert_eq!(BreakerState::parse(name), Some(state));
         }
+    }
+
+    #[test]
+    fn only_the_four_edges_are_legal() {
+        use BreakerState::*;
+        let all = [Closed, Open, HalfOpen];
+        let legal: Vec<(BreakerState, BreakerState)> =
+            all.iter().flat_map(|&a| all.iter().map(move |&b| (a, b))).filter(|&(a, b)| BreakerState::is_legal_transition(a, b)).collect();
+        assert_eq!(legal, vec![(Closed, Open), (Open, HalfOpen), (HalfOpen, Closed), (HalfOpen, Open)]);
     }
 
     #[test]
