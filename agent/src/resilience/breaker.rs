@@ -227,6 +227,17 @@ mod tests {
     }
 
     #[test]
+    fn failures_are_counted_while_closed() {
+        let t0 = Instant::now();
+        let mut b = breaker(3, 1);
+        b.on_failure(t0);
+        b.on_failure(t0);
+        assert_eq!(b.failures(), 2);
+        b.on_failure(t0);
+        assert_eq!(b.failures(), 3, "open: the threshold");
+    }
+
+    #[test]
     fn only_the_four_edges_are_legal() {
         use BreakerState::*;
         let all = [Closed, Open, HalfOpen];
