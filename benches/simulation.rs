@@ -47,7 +47,7 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use redflag_agent::events::Event;
+use redflag_agent::log::events::Event;
 use redflag_sim::net::{Net, TurmoilNet};
 use redflag_sim::models::proxy::PROXY_PORT;
 use redflag_sim::runner::run_one;

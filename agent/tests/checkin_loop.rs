@@ -18,9 +18,9 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use redflag_agent::checkin::{BARE_404_RETRIES_MAX, CheckinLoop, Host, Settings};
 use redflag_agent::config::Config;
-use redflag_agent::events::{Event, Observer, RequestKind};
+use redflag_agent::log::events::{Event, Observer, RequestKind};
 use redflag_agent::store::MemoryStore;
-use redflag_agent::transport::{Request, Response, Transport, TransportError};
+use redflag_agent::server::transport::{Request, Response, Transport, TransportError};
 
 /// Answers by path: `/health` always with `health`, check-ins from a script, then `fallback`.
 struct Scripted {

@@ -16,14 +16,14 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use redflag_agent::checkin::{CheckinLoop, Host, Settings};
 use redflag_agent::config::Config;
-use redflag_agent::events::{Event, Observer};
-use redflag_agent::journal::{JOURNAL_FILE, Journal};
-use redflag_agent::outbox::OUTBOX_FILE;
-use redflag_agent::protocol::{Command, UpdateLogRequest};
-use redflag_agent::runner::{CommandRunner, Execution};
-use redflag_agent::secret::Secret;
+use redflag_agent::log::events::{Event, Observer};
+use redflag_agent::commands::journal::{JOURNAL_FILE, Journal};
+use redflag_agent::commands::outbox::OUTBOX_FILE;
+use redflag_agent::server::protocol::{Command, UpdateLogRequest};
+use redflag_agent::commands::runner::{CommandRunner, Execution};
+use redflag_agent::server::secret::Secret;
 use redflag_agent::store::{MemoryStore, Status, Store};
-use redflag_agent::transport::{Method, Request, Response, Transport, TransportError};
+use redflag_agent::server::transport::{Method, Request, Response, Transport, TransportError};
 use serde_json::{Value, json};
 
 /// What the scripted server saw and how it answers.

@@ -24,11 +24,11 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use redflag_agent::checkin::{CheckinLoop, Host, Settings};
-use redflag_agent::events::{Event, Observer, RequestKind};
+use redflag_agent::log::events::{Event, Observer, RequestKind};
 use redflag_agent::resilience::{BackoffConfig, BreakerConfig, Jitter, PolicyConfig};
-use redflag_agent::secret::Secret;
+use redflag_agent::server::secret::Secret;
 use redflag_agent::store::MemoryStore;
-use redflag_agent::transport::{Request, Response, Transport, TransportError};
+use redflag_agent::server::transport::{Request, Response, Transport, TransportError};
 
 const INTERVAL: Duration = Duration::from_secs(300);
 const INITIAL_DELAY: Duration = Duration::from_secs(2);

@@ -19,14 +19,14 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use redflag_agent::checkin::{CheckinLoop, Host, Settings};
-use redflag_agent::events::{Event, Observer};
+use redflag_agent::log::events::{Event, Observer};
 use redflag_agent::resilience::{
     Admission, Backoff, BackoffConfig, Breaker, BreakerConfig, BreakerState, Gate, Jitter, Policy, PolicyConfig, Report,
     Verdict,
 };
-use redflag_agent::secret::Secret;
+use redflag_agent::server::secret::Secret;
 use redflag_agent::store::MemoryStore;
-use redflag_agent::transport::{Request, Response, Transport, TransportError};
+use redflag_agent::server::transport::{Request, Response, Transport, TransportError};
 
 fn jitter() -> impl Strategy<Value = Jitter> {
     prop_oneof![Just(Jitter::None), Just(Jitter::Full), Just(Jitter::Equal), Just(Jitter::Decorrelated)]

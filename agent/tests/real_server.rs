@@ -473,7 +473,7 @@ fn the_agent_speaks_real_redflag() {
     let window = windows.last().copied().unwrap_or(0);
     assert!(window >= 590_000, "the answer's 10-minute window (written at -05:00) was not honoured: windows {windows:?}\n{}", agent.tail());
     let (_, hb) = server.admin("GET", &format!("/api/v1/agents/{agent_id}/heartbeat"), None);
-    let until = hb["until"].as_str().and_then(|u| redflag_agent::rfc3339::parse(u)).unwrap_or_else(|| panic!("heartbeat status {hb}"));
+    let until = hb["until"].as_str().and_then(|u| redflag_agent::server::rfc3339::parse(u)).unwrap_or_else(|| panic!("heartbeat status {hb}"));
     let left = until.duration_since(SystemTime::now()).unwrap_or_default();
     assert!(left >= Duration::from_secs(540), "the agent reports rapid polling until {hb}, {left:?} from now");
     assert_server_log_clean(&server);

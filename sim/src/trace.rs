@@ -2,7 +2,7 @@
 //!
 //! Every line has `t_ms` (simulated milliseconds since the run started; in live mode, wall
 //! milliseconds since the run started), `host`, optionally `agent`, `event`, and the event's
-//! details. Agent events are the agent's own [`redflag_agent::events::Event`] values, unchanged;
+//! details. Agent events are the agent's own [`redflag_agent::log::events::Event`] values, unchanged;
 //! the harness adds fault, host and request events ([`SimEvent`]).
 //!
 //! The expectations in `judge/` read the trace, nothing else, which is why the simulation and
@@ -12,7 +12,7 @@
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
 
-use redflag_agent::events::Event;
+use redflag_agent::log::events::Event;
 use serde::{Deserialize, Serialize};
 
 /// One line of the trace.
@@ -204,7 +204,7 @@ pub fn read_jsonl(text: &str) -> Result<Vec<Record>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use redflag_agent::events::RequestKind;
+    use redflag_agent::log::events::RequestKind;
 
     #[test]
     fn lines_round_trip() {

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redflag_agent::events::{Event, RequestKind};
+use redflag_agent::log::events::{Event, RequestKind};
 use redflag_sim::judge::{Verdict, evaluate};
 use redflag_sim::scenario::Scenario;
 use redflag_sim::trace::{Record, SimEvent, TraceEvent};

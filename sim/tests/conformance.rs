@@ -19,10 +19,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redflag_agent::config::Config;
-use redflag_agent::protocol::{commands_path, parse_checkin_answer};
+use redflag_agent::server::protocol::{commands_path, parse_checkin_answer};
 use redflag_agent::resilience::Outcome;
-use redflag_agent::secret::Secret;
-use redflag_agent::transport::{Method, Request, ReqwestTransport, Response, Transport, TransportError};
+use redflag_agent::server::secret::Secret;
+use redflag_agent::server::transport::{Method, Request, ReqwestTransport, Response, Transport, TransportError};
 use redflag_sim::net::hyper_transport::HyperTransport;
 use redflag_sim::net::{Net, TokioNet, TurmoilNet};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -15,9 +15,9 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redflag_agent::protocol::{Command, CommandsResponse, HEALTH_PATH, RENEW_PATH, commands_path, parse_renew_answer};
-use redflag_agent::secret::Secret;
-use redflag_agent::transport::{Method, Request, Response, Transport, TransportError};
+use redflag_agent::server::protocol::{Command, CommandsResponse, HEALTH_PATH, RENEW_PATH, commands_path, parse_renew_answer};
+use redflag_agent::server::secret::Secret;
+use redflag_agent::server::transport::{Method, Request, Response, Transport, TransportError};
 use redflag_sim::clock;
 use redflag_sim::net::hyper_transport::HyperTransport;
 use redflag_sim::net::{Net, TurmoilNet};
@@ -231,7 +231,7 @@ fn setup_mode_404s_agent_routes_but_not_health() {
         let health = send(&mut t, &health_req(), T).await.unwrap();
         // What RedFlag's unconfigured welcome mode answers, and what the agent calls not ready.
         assert_eq!((health.status, health.body.as_slice()), (200, &br#"{"status":"waiting for configuration"}"#[..]));
-        assert!(redflag_agent::protocol::health_not_ready(&health.body));
+        assert!(redflag_agent::server::protocol::health_not_ready(&health.body));
         modes.set_setup_mode(false);
         let health = send(&mut t, &health_req(), T).await.unwrap();
         assert_eq!((health.status, health.body.as_slice()), (200, &br#"{"status":"healthy"}"#[..]));

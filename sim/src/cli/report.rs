@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use redflag_agent::events::Event;
+use redflag_agent::log::events::Event;
 use serde_json::json;
 
 use crate::judge::{FleetFigures, TraceIndex};

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use redflag_agent::events::{Event, RequestKind};
+use redflag_agent::log::events::{Event, RequestKind};
 use serde::Serialize;
 
 use crate::scenario::{Fleet, cost_of};

@@ -494,7 +494,7 @@ impl Live<'_> {
         };
         if !self.commands.is_empty() {
             let delay_ms = self.scenario.workload.execution_time.as_millis().to_string();
-            cmd.env(redflag_agent::runner::TEST_COMMAND_DELAY_ENV, delay_ms);
+            cmd.env(redflag_agent::commands::runner::TEST_COMMAND_DELAY_ENV, delay_ms);
         }
         cmd.arg("--config")
             .arg(&life.config)
@@ -668,7 +668,7 @@ impl Live<'_> {
             }
         } else {
             let db = ServerDb::open(&self.db_path, seed::server_db(self.seed)).map_err(harness)?;
-            db.queue_command(&agent, redflag_agent::protocol::Command { id: c.id.clone(), kind: c.kind.clone(), params: c.params.clone() })
+            db.queue_command(&agent, redflag_agent::server::protocol::Command { id: c.id.clone(), kind: c.kind.clone(), params: c.params.clone() })
         };
         if queued {
             let (_, name) = self.names[c.agent as usize].clone();

@@ -18,7 +18,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
-use redflag_agent::protocol::Command;
+use redflag_agent::server::protocol::Command;
 use serde::Deserialize;
 
 use super::control_http::{self, Handler, error, require_loopback};

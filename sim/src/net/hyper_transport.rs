@@ -21,8 +21,8 @@ use http::header::{AUTHORIZATION, CONTENT_TYPE, DATE, HOST, RETRY_AFTER, USER_AG
 use http_body_util::{BodyExt, Full};
 use hyper::body::Body as _;
 use hyper_util::rt::TokioIo;
-use redflag_agent::protocol::{AGENT_VERSION, RESPONSE_BODY_MAX_BYTES};
-use redflag_agent::transport::{BoundedBody, Method, Request, Response, Transport, TransportError};
+use redflag_agent::server::protocol::{AGENT_VERSION, RESPONSE_BODY_MAX_BYTES};
+use redflag_agent::server::transport::{BoundedBody, Method, Request, Response, Transport, TransportError};
 
 use crate::net::Net;
 

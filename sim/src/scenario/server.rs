@@ -35,7 +35,7 @@ pub const QUEUE_MAX_DEFAULT_SECONDS: f64 = 2.0;
 
 /// The work units a request to `path` costs.
 pub fn cost_of(path: &str) -> f64 {
-    if path == redflag_agent::protocol::HEALTH_PATH { COST_HEALTH } else { COST_REQUEST }
+    if path == redflag_agent::server::protocol::HEALTH_PATH { COST_HEALTH } else { COST_REQUEST }
 }
 
 /// What a shed 503 says in `Retry-After`.

@@ -40,9 +40,9 @@ use std::time::Duration;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use redflag_agent::checkin::{CheckinLoop, Host, Settings};
-use redflag_agent::events::{Event, Observer};
-use redflag_agent::protocol::{Command, Metrics};
-use redflag_agent::secret::Secret;
+use redflag_agent::log::events::{Event, Observer};
+use redflag_agent::server::protocol::{Command, Metrics};
+use redflag_agent::server::secret::Secret;
 use redflag_agent::store::{Status, Store};
 use turmoil::Sim;
 

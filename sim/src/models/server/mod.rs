@@ -12,7 +12,7 @@
 //! * [`ServerModes`] are the fault switches; they belong to whoever injects faults (the world in
 //!   simulation, the control API in live mode), not to the server process.
 //!
-//! Routes (paths from `redflag_agent::protocol`, so both sides agree by construction):
+//! Routes (paths from `redflag_agent::server::protocol`, so both sides agree by construction):
 //!
 //! * `GET  /api/v1/agents/{id}/commands`, Bearer token: 401 for a missing, unknown or expired
 //!   token; 429 with `Retry-After` past [`RATE_LIMIT_CHECKINS_MAX`] check-ins in
@@ -62,7 +62,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use redflag_agent::protocol::{
+use redflag_agent::server::protocol::{
     AGENTS_PREFIX, CheckinBody, CommandsResponse, HEALTH_PATH, MAX_COMMANDS_PER_CHECKIN, RENEW_PATH, RenewRequest,
     RenewResponse, UpdateLogRequest, WAITING_FOR_CONFIGURATION,
 };

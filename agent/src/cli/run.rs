@@ -9,7 +9,7 @@
 //!   and the agent carries on with the config it has; if nothing changed, that is logged; if it
 //!   changed, the loop is restarted with the new config (its first attempt goes out at once).
 //!
-//! Start-up errors are written with `logging::fatal`, in the log's format, whatever the level.
+//! Start-up errors are written with `setup::fatal`, in the log's format, whatever the level.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -19,12 +19,12 @@ use rand::rngs::StdRng;
 
 use crate::checkin::{CheckinLoop, Settings, SystemHost};
 use crate::config::Config;
-use crate::events::NoObserver;
-use crate::logging::{self, LogFormat};
-use crate::runner::{ProductionRunner, TEST_COMMAND_DELAY_ENV};
-use crate::signals::{self, Received, Signals};
+use crate::log::events::NoObserver;
+use crate::log::setup::{self, LogFormat};
+use crate::commands::runner::{ProductionRunner, TEST_COMMAND_DELAY_ENV};
+use crate::cli::signals::{self, Received, Signals};
 use crate::store::FileStore;
-use crate::transport::ReqwestTransport;
+use crate::server::transport::ReqwestTransport;
 
 /// `run` could not start because of its config (EX_CONFIG).
 pub const EX_CONFIG: u8 = 78;
@@ -44,16 +44,16 @@ pub fn run(path: &Path, format: LogFormat, level: &str) -> ExitCode {
     // First of all, so that a signal arriving while we start is held, not fatal.
     let mask = signals::block_early();
     signals::ignore_sigpipe();
-    if let Err(e) = logging::init(format, level) {
+    if let Err(e) = setup::init(format, level) {
         mask.release();
-        logging::fatal(format, "usage_error", &e);
+        setup::fatal(format, "usage_error", &e);
         return ExitCode::from(EX_USAGE);
     }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             mask.release();
-            logging::fatal(format, "start_failed", &format!("cannot start the async runtime: {e}"));
+            setup::fatal(format, "start_failed", &format!("cannot start the async runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -66,21 +66,21 @@ pub fn run(path: &Path, format: LogFormat, level: &str) -> ExitCode {
     let signals = match signals {
         Ok(s) => s,
         Err(e) => {
-            logging::fatal(format, "start_failed", &format!("cannot install signal handlers: {e}"));
+            setup::fatal(format, "start_failed", &format!("cannot install signal handlers: {e}"));
             return ExitCode::FAILURE;
         }
     };
     let (config, transport) = match prepare(path) {
         Ok(ok) => ok,
         Err(e) => {
-            logging::fatal(format, "config_error", &e);
+            setup::fatal(format, "config_error", &e);
             return ExitCode::from(EX_CONFIG);
         }
     };
     let runner = match ProductionRunner::from_env() {
         Ok(r) => r,
         Err(e) => {
-            logging::fatal(format, "config_error", &e);
+            setup::fatal(format, "config_error", &e);
             return ExitCode::from(EX_CONFIG);
         }
     };

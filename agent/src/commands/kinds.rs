@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::protocol::Command;
+use crate::server::protocol::Command;
 
 /// The interval while rapid polling is on.
 pub const RAPID_POLLING_INTERVAL: Duration = Duration::from_secs(5);

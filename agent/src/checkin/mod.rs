@@ -34,13 +34,13 @@ use std::time::{Duration, SystemTime};
 use rand::rngs::StdRng;
 use tokio::time::{Instant, sleep_until, timeout};
 
-use crate::commands::{Action, RAPID_POLLING_INTERVAL, RAPID_POLLING_MAX};
+use crate::commands::kinds::{Action, RAPID_POLLING_INTERVAL, RAPID_POLLING_MAX};
 use crate::config::Config;
-use crate::events::{COMMAND_LOG_LINES_MAX, Event, Observer, RequestKind, log_commands_summary, log_event};
-use crate::heartbeat;
-use crate::journal::{COMMAND_ID_MAX_LEN, Corrupt, Delivery, JOURNAL_ENTRIES_MAX, JOURNAL_FILE, Journal, Saved};
-use crate::outbox::{OUTBOX_FILE, OUTBOX_RESULTS_MAX, Outbox};
-use crate::protocol::{
+use crate::log::events::{COMMAND_LOG_LINES_MAX, Event, Observer, RequestKind, log_commands_summary, log_event};
+use crate::commands::heartbeat;
+use crate::commands::journal::{COMMAND_ID_MAX_LEN, Corrupt, Delivery, JOURNAL_ENTRIES_MAX, JOURNAL_FILE, Journal, Saved};
+use crate::commands::outbox::{OUTBOX_FILE, OUTBOX_RESULTS_MAX, Outbox};
+use crate::server::protocol::{
     self, ACKNOWLEDGED_COMMANDS_MAX, AGENT_VERSION, BUILD_VERSION_KEY, CheckinAnswer, Command, HEALTH_PATH, Metrics,
     PROTOCOL_VERSION, RENEW_PATH, RESPONSE_BODY_MAX_BYTES, RESULT_FAILED, RESULT_OUTPUT_MAX_BYTES, RenewRequest,
     UpdateLogRequest, commands_path, logs_path, truncate_output,
@@ -49,10 +49,10 @@ use crate::resilience::{
     Decision, Gate, Outcome, Policy, PolicyConfig, Report, Strategy, Transition, Verdict, classify,
     classify_status, honours_retry_after, parse_http_date, parse_retry_after,
 };
-use crate::runner::{CommandRunner, ProductionRunner};
-use crate::secret::Secret;
+use crate::commands::runner::{CommandRunner, ProductionRunner};
+use crate::server::secret::Secret;
 use crate::store::{Status, Store};
-use crate::transport::{Method, Request, Response, Transport, TransportError};
+use crate::server::transport::{Method, Request, Response, Transport, TransportError};
 
 pub use crate::host::{Host, SystemHost};
 
@@ -514,7 +514,7 @@ impl<T: Transport, S: Store, H: Host, O: Observer, P: Strategy, R: CommandRunner
         let heartbeat = result
             .answer
             .as_ref()
-            .is_some_and(|a| a.commands.iter().any(|c| matches!(crate::commands::decide(c), Action::RapidPolling(_))));
+            .is_some_and(|a| a.commands.iter().any(|c| matches!(crate::commands::kinds::decide(c), Action::RapidPolling(_))));
         let at_once = heartbeat && !self.checked_in_at_once;
         self.checked_in_at_once = at_once;
         at_once
@@ -809,7 +809,7 @@ impl<T: Transport, S: Store, H: Host, O: Observer, P: Strategy, R: CommandRunner
         self.results_added = true;
         self.saved(OUTBOX_FILE, "outbox", outcome);
         for id in dropped {
-            let reason = format!("the outbox is full (at most {OUTBOX_RESULTS_MAX} results or {} bytes); the oldest goes", crate::outbox::OUTBOX_BYTES_MAX);
+            let reason = format!("the outbox is full (at most {OUTBOX_RESULTS_MAX} results or {} bytes); the oldest goes", crate::commands::outbox::OUTBOX_BYTES_MAX);
             self.settle_result(&id, Delivery::Dropped, false);
             self.emit(Event::ResultDropped { id, reason });
         }

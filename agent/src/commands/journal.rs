@@ -27,14 +27,14 @@
 //! and checking in. What that costs is said where it happens, in [`Journal::load`].
 //!
 //! This file is the data structure and its persistence; deciding what to do with commands is the
-//! loop's (`checkin.rs`), running them is the runner's (`runner.rs`), results in flight are the
+//! loop's (`checkin/`), running them is the runner's (`runner.rs`), results in flight are the
 //! outbox's (`outbox.rs`).
 
 use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::{Command, UpdateLogRequest};
+use crate::server::protocol::{Command, UpdateLogRequest};
 use crate::store::Store;
 
 /// The journal's file name in `state_dir`.
@@ -348,7 +348,7 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::RESULT_SUCCESS;
+    use crate::server::protocol::RESULT_SUCCESS;
     use crate::store::MemoryStore;
 
     fn cmd(id: &str) -> Command {
@@ -375,7 +375,7 @@ mod tests {
     }
 
     impl Store for Flaky {
-        fn save_token(&mut self, t: &crate::secret::Secret) -> Result<(), String> {
+        fn save_token(&mut self, t: &crate::server::secret::Secret) -> Result<(), String> {
             self.inner.save_token(t)
         }
         fn save_status(&mut self, s: &crate::store::Status) -> Result<(), String> {

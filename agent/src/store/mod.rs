@@ -9,6 +9,8 @@
 //! crash or a full disk never leaves a half-written config: the agent may lose a renewed
 //! token, never the whole file.
 
+pub mod config_rewrite;
+
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -16,8 +18,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::file_read;
-use crate::secret::Secret;
+use crate::config::file_read;
+use crate::server::secret::Secret;
 
 /// The file under `state_dir` that `status` reads.
 pub const STATUS_FILE_NAME: &str = "status.json";
@@ -110,7 +112,7 @@ pub fn state_dir_problem(state_dir: &Path) -> Option<String> {
 
 impl Store for FileStore {
     fn save_token(&mut self, token: &Secret) -> Result<(), String> {
-        crate::config_rewrite::rewrite_token(&self.config_path, token)
+        crate::store::config_rewrite::rewrite_token(&self.config_path, token)
     }
 
     fn save_status(&mut self, status: &Status) -> Result<(), String> {

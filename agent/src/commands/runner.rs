@@ -6,7 +6,7 @@
 //! skipped, because the server waits for one.
 //!
 //! * [`ProductionRunner`] runs the two command types that concern the check-in loop itself,
-//!   `enable_heartbeat` and `disable_heartbeat` (rapid polling; see `commands.rs`), and answers
+//!   `enable_heartbeat` and `disable_heartbeat` (rapid polling; see `kinds.rs`), and answers
 //!   every other type (`scan_updates`, `install_updates`, `reboot`, ...) with a `failed` result
 //!   saying this agent does not implement it.
 //! * The simulation's runner (in `redflag-sim`) "executes" every type in simulated time.
@@ -20,8 +20,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-use crate::commands::{self, Action};
-use crate::protocol::{Command, RESULT_FAILED, RESULT_SUCCESS};
+use crate::commands::kinds::{self, Action};
+use crate::server::protocol::{Command, RESULT_FAILED, RESULT_SUCCESS};
 
 /// The test-only execution delay, in milliseconds (see the module comment).
 pub const TEST_COMMAND_DELAY_ENV: &str = "REDFLAG_AGENT_TEST_COMMAND_DELAY_MS";
@@ -90,7 +90,7 @@ impl CommandRunner for ProductionRunner {
         if !self.test_delay.is_zero() {
             tokio::time::sleep(self.test_delay).await;
         }
-        match commands::decide(command) {
+        match kinds::decide(command) {
             Action::RapidPolling(window) => {
                 Execution::success(format!("rapid polling on for {}s", window.as_secs()), Some(Action::RapidPolling(window)))
             }

@@ -4,7 +4,7 @@
 //! sent, and leaves only when the server answered 2xx to it (or refused it for good), so a
 //! result produced while the server is down, or while the agent is being killed, is delivered
 //! later. The loop posts them oldest first, under the same resilience strategy and breaker as
-//! its check-ins (`checkin.rs`).
+//! its check-ins (`checkin/`).
 //!
 //! Bounded by count ([`OUTBOX_RESULTS_MAX`]) and bytes ([`OUTBOX_BYTES_MAX`], as sent): when a new
 //! result does not fit, the oldest go, and the loop logs an error naming each command dropped.
@@ -18,8 +18,8 @@ use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
-use crate::journal::{Corrupt, Saved};
-use crate::protocol::UpdateLogRequest;
+use crate::commands::journal::{Corrupt, Saved};
+use crate::server::protocol::UpdateLogRequest;
 use crate::store::Store;
 
 /// The outbox's file name in `state_dir`.
@@ -155,7 +155,7 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::RESULT_FAILED;
+    use crate::server::protocol::RESULT_FAILED;
     use crate::store::MemoryStore;
 
     fn result(id: &str, stdout_bytes: usize) -> UpdateLogRequest {

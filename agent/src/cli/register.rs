@@ -34,13 +34,13 @@ use serde_json::{Map, Value};
 
 use crate::config::{CONFIG_FILE_MAX_BYTES, Config, limits};
 use crate::host::{self, Identity};
-use crate::protocol::{
+use crate::server::protocol::{
     AGENT_VERSION, BUILD_VERSION_KEY, HEALTH_PATH, IMPLEMENTATION, IMPLEMENTATION_KEY, PROTOCOL_VERSION, health_not_ready,
     json_kind,
 };
-use crate::secret::Secret;
+use crate::server::secret::Secret;
 use crate::store::write_atomic;
-use crate::transport::{Method, ReqwestTransport, Request, Response, Transport};
+use crate::server::transport::{Method, ReqwestTransport, Request, Response, Transport};
 
 pub const REGISTER_PATH: &str = "/api/v1/agents/register";
 

@@ -8,7 +8,7 @@
 //! `redflag-agent status` from the status file). When a write works again after a loss (a full
 //! disk that was cleared, a pipe that was only busy), one line first reports how many lines were
 //! lost and why, in the log's own format. SIGPIPE itself is ignored (Rust does that before
-//! `main`; `signals.rs` makes sure), so a closed pipe is an error code here, never a signal.
+//! `main`; `cli/signals.rs` makes sure), so a closed pipe is an error code here, never a signal.
 //!
 //! One line per `write` call: tracing-subscriber formats a whole event into a buffer and hands
 //! it over with one `write_all`, which is what makes "lines" countable here.
@@ -20,7 +20,7 @@ use std::time::SystemTime;
 
 use tracing_subscriber::fmt::MakeWriter;
 
-use crate::logging::LogFormat;
+use crate::log::setup::LogFormat;
 
 /// Lines dropped since the process started.
 static DROPPED_LINES: AtomicU64 = AtomicU64::new(0);
@@ -107,7 +107,7 @@ pub fn line_in_format(
 ) -> String {
     let timestamp = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
     match format {
-        LogFormat::Text => format!("{timestamp} {level:>5} {}\n", crate::events::Untrusted(message)),
+        LogFormat::Text => format!("{timestamp} {level:>5} {}\n", crate::log::events::Untrusted(message)),
         LogFormat::Json => {
             let mut map = serde_json::Map::new();
             map.insert("timestamp".into(), timestamp.into());

@@ -10,7 +10,9 @@
 //! column. Nothing here panics on input, and no error or listing prints a secret: token values
 //! are never echoed and URL passwords are redacted. The file is read with `file_read` (regular
 //! files only, bounded); a leading UTF-8 byte-order mark is skipped. Writing the renewed token
-//! back lives in `config_rewrite.rs`.
+//! back lives in `store/config_rewrite.rs`.
+
+pub mod file_read;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -22,9 +24,9 @@ use reqwest::Url;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::file_read::{self, ReadError};
+use file_read::ReadError;
 use crate::resilience::{BackoffConfig, BreakerConfig, Jitter, PolicyConfig};
-use crate::secret::{Secret, redact_userinfo};
+use crate::server::secret::{Secret, redact_userinfo};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/aggregator/config.json";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/redflag-agent";

@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::config::CONFIG_FILE_MAX_BYTES;
-use crate::file_read;
-use crate::secret::Secret;
+use crate::config::file_read;
+use crate::server::secret::Secret;
 use crate::store;
 
 /// The longest the rewrite waits for another holder of the config file's lock.

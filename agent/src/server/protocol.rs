@@ -227,7 +227,7 @@ pub fn parse_checkin_answer(body: &[u8]) -> Result<CheckinAnswer, String> {
     if let Some(Value::Object(rp)) = map.remove("rapid_polling") {
         let enabled = rp.get("enabled").and_then(Value::as_bool).unwrap_or(false);
         // Any RFC 3339 offset (a Go server writes its local time), or a bare UTC time.
-        let until = rp.get("until").and_then(Value::as_str).and_then(|s| crate::rfc3339::parse(s).or_else(|| humantime::parse_rfc3339_weak(s).ok()));
+        let until = rp.get("until").and_then(Value::as_str).and_then(|s| crate::server::rfc3339::parse(s).or_else(|| humantime::parse_rfc3339_weak(s).ok()));
         if enabled {
             answer.rapid_polling_until = until;
         }

@@ -18,7 +18,7 @@ use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields, JsonField
 use tracing_subscriber::fmt::FmtContext;
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::log_writer::{self, LogOutput};
+use crate::log::writer::{self, LogOutput};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum LogFormat {
@@ -119,7 +119,7 @@ pub fn init(format: LogFormat, level: &str) -> Result<(), String> {
 /// Writes a start-up error (bad config, ...) whatever the level filter says: one line, in the
 /// log's format, with `event` (e.g. `config_error`).
 pub fn fatal(format: LogFormat, event: &str, message: &str) {
-    log_writer::write_line(format, log_writer::line_in_format(format, "ERROR", event, message, &[]).as_bytes());
+    writer::write_line(format, writer::line_in_format(format, "ERROR", event, message, &[]).as_bytes());
 }
 
 /// The JSON formatter, plus `"event":"log"` on lines whose call site has no `event` field.

@@ -16,9 +16,9 @@ use std::io;
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::protocol::{AGENT_VERSION, RESPONSE_BODY_MAX_BYTES};
+use crate::server::protocol::{AGENT_VERSION, RESPONSE_BODY_MAX_BYTES};
 use crate::resilience::Outcome;
-use crate::secret::Secret;
+use crate::server::secret::Secret;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -144,7 +144,7 @@ pub fn error_chain(e: &(dyn StdError + 'static)) -> String {
         }
         cur = err.source();
     }
-    crate::secret::redact_userinfo(&parts.join(": "))
+    crate::server::secret::redact_userinfo(&parts.join(": "))
 }
 
 /// Finds the first error of type `E` in `e`'s source chain, `e` itself included.
@@ -229,7 +229,7 @@ impl ReqwestTransport {
 
         if let Some(ca) = &config.tls.ca_file {
             // A regular file, read up to the limit (not a FIFO that blocks, nor /dev/zero).
-            let pem = crate::file_read::read_regular_file(ca, CA_FILE_MAX_BYTES).map_err(|e| format!("tls.ca_file: {e}"))?;
+            let pem = crate::config::file_read::read_regular_file(ca, CA_FILE_MAX_BYTES).map_err(|e| format!("tls.ca_file: {e}"))?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| format!("tls.ca_file {} is not a PEM certificate bundle: {e}", ca.display()))?;
             if certs.is_empty() {

@@ -15,7 +15,7 @@ use std::ffi::CString;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use crate::protocol::Metrics;
+use crate::server::protocol::Metrics;
 
 /// The machine the agent runs on, as far as the loop cares.
 pub trait Host {
@@ -51,7 +51,7 @@ impl Host for SystemHost {
     }
 
     fn log_lines_dropped(&self) -> u64 {
-        crate::log_writer::dropped_lines()
+        crate::log::writer::dropped_lines()
     }
 
     fn metrics(&self, into: &mut Metrics) {

@@ -9,7 +9,7 @@
 //! now reaches the handler. The release unblocks them even when the agent was started with
 //! them blocked (an inherited signal mask), so a supervisor can always stop it.
 //!
-//! What a reload does is `service.rs`'s business; this file only says which signal came.
+//! What a reload does is `run.rs`'s business; this file only says which signal came.
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
