@@ -15,7 +15,8 @@ use std::time::{Duration, SystemTime};
 use clap::{Parser, Subcommand};
 
 use redflag_agent::config::{self, Config};
-use redflag_agent::log::setup::{self, LogFormat};
+use redflag_agent::log::format::LogFormat;
+use redflag_agent::log::setup;
 use redflag_agent::cli::register::{self, RegisterOptions};
 use redflag_agent::server::secret::Secret;
 use redflag_agent::cli::run;

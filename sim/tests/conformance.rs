@@ -280,7 +280,7 @@ fn reqwest_transport(port: u16) -> ReqwestTransport {
         r#"{{"server_url":"http://127.0.0.1:{port}","agent_id":"conformance-agent","token":"token-1","refresh_token":"refresh-1"}}"#
     );
     let config = Config::from_json_str(&json, "conformance config").expect("valid config");
-    ReqwestTransport::new(&config).expect("reqwest client")
+    ReqwestTransport::new(&config.transport_options().expect("transport options")).expect("reqwest client")
 }
 
 #[tokio::test]

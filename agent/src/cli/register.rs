@@ -132,7 +132,7 @@ pub fn register(opts: &RegisterOptions) -> Result<Registered, String> {
     let origin = format!("{} with --server {server_url:?}", path.display());
     let config = Config::from_value(Value::Object(candidate), &origin).map_err(|e| format!("cannot register: {e}"))?;
     prepare_directory(path)?;
-    let mut transport = ReqwestTransport::new(&config).map_err(|e| format!("cannot register: {e}"))?;
+    let mut transport = config.transport_options().and_then(|o| ReqwestTransport::new(&o)).map_err(|e| format!("cannot register: {e}"))?;
 
     let request = RegisterRequest::new(&host::identity(), SystemTime::now());
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -20,7 +20,8 @@ use rand::rngs::StdRng;
 use crate::checkin::{CheckinLoop, Settings, SystemHost};
 use crate::config::Config;
 use crate::log::events::NoObserver;
-use crate::log::setup::{self, LogFormat};
+use crate::log::format::LogFormat;
+use crate::log::setup;
 use crate::commands::runner::{ProductionRunner, TEST_COMMAND_DELAY_ENV};
 use crate::cli::signals::{self, Received, Signals};
 use crate::store::FileStore;
@@ -35,7 +36,7 @@ pub const EX_USAGE: u8 = 2;
 /// makes before its first request.
 pub fn prepare(path: &Path) -> Result<(Config, ReqwestTransport), String> {
     let config = Config::load(path).map_err(|e| e.to_string())?;
-    let transport = ReqwestTransport::new(&config)?;
+    let transport = ReqwestTransport::new(&config.transport_options()?)?;
     Ok((config, transport))
 }
 

@@ -27,6 +27,8 @@ use serde_json::Value;
 use file_read::ReadError;
 use crate::resilience::{BackoffConfig, BreakerConfig, Jitter, PolicyConfig};
 use crate::server::secret::{Secret, redact_userinfo};
+pub use crate::server::transport::Proxy;
+use crate::server::transport::TransportOptions;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/aggregator/config.json";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/redflag-agent";
@@ -59,7 +61,7 @@ pub mod limits {
     pub const REQUEST_TIMEOUT_MAX_SECONDS: f64 = 600.0;
     pub const RETRY_AFTER_MAX_MAX_SECONDS: f64 = 86_400.0;
     pub const AGENT_ID_MAX_LEN: usize = 128;
-    pub const TOKEN_MAX_LEN: usize = 16 * 1024;
+    pub use crate::server::protocol::TOKEN_MAX_LEN;
     /// Below this steady retry period during an outage, `check-config` warns with the rate.
     pub const OUTAGE_RETRY_WARN_BELOW_SECONDS: f64 = 5.0;
 }
@@ -156,29 +158,25 @@ pub struct Tls {
     pub insecure_skip_verify: bool,
 }
 
-#[derive(Clone, PartialEq)]
-pub struct Proxy {
-    pub http: Option<String>,
-    pub https: Option<String>,
-    pub no_proxy: Option<String>,
-}
+/// A CA file bigger than this is not a CA file.
+const CA_FILE_MAX_BYTES: u64 = 1024 * 1024;
 
-impl Proxy {
-    /// The proxy settings as printed: passwords in the URLs redacted.
-    pub fn redacted(&self) -> String {
-        let show = |v: &Option<String>| v.as_deref().map_or("(none)".to_string(), redact_userinfo);
-        format!(
-            "http={} https={} no_proxy={}",
-            show(&self.http),
-            show(&self.https),
-            self.no_proxy.as_deref().unwrap_or("(none)")
-        )
-    }
-}
-
-impl fmt::Debug for Proxy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.redacted())
+impl Config {
+    /// What the production transport is built from: the server's URL, the request timeout,
+    /// `tls` (with `tls.ca_file` read here: a regular file, bounded) and `proxy`.
+    pub fn transport_options(&self) -> Result<TransportOptions, String> {
+        let ca_pem = match &self.tls.ca_file {
+            // A regular file, read up to the limit (not a FIFO that blocks, nor /dev/zero).
+            Some(ca) => Some((ca.clone(), file_read::read_regular_file(ca, CA_FILE_MAX_BYTES).map_err(|e| format!("tls.ca_file: {e}"))?)),
+            None => None,
+        };
+        Ok(TransportOptions {
+            base_url: self.server_url.as_str().trim_end_matches('/').to_string(),
+            request_timeout: self.resilience.request_timeout,
+            ca_pem,
+            insecure_skip_verify: self.tls.insecure_skip_verify,
+            proxy: self.proxy.clone(),
+        })
     }
 }
 

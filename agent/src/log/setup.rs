@@ -8,24 +8,18 @@
 //! The level comes from `--log-level` unless `RUST_LOG` is set. Both are checked: a level that
 //! is not one (`verbose`) is refused with the list of valid ones, instead of being taken as a
 //! module name that silences everything; `warning` is accepted as `warn`. Lines are written
-//! through `log_writer`, so a closed stderr drops lines instead of killing the agent. Start-up
+//! through `writer.rs`, so a closed stderr drops lines instead of killing the agent. Start-up
 //! errors are written with [`fatal`], which no filter can silence.
 
-use clap::ValueEnum;
 use tracing::Subscriber;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::{self, FormatEvent, FormatFields, JsonFields, Writer};
 use tracing_subscriber::fmt::FmtContext;
 use tracing_subscriber::registry::LookupSpan;
 
+use crate::log::format::LogFormat;
 use crate::log::writer::{self, LogOutput};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum LogFormat {
-    #[default]
-    Text,
-    Json,
-}
 
 /// The levels `--log-level` and `RUST_LOG` take, as said in error messages.
 pub const LEVELS: &str = "error, warn (or warning), info, debug, trace, off";

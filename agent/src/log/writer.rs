@@ -20,7 +20,7 @@ use std::time::SystemTime;
 
 use tracing_subscriber::fmt::MakeWriter;
 
-use crate::log::setup::LogFormat;
+use crate::log::format::LogFormat;
 
 /// Lines dropped since the process started.
 static DROPPED_LINES: AtomicU64 = AtomicU64::new(0);

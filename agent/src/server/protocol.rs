@@ -30,6 +30,8 @@ pub const AGENTS_PREFIX: &str = "/api/v1/agents/";
 
 /// Largest response body the agent reads, enforced while reading by both transports.
 pub const RESPONSE_BODY_MAX_BYTES: usize = 1024 * 1024;
+/// The longest access or refresh token accepted, from the config or from the server.
+pub const TOKEN_MAX_LEN: usize = 16 * 1024;
 /// Commands handled from one check-in; the rest wait for the next one.
 pub const MAX_COMMANDS_PER_CHECKIN: usize = 256;
 
@@ -239,7 +241,7 @@ pub fn parse_checkin_answer(body: &[u8]) -> Result<CheckinAnswer, String> {
 pub fn parse_renew_answer(body: &[u8]) -> Result<String, String> {
     let answer: RenewResponse = serde_json::from_slice(body).map_err(|e| format!("not a renewal answer: {e}"))?;
     let token = answer.token.trim();
-    if token.is_empty() || token.len() > crate::config::limits::TOKEN_MAX_LEN || token.chars().any(|c| c.is_control() || c == ' ') {
+    if token.is_empty() || token.len() > TOKEN_MAX_LEN || token.chars().any(|c| c.is_control() || c == ' ') {
         return Err("renewal answer has an empty or invalid token".into());
     }
     Ok(token.to_string())

@@ -13,12 +13,12 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
 use std::io;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::Config;
 use crate::server::protocol::{AGENT_VERSION, RESPONSE_BODY_MAX_BYTES};
 use crate::resilience::Outcome;
-use crate::server::secret::Secret;
+use crate::server::secret::{Secret, redact_userinfo};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -195,6 +195,47 @@ impl BoundedBody {
     }
 }
 
+/// What the production transport is built from. `config/` fills it in from the config file
+/// (`server_url`, `tls`, `proxy`, the request timeout), reading `tls.ca_file` itself.
+#[derive(Debug, Clone)]
+pub struct TransportOptions {
+    /// `server_url` without a trailing slash; request paths are appended to it.
+    pub base_url: String,
+    /// The request timeout; the connect timeout is this, at most [`CONNECT_TIMEOUT_MAX`].
+    pub request_timeout: Duration,
+    /// Extra CA certificates to trust (PEM), and the file they came from (for errors).
+    pub ca_pem: Option<(PathBuf, Vec<u8>)>,
+    /// Skip certificate verification entirely (lab setups only).
+    pub insecure_skip_verify: bool,
+    pub proxy: Option<Proxy>,
+}
+
+#[derive(Clone, PartialEq)]
+pub struct Proxy {
+    pub http: Option<String>,
+    pub https: Option<String>,
+    pub no_proxy: Option<String>,
+}
+
+impl Proxy {
+    /// The proxy settings as printed: passwords in the URLs redacted.
+    pub fn redacted(&self) -> String {
+        let show = |v: &Option<String>| v.as_deref().map_or("(none)".to_string(), redact_userinfo);
+        format!(
+            "http={} https={} no_proxy={}",
+            show(&self.http),
+            show(&self.https),
+            self.no_proxy.as_deref().unwrap_or("(none)")
+        )
+    }
+}
+
+impl fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
 /// The production transport: reqwest with rustls (ring), connection pooling with a short idle
 /// timeout so a stale pooled connection is dropped rather than reused for long, no redirects
 /// (a moved server is a configuration error, and following redirects could carry the token to
@@ -208,17 +249,15 @@ pub struct ReqwestTransport {
 /// restarted (or a NAT entry that expired) is rarely reused.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT_MAX: Duration = Duration::from_secs(10);
-/// A CA file bigger than this is not a CA file.
-const CA_FILE_MAX_BYTES: u64 = 1024 * 1024;
 
 impl ReqwestTransport {
-    pub fn new(config: &Config) -> Result<Self, String> {
+    pub fn new(options: &TransportOptions) -> Result<Self, String> {
         // reqwest is built without a default crypto provider (to use ring rather than
         // aws-lc); install ring once per process. A second call fails harmlessly.
         let _ = rustls::crypto::ring::default_provider().install_default();
 
         let mut builder = reqwest::Client::builder()
-            .connect_timeout(config.resilience.request_timeout.min(CONNECT_TIMEOUT_MAX))
+            .connect_timeout(options.request_timeout.min(CONNECT_TIMEOUT_MAX))
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_max_idle_per_host(1)
             .tcp_keepalive(Duration::from_secs(30))
@@ -227,10 +266,8 @@ impl ReqwestTransport {
             .user_agent(format!("redflag-agent/{AGENT_VERSION}"))
             .http1_only();
 
-        if let Some(ca) = &config.tls.ca_file {
-            // A regular file, read up to the limit (not a FIFO that blocks, nor /dev/zero).
-            let pem = crate::config::file_read::read_regular_file(ca, CA_FILE_MAX_BYTES).map_err(|e| format!("tls.ca_file: {e}"))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        if let Some((ca, pem)) = &options.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
                 .map_err(|e| format!("tls.ca_file {} is not a PEM certificate bundle: {e}", ca.display()))?;
             if certs.is_empty() {
                 return Err(format!("tls.ca_file {} holds no certificates", ca.display()));
@@ -239,10 +276,10 @@ impl ReqwestTransport {
                 builder = builder.add_root_certificate(cert);
             }
         }
-        if config.tls.insecure_skip_verify {
+        if options.insecure_skip_verify {
             builder = builder.tls_danger_accept_invalid_certs(true);
         }
-        match &config.proxy {
+        match &options.proxy {
             None => builder = builder.no_proxy(),
             Some(p) => {
                 let no_proxy = p.no_proxy.as_deref().and_then(reqwest::NoProxy::from_string);
@@ -257,8 +294,7 @@ impl ReqwestTransport {
             }
         }
         let client = builder.build().map_err(|e| format!("cannot build the HTTP client: {}", error_chain(&e)))?;
-        let base = config.server_url.as_str().trim_end_matches('/').to_string();
-        Ok(ReqwestTransport { client, base })
+        Ok(ReqwestTransport { client, base: options.base_url.clone() })
     }
 
     fn map_error(e: reqwest::Error) -> TransportError {

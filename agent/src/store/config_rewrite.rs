@@ -29,7 +29,7 @@ use serde_json::Value;
 use crate::config::CONFIG_FILE_MAX_BYTES;
 use crate::config::file_read;
 use crate::server::secret::Secret;
-use crate::store;
+use crate::store::atomic;
 
 /// The longest the rewrite waits for another holder of the config file's lock.
 pub const LOCK_WAIT: Duration = Duration::from_secs(2);
@@ -58,7 +58,7 @@ fn rewrite_token_waiting(path: &Path, token: &Secret, lock_wait: Duration) -> Re
     if new_text == text {
         return Ok(());
     }
-    store::write_atomic_owned(&target, new_text.as_bytes(), mode, Some((meta.uid(), meta.gid())))
+    atomic::write_atomic_owned(&target, new_text.as_bytes(), mode, Some((meta.uid(), meta.gid())))
     // `file`, and with it the lock, is released here, after the rename.
 }
 
