@@ -51,7 +51,8 @@ fn rapid_polling_applies_at_once(name: &str, answer: Value) {
     let ok = first_checkin_ok(&agent);
     let delay = ok.u64("delay_ms");
     assert!(delay <= 5_500, "the check-in after a rapid-polling answer waits {delay} ms, the regular interval\n{}", agent.tail());
-    assert!(!agent.events_named("rapid_polling").is_empty(), "{}", agent.tail());
+    // The command's rapid polling is switched on when it runs, just after the check-in.
+    assert!(wait_until(SOON, || !agent.events_named("rapid_polling").is_empty()), "{}", agent.tail());
 }
 
 #[test]

@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use redflag_agent::checkin::{CheckinLoop, Host, Settings};
+use redflag_agent::checkin::{CheckinLoop, Host, Io, Settings};
 use redflag_agent::config::Config;
 use redflag_agent::log::events::{Event, Observer};
 use redflag_agent::commands::journal::{JOURNAL_FILE, Journal};
@@ -167,8 +167,8 @@ fn cmd(id: &str) -> Command {
 
 /// Runs the loop for `for_` of paused time.
 async fn run(fake: &Fake, disk: &Disk, events: &Events, runner: Counting, for_: Duration) {
-    let agent = CheckinLoop::new(settings(), fake.clone(), disk.clone(), Clock, events.clone(), StdRng::seed_from_u64(7))
-        .with_runner(runner);
+    let io = Io { transport: fake.clone(), store: disk.clone(), host: Clock, observer: events.clone(), runner };
+    let agent = CheckinLoop::production(settings(), io, StdRng::seed_from_u64(7));
     agent.run(tokio::time::sleep(for_)).await;
 }
 

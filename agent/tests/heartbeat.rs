@@ -23,7 +23,8 @@ use rand::rngs::StdRng;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use redflag_agent::checkin::{CheckinLoop, Host, Settings};
+use redflag_agent::checkin::{CheckinLoop, Host, Io, Settings};
+use redflag_agent::commands::runner::ProductionRunner;
 use redflag_agent::log::events::{Event, Observer, RequestKind};
 use redflag_agent::resilience::{BackoffConfig, BreakerConfig, Jitter, PolicyConfig};
 use redflag_agent::server::secret::Secret;
@@ -123,7 +124,8 @@ fn run(transport: impl FnOnce(&Log) -> Scripted, horizon: Duration) -> (Vec<Seen
     let recorded = events.clone();
     let start = rt.block_on(async move {
         let start = Instant::now();
-        let agent = CheckinLoop::new(settings(), transport, MemoryStore::default(), PausedWall { start }, recorded, StdRng::seed_from_u64(11));
+        let io = Io { transport, store: MemoryStore::default(), host: PausedWall { start }, observer: recorded, runner: ProductionRunner::default() };
+        let agent = CheckinLoop::production(settings(), io, StdRng::seed_from_u64(11));
         let _ = tokio::time::timeout(horizon, agent.run(std::future::pending())).await;
         start
     });

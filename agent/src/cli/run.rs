@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-use crate::checkin::{CheckinLoop, Settings, SystemHost};
+use crate::checkin::{CheckinLoop, Io, Settings, SystemHost};
 use crate::config::Config;
 use crate::log::events::NoObserver;
 use crate::log::format::LogFormat;
@@ -120,15 +120,14 @@ async fn serve(
     mut signals: Signals,
 ) -> ExitCode {
     loop {
-        let agent = CheckinLoop::new(
-            Settings::from_config(&config),
+        let io = Io {
             transport,
-            FileStore::new(path, &config.state_dir),
-            SystemHost::new(),
-            NoObserver,
-            StdRng::from_os_rng(),
-        )
-        .with_runner(runner.clone());
+            store: FileStore::new(path, &config.state_dir),
+            host: SystemHost::new(),
+            observer: NoObserver,
+            runner: runner.clone(),
+        };
+        let agent = CheckinLoop::production(Settings::from_config(&config), io, StdRng::from_os_rng());
         let mut next = Next::Stop;
         agent.run(async { next = stop_or_reload(&mut signals, path, &config).await }).await;
         match next {

@@ -1,4 +1,4 @@
-//! Commands the server queues for the agent, and rapid polling.
+//! What each command type the server may send means to this agent.
 //!
 //! This agent is the resilient check-in core. Of RedFlag's command types it runs the two that
 //! concern the check-in loop itself, `enable_heartbeat` and `disable_heartbeat` (RedFlag's
@@ -13,10 +13,8 @@ use serde_json::Value;
 
 use crate::server::protocol::Command;
 
-/// The interval while rapid polling is on.
-pub const RAPID_POLLING_INTERVAL: Duration = Duration::from_secs(5);
-/// The longest rapid-polling window honoured, whoever asks for it.
-pub const RAPID_POLLING_MAX: Duration = Duration::from_secs(3600);
+use super::heartbeat::RAPID_POLLING_MAX;
+
 /// `enable_heartbeat` without `duration_minutes`.
 const HEARTBEAT_DEFAULT: Duration = Duration::from_secs(600);
 

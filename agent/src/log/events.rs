@@ -162,6 +162,11 @@ impl Observer for NoObserver {
     fn on_event(&mut self, _event: &Event) {}
 }
 
+/// A duration as the whole milliseconds events carry (saturating).
+pub fn ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 fn secs(ms: u64) -> f64 {
     ms as f64 / 1000.0
 }
@@ -213,7 +218,7 @@ pub fn log_commands_summary(agent: &str, not_logged: usize, kinds: &std::collect
 /// Writes one event as a log line. Levels: failures, breaker changes and recoveries are
 /// operator news (WARN/INFO); routine check-ins and single requests are DEBUG.
 pub fn log_event(agent: &str, e: &Event) {
-    use tracing::{debug, error, info, trace, warn};
+    use tracing::{debug, error, info, warn};
     let event = e.name();
     match e {
         Event::AgentStarted { agent_id, version } => {
@@ -231,34 +236,6 @@ pub fn log_event(agent: &str, e: &Event) {
             "{kind} request finished: {class} in {}s",
             secs(*elapsed_ms)
         ),
-        Event::AttemptFailed { attempt, max_attempts, class, verdict, delay_ms, reason, consecutive_failures, request, cause } => {
-            let what = match request {
-                Some(RequestKind::Health) => "health probe failed, so no check-in was sent",
-                Some(RequestKind::Renew) => "token renewal failed",
-                Some(RequestKind::Result) => "result delivery failed, so no check-in was sent",
-                Some(RequestKind::Checkin) | None => "check-in failed",
-            };
-            let then = match request {
-                Some(RequestKind::Health) => "; it goes straight to the check-in",
-                _ => "",
-            };
-            let because = cause.as_deref().map(|c| format!(": {}", Untrusted(c))).unwrap_or_default();
-            warn!(
-                event,
-                agent,
-                attempt,
-                max_attempts,
-                class,
-                verdict,
-                delay_ms,
-                reason,
-                consecutive_failures,
-                request = request.map(RequestKind::as_str),
-                cause = cause.as_deref(),
-                "{what} (attempt {attempt}/{max_attempts}, {class}{because}); next attempt in {}s{then} ({reason})",
-                secs(*delay_ms)
-            )
-        }
         Event::CheckinOk { commands, delay_ms } => {
             debug!(event, agent, commands, delay_ms, "checked in ({commands} commands); next check-in in {}s", secs(*delay_ms))
         }
@@ -287,17 +264,71 @@ pub fn log_event(agent: &str, e: &Event) {
             class,
             "the server refused the refresh token ({class}): this agent must be re-registered; it keeps trying at the regular interval"
         ),
+        Event::RapidPolling { for_ms } => info!(event, agent, for_ms, "rapid polling for {}s", secs(*for_ms)),
+        Event::StoreFailed { what, error } => {
+            warn!(event, agent, what, error, "could not save {what}: {}", Untrusted(error))
+        }
+        Event::Stopped => info!(event, agent, "check-in loop stopped"),
+        Event::AttemptFailed { .. } => log_attempt_failed(agent, e),
+        Event::CommandReceived { .. }
+        | Event::CommandSkipped { .. }
+        | Event::CommandDuplicate { .. }
+        | Event::CommandStarted { .. }
+        | Event::CommandFinished { .. }
+        | Event::CommandInterrupted { .. } => log_command_event(agent, e),
+        Event::ResultDelivered { .. }
+        | Event::ResultDropped { .. }
+        | Event::ResultsHeld { .. }
+        | Event::StateCorrupt { .. }
+        | Event::StateSaved { .. } => log_state_event(agent, e),
+    }
+}
+
+/// `attempt_failed`: which request failed, why, and when the next attempt goes.
+fn log_attempt_failed(agent: &str, e: &Event) {
+    use tracing::warn;
+    let event = e.name();
+    if let Event::AttemptFailed { attempt, max_attempts, class, verdict, delay_ms, reason, consecutive_failures, request, cause } = e {
+        let what = match request {
+            Some(RequestKind::Health) => "health probe failed, so no check-in was sent",
+            Some(RequestKind::Renew) => "token renewal failed",
+            Some(RequestKind::Result) => "result delivery failed, so no check-in was sent",
+            Some(RequestKind::Checkin) | None => "check-in failed",
+        };
+        let then = match request {
+            Some(RequestKind::Health) => "; it goes straight to the check-in",
+            _ => "",
+        };
+        let because = cause.as_deref().map(|c| format!(": {}", Untrusted(c))).unwrap_or_default();
+        warn!(
+            event,
+            agent,
+            attempt,
+            max_attempts,
+            class,
+            verdict,
+            delay_ms,
+            reason,
+            consecutive_failures,
+            request = request.map(RequestKind::as_str),
+            cause = cause.as_deref(),
+            "{what} (attempt {attempt}/{max_attempts}, {class}{because}); next attempt in {}s{then} ({reason})",
+            secs(*delay_ms)
+        )
+    }
+}
+
+/// The command events: received, skipped, duplicate, started, finished, interrupted.
+fn log_command_event(agent: &str, e: &Event) {
+    use tracing::{info, warn};
+    let event = e.name();
+    match e {
         Event::CommandReceived { id, kind } => {
             info!(event, agent, id, kind, "received command {} ({})", Untrusted(id), Untrusted(kind))
         }
         Event::CommandSkipped { id, kind, reason } => {
             warn!(event, agent, id, kind, reason, "skipped command {} ({}): {}", Untrusted(id), Untrusted(kind), Untrusted(reason))
         }
-        Event::RapidPolling { for_ms } => info!(event, agent, for_ms, "rapid polling for {}s", secs(*for_ms)),
-        Event::StoreFailed { what, error } => {
-            warn!(event, agent, what, error, "could not save {what}: {}", Untrusted(error))
-        }
-        Event::Stopped => info!(event, agent, "check-in loop stopped"),
         Event::CommandDuplicate { id, kind, state } => {
             info!(event, agent, id, kind, state, "command {} ({}) came again; already {state} here, not run again", Untrusted(id), Untrusted(kind))
         }
@@ -323,6 +354,15 @@ pub fn log_event(agent: &str, e: &Event) {
             Untrusted(id),
             Untrusted(kind)
         ),
+        _ => {}
+    }
+}
+
+/// The result and state-file events.
+fn log_state_event(agent: &str, e: &Event) {
+    use tracing::{debug, error, trace, warn};
+    let event = e.name();
+    match e {
         Event::ResultDelivered { id } => debug!(event, agent, id, "result of command {} delivered", Untrusted(id)),
         Event::ResultDropped { id, reason } => {
             error!(event, agent, id, reason, "result of command {} dropped: {}", Untrusted(id), Untrusted(reason))
@@ -350,6 +390,7 @@ pub fn log_event(agent: &str, e: &Event) {
         Event::StateSaved { file, entries, bytes } => {
             trace!(event, agent, file, entries, bytes, "saved {file}: {entries} entries, {bytes} bytes")
         }
+        _ => {}
     }
 }
 

@@ -1,7 +1,13 @@
-//! Talking to a RedFlag server: the v1 agent API's paths and bodies (`protocol.rs`), the
-//! [`transport::Transport`] trait and its reqwest implementation (`transport.rs`), the server's
-//! timestamps (`rfc3339.rs`), and the token type that never prints (`secret.rs`).
+//! Talking to a RedFlag server:
+//!
+//! * `protocol.rs`: the v1 agent API's paths, request bodies and answer parsing;
+//! * `transport.rs`: the [`transport::Transport`] trait and its reqwest implementation;
+//! * `exchange.rs`: the one place the loop sends requests (credentials, timeout, request events);
+//! * `answers.rs`: what each answer means to the loop (pure rules: bare 404s, renewal, results);
+//! * `rfc3339.rs`: the server's timestamps, in any offset; `secret.rs`: tokens that never print.
 
+pub mod answers;
+pub mod exchange;
 pub mod protocol;
 pub mod rfc3339;
 pub mod secret;

@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use redflag_agent::commands::kinds::RAPID_POLLING_INTERVAL;
+use redflag_agent::commands::heartbeat::RAPID_POLLING_INTERVAL;
 use redflag_agent::resilience::policy::REGULAR_JITTER_FRACTION;
 
 use super::index::{Mark, TraceIndex, Window};

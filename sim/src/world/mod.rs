@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use redflag_agent::checkin::{CheckinLoop, Host, Settings};
+use redflag_agent::checkin::{CheckinLoop, Host, Io, Settings};
 use redflag_agent::log::events::{Event, Observer};
 use redflag_agent::server::protocol::{Command, Metrics};
 use redflag_agent::server::secret::Secret;
@@ -458,7 +458,8 @@ fn spawn_agent(world: &Rc<Shared>, slot: Rc<AgentSlot>, host: Arc<str>) {
     let task = match world.strategy {
         // The production policy, as the agent binary builds it.
         StrategyName::Default => {
-            let agent = CheckinLoop::new(settings, transport, store, SimHost, observer, rng).with_runner(world.runner);
+            let io = Io { transport, store, host: SimHost, observer, runner: world.runner };
+            let agent = CheckinLoop::production(settings, io, rng);
             tokio::task::spawn_local(async move {
                 tokio::time::sleep(start_delay).await;
                 agent.run(std::future::pending()).await;
@@ -468,8 +469,8 @@ fn spawn_agent(world: &Rc<Shared>, slot: Rc<AgentSlot>, host: Arc<str>) {
             let strategy = baselines::build(name, &settings.policy);
             let mut start_rng = StdRng::seed_from_u64(seed::strategy_start(world.seed, slot.index, generation));
             let start_delay = start_delay + baselines::startup_sleep(name, &mut start_rng);
-            let agent =
-                CheckinLoop::with_strategy(settings, strategy, transport, store, SimHost, observer, rng).with_runner(world.runner);
+            let io = Io { transport, store, host: SimHost, observer, runner: world.runner };
+            let agent = CheckinLoop::new(settings, io, strategy, rng);
             tokio::task::spawn_local(async move {
                 tokio::time::sleep(start_delay).await;
                 agent.run(std::future::pending()).await;
