@@ -63,8 +63,7 @@ fn decide(policy: &mut Policy, now: &mut Instant, verdict: Verdict, rng: &mut St
     let (gate, transition) = policy.admit(black_box(*now));
     black_box(transition);
     match gate {
-        Gate::Go { probe_health } => {
-            black_box(probe_health);
+        Gate::Go => {
             let decision = policy.complete(*now, black_box(Report::of(verdict)), rng);
             *now = black_box(decision).next_attempt_at;
         }

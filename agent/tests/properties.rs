@@ -345,3 +345,104 @@ proptest! {
         }
     }
 }
+
+// ---- the 30-second promise: a broken /health never delays recovery ------------------------
+
+/// What the check-in route does before the server's return: every kind of retryable failure
+/// (a Retry-After is left out: a server that asks for time gets it, up to its clamp).
+fn failure() -> impl Strategy<Value = Answer> {
+    prop_oneof![
+        Just(Answer::Status(500, None)),
+        Just(Answer::Status(502, None)),
+        Just(Answer::Status(503, None)),
+        Just(Answer::Status(504, None)),
+        Just(Answer::Error(TransportError::Refused)),
+        Just(Answer::Error(TransportError::Reset)),
+        Just(Answer::Error(TransportError::BodyTooLarge)),
+        Just(Answer::Hang),
+        Just(Answer::Garbage),
+    ]
+}
+
+/// What `/health` does, before and after the return: anything, healthy or broken.
+fn probe_answer() -> impl Strategy<Value = Answer> {
+    prop_oneof![
+        Just(Answer::Ok),
+        Just(Answer::Status(404, None)),
+        Just(Answer::Status(500, None)),
+        Just(Answer::Status(503, Some("60"))),
+        Just(Answer::Error(TransportError::Refused)),
+        Just(Answer::Hang),
+        Just(Answer::Garbage),
+    ]
+}
+
+/// A server that returns at `back`: check-ins fail as `before` says until then and succeed
+/// after; `/health` answers as its own script says, before and after.
+struct Returning {
+    back: tokio::time::Instant,
+    before: Vec<Answer>,
+    health: Vec<Answer>,
+    sent: usize,
+    probes: usize,
+}
+
+impl Transport for Returning {
+    async fn send(&mut self, request: &Request) -> Result<Response, TransportError> {
+        let answer = if request.path == "/health" {
+            self.probes += 1;
+            self.health[self.probes % self.health.len()].clone()
+        } else if tokio::time::Instant::now() >= self.back {
+            Answer::Ok
+        } else {
+            self.sent += 1;
+            self.before[self.sent % self.before.len()].clone()
+        };
+        Scripted { answers: vec![answer], next: 0 }.send(request).await
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Whatever the check-in route and `/health` did before the server's return, and whatever
+    /// `/health` does after it (a hang, a 503 asking for a minute, a 404, a refusal), the next
+    /// check-in starts within the worst case `check-config` prints for the default settings.
+    #[test]
+    fn after_the_servers_return_the_next_check_in_starts_within_the_printed_worst_case(
+        before in prop::collection::vec(failure(), 1..20),
+        health in prop::collection::vec(probe_answer(), 1..8),
+        outage_s in 1u64..1_800,
+        seed in any::<u64>(),
+    ) {
+        let config = redflag_agent::config::Config::from_json_str(
+            r#"{"server_url":"https://p","agent_id":"a-1","token":"t","refresh_token":"r"}"#, "test").unwrap();
+        let worst = config.worst_case_recovery();
+        let settings = Settings::from_config(&config);
+        let recorder = Recorder::default();
+        let events = recorder.0.clone();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+        let back = rt.block_on(async move {
+            let start = tokio::time::Instant::now();
+            let back = start + Duration::from_secs(outage_s);
+            let io = Io {
+                transport: Returning { back, before, health, sent: 0, probes: 0 },
+                store: MemoryStore::default(),
+                host: FixedHost,
+                observer: recorder,
+                runner: ProductionRunner::default(),
+            };
+            // The first check-in fails (the outage has begun); run until well past the bound.
+            let agent = CheckinLoop::production(settings, io, StdRng::seed_from_u64(seed));
+            let _ = tokio::time::timeout(Duration::from_secs(outage_s) + worst * 3, agent.run(std::future::pending())).await;
+            back
+        });
+        let events = events.borrow();
+        let next = events
+            .iter()
+            .find(|(t, e)| *t >= back && matches!(e, Event::RequestStarted { kind: redflag_agent::log::events::RequestKind::Checkin }))
+            .map(|(t, _)| *t);
+        let next = next.expect("no check-in after the server's return");
+        prop_assert!(next - back <= worst, "the next check-in started {:?} after the return; the printed worst case is {worst:?}", next - back);
+    }
+}

@@ -3,13 +3,15 @@
 //!
 //! One loop per agent. It waits until the next attempt is due, asks its [`Strategy`] (in
 //! production the [`Policy`]: backoff, breaker, Retry-After) whether it may go, posts waiting
-//! results, probes `GET /health` while recovering, checks in, renews the token on 401, takes the
+//! results, checks in, renews the token on 401, takes the
 //! answer in, asks the strategy when the next attempt is due, reports and records the attempt,
-//! runs the commands it was sent, and goes round again. It returns only when its shutdown
-//! future completes. Who does what:
+//! runs the commands it was sent, and goes round again. While it waits, the strategy may ask
+//! for one `GET /health` probe, whose healthy answer can only bring the next attempt forward.
+//! It returns only when its shutdown future completes. Who does what:
 //!
 //! * `driver.rs`: the loop itself: awaiting, asking the strategy, handing answers on;
-//! * `attempt.rs`: the requests of one admitted attempt (results, probe, check-in, renewal);
+//! * `attempt.rs`: the requests of one admitted attempt (results, check-in, renewal), and the
+//!   recovery probe;
 //! * `work.rs`: running journaled commands, and delivering their fresh results;
 //! * `status.rs`: what an attempt's end is reported as, and the status file's bookkeeping;
 //! * the components it drives: the command desk (`commands::desk`), the rapid-polling window
@@ -118,8 +120,6 @@ pub struct CheckinLoop<IO: Parts, P = Policy> {
     desk: Desk,
     rapid: RapidPolling,
     status: StatusBook,
-    /// The last probe failed: the next attempt skips it and goes straight to the check-in.
-    skip_next_probe: bool,
     /// Bare 404s on the check-in route in a row (see `server::answers`).
     bare_404_streak: u32,
 }
@@ -151,7 +151,6 @@ impl<IO: Parts, P: Strategy> CheckinLoop<IO, P> {
             desk: Desk::default(),
             rapid: RapidPolling::default(),
             status: StatusBook::default(),
-            skip_next_probe: false,
             bare_404_streak: 0,
         }
     }

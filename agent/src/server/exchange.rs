@@ -79,10 +79,22 @@ impl<T: Transport> Exchange<T> {
         emitter: &mut Emitter<O>,
         wall: impl Fn() -> SystemTime,
     ) -> Result<Response, TransportError> {
+        self.send_within(kind, body, self.request_timeout, emitter, wall).await
+    }
+
+    /// [`Exchange::send`], given at most `limit` (and never more than the request timeout).
+    pub async fn send_within<O: Observer>(
+        &mut self,
+        kind: RequestKind,
+        body: Option<Vec<u8>>,
+        limit: Duration,
+        emitter: &mut Emitter<O>,
+        wall: impl Fn() -> SystemTime,
+    ) -> Result<Response, TransportError> {
         let request = self.request(kind, body);
         emitter.emit(Event::RequestStarted { kind });
         let started = Instant::now();
-        let result = match timeout(self.request_timeout, self.transport.send(&request)).await {
+        let result = match timeout(self.request_timeout.min(limit), self.transport.send(&request)).await {
             Ok(r) => r,
             Err(_) => Err(TransportError::Timeout),
         };
