@@ -37,7 +37,8 @@ pub use strategy::StrategyName;
 /// Limits, so that a typo cannot ask for a billion agents or a century of simulated time.
 pub mod limits {
     use std::time::Duration;
-    pub const AGENTS_MAX: u64 = 100_000;
+    /// A million agents run on one 24 GB machine (`scenarios/soak/million-agents.toml`).
+    pub const AGENTS_MAX: u64 = 1_000_000;
     pub const HOSTS_MAX: u64 = 1_000;
     pub const DURATION_MAX: Duration = Duration::from_secs(30 * 24 * 3600);
     pub const FAULTS_MAX: usize = 1_000;
@@ -575,11 +576,31 @@ impl Parser<'_> {
     fn toml_error(&self, e: &toml::de::Error) -> ScenarioError {
         let line = e.span().map(|s| self.line_of(s.start));
         let mut message = e.message().trim().to_string();
+        // serde says "invalid type: string \"many\", expected i64"; say for which key.
+        if let Some(key) = e.span().and_then(|s| self.key_at(s.start)).filter(|_| message.starts_with("invalid")) {
+            message = format!("{key}: {message}");
+        }
         // serde says "unknown variant"/"unknown field"; add which section when we can tell.
         if message.starts_with("unknown field") {
             message = format!("{message}. Check the spelling; see scenarios/README.md for the schema");
         }
         ScenarioError { path: self.path.to_path_buf(), line, message }
+    }
+
+    /// The dotted key (`fleet.agents`) whose value starts at byte `at`, when it is written
+    /// `key = value` on its line under a `[table]` (or `[[table]]`) header or at the top.
+    fn key_at(&self, at: usize) -> Option<String> {
+        let text = self.text.get(..at)?;
+        let line_start = text.rfind('\n').map_or(0, |i| i + 1);
+        let key = text[line_start..].split_once('=')?.0.trim();
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.') {
+            return None;
+        }
+        let table = text[..line_start].lines().rev().map(str::trim).find(|l| l.starts_with('['));
+        Some(match table.map(|t| t.trim_matches(|c| c == '[' || c == ']').trim()) {
+            Some(t) if !t.is_empty() => format!("{t}.{key}"),
+            _ => key.to_string(),
+        })
     }
 
     fn duration(&self, s: &Spanned<String>, what: &str) -> Result<Duration, ScenarioError> {
@@ -1214,6 +1235,18 @@ limit = 50
         assert!(e.contains("\"delay\" does not apply to action \"partition\""), "{e}");
         let e = error(&GOOD.replace("at = \"10m\"", "at = \"30m\""));
         assert!(e.contains("not before the end"), "{e}");
+    }
+
+    #[test]
+    fn fleet_counts_are_bounded_and_a_bad_one_names_its_key_and_line() {
+        let s = parse(&GOOD.replace("agents = 4", "agents = 1000000")).unwrap();
+        assert_eq!(s.fleet.agents, 1_000_000);
+        for bad in ["1000001", "0", "-3"] {
+            let e = error(&GOOD.replace("agents = 4", &format!("agents = {bad}")));
+            assert!(e.starts_with("t.toml:8:") && e.contains("fleet.agents must be between 1 and 1000000") && e.contains(bad), "{e}");
+        }
+        let e = error(&GOOD.replace("agents = 4", "agents = \"many\""));
+        assert!(e.starts_with("t.toml:8: fleet.agents: invalid type") && e.contains("many"), "{e}");
     }
 
     #[test]
