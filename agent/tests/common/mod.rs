@@ -120,6 +120,9 @@ pub struct Record {
     pub route: Route,
     pub method: String,
     pub path: String,
+    /// The request target as sent: the path, or `http://host:port/path` when the agent sent
+    /// the request to the stand-in as its HTTP proxy.
+    pub target: String,
     /// When the request (head and body) had arrived.
     pub at: Instant,
     pub authorization: Option<String>,
@@ -321,6 +324,7 @@ fn huge_buffer() -> Bytes {
 async fn handle(State(state): State<Shared>, req: Request) -> Response {
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
+    let target = req.uri().to_string();
     let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
     let body = axum::body::to_bytes(req.into_body(), MIB).await.map(|b| b.to_vec()).unwrap_or_default();
     let at = Instant::now();
@@ -344,7 +348,7 @@ async fn handle(State(state): State<Shared>, req: Request) -> Response {
         };
         let normal_reply = matches!(reply, Reply::Normal);
         let mut record =
-            Record { route, method, path, at, authorization, body, status: 0, not_before: None, normal: normal_reply };
+            Record { route, method, path, target, at, authorization, body, status: 0, not_before: None, normal: normal_reply };
         let mut hang = false;
         let response = match reply {
             Reply::Normal => normal(&mut s, &record),
