@@ -405,3 +405,16 @@ fn a_config_starting_with_a_byte_order_mark_is_accepted() {
     let agent = Agent::spawn(&h.config_path, LogFormat::Json, "debug");
     assert!(wait_until(SOON, || h.server.successful_checkins() >= 1), "{}", agent.tail());
 }
+
+/// `--version` (and `-V`) names this build and the RedFlag agent API it speaks, needs no config
+/// and exits 0: what an operator checks after installing the package.
+#[test]
+fn version_names_the_build_and_the_redflag_api() {
+    for flag in ["--version", "-V"] {
+        let out = run_cli(&["--config", "/nonexistent/config.json", flag]);
+        assert_eq!(out.code, Some(0), "{flag}: {out:?}");
+        let line = out.stdout.trim();
+        assert!(line.starts_with(&format!("redflag-agent {}", env!("CARGO_PKG_VERSION"))), "{flag}: {line}");
+        assert!(line.contains("RedFlag agent API 0.1.18"), "{flag}: {line}");
+    }
+}
