@@ -25,6 +25,10 @@
 //! the agent journals each command, reports its result through the outbox, and the real
 //! server's `agent_commands` row ends completed (or failed).
 //!
+//! `a_config_the_go_agent_wrote_runs_unchanged` registers the real RedFlag 0.1.18 Go agent
+//! (`shared/redflag-agent-go`, built with its `build.sh`) and runs this agent on the very file
+//! it wrote, at its path, with no change (see that test).
+//!
 //! Finding the server: `REDFLAG_SERVER_DIR`, else `<workspace>/../shared/redflag-server`, else
 //! `/work/shared/redflag-server`. Not found: skipped with a printed reason. `up.sh` exiting 3
 //! (not root, no apt-get): skipped with its reason, except when `CI` is set, where it fails.
@@ -33,9 +37,11 @@
 
 mod common;
 
+use std::ffi::CString;
 use std::io::Read;
 use std::net::TcpListener as StdTcpListener;
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -537,4 +543,132 @@ fn commands_end_completed_and_failed_on_the_real_server() {
     let logs = server.sql(&format!("select action || ':' || result from update_logs where agent_id = '{agent_id}' order by action"));
     assert!(logs.contains("scan_updates:failed") && logs.contains("enable_heartbeat:success"), "update_logs: {logs}");
     assert_server_log_clean(&server);
+}
+
+// ---- the Go agent's own config ---------------------------------------------------------------
+
+/// The Go agent's directory: beside the server's.
+fn go_agent_dir() -> Option<PathBuf> {
+    let dir = server_dir().ok()?.parent()?.join("redflag-agent-go");
+    dir.join("build.sh").is_file().then_some(dir)
+}
+
+/// Builds the real Go agent with its `build.sh`; `Err` is why it cannot be built here.
+fn build_go_agent(into: &Path) -> Result<PathBuf, String> {
+    let dir = go_agent_dir().ok_or("no redflag-agent-go beside the server's directory")?;
+    let out = Command::new("bash")
+        .arg(dir.join("build.sh"))
+        .arg(into.join("redflag-go-agent"))
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("build.sh: {e}"))?;
+    match out.status.code() {
+        Some(0) => Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())),
+        Some(3) => Err(format!("build.sh cannot build the Go agent here: {}", String::from_utf8_lossy(&out.stderr).trim())),
+        other => panic!("build.sh failed ({other:?}): {}", String::from_utf8_lossy(&out.stderr)),
+    }
+}
+
+/// Runs `cmd` in a private mount namespace whose `/etc` is an overlay on the real one, writing
+/// into `upper` (so the Go agent's fixed `/etc/aggregator/config.json` is `upper/aggregator/
+/// config.json` outside), and, with `var_lib`, whose `/var/lib` is that folder (so the default
+/// `state_dir` `/var/lib/redflag-agent` is private too). The host's `/etc` and `/var/lib` are
+/// never written. Root only.
+fn in_private_etc(cmd: &mut Command, upper: &Path, var_lib: Option<&Path>) {
+    let work = upper.with_extension("work");
+    std::fs::create_dir_all(upper).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+    let c = |s: &str| CString::new(s).unwrap();
+    let options = c(&format!("lowerdir=/etc,upperdir={},workdir={}", upper.display(), work.display()));
+    let (root, etc, overlay, none) = (c("/"), c("/etc"), c("overlay"), c("none"));
+    let var_lib = var_lib.map(|d| (c(d.to_str().unwrap()), c("/var/lib")));
+    // SAFETY: between fork and exec only async-signal-safe system calls run (unshare, mount),
+    // on C strings made before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let check = |rc: libc::c_int| if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) };
+            check(libc::unshare(libc::CLONE_NEWNS))?;
+            check(libc::mount(none.as_ptr(), root.as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()))?;
+            check(libc::mount(overlay.as_ptr(), etc.as_ptr(), overlay.as_ptr(), 0, options.as_ptr().cast()))?;
+            if let Some((from, to)) = &var_lib {
+                check(libc::mount(from.as_ptr(), to.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null()))?;
+            }
+            Ok(())
+        });
+    }
+}
+
+/// `/etc/aggregator/config.json` exactly as RedFlag 0.1.18's Go agent writes it, used unchanged:
+/// the real Go agent registers with the real server (so the file has its `network` in
+/// nanoseconds, Go's zero time in `rapid_polling_until`, `logging` and its
+/// `registration_token`), then this agent runs as the package's unit runs it (`--config
+/// /etc/aggregator/config.json`, the default `state_dir` `/var/lib/redflag-agent`) on that
+/// very file, at that path, unchanged. The same agent (no second registration) comes back
+/// online with version 0.1.18 and fresh metrics, keeping what the Go agent registered; the
+/// file is not touched. Both agents see a private `/etc` and `/var/lib` (an overlay, a bind
+/// mount): the host's are never written.
+#[test]
+fn a_config_the_go_agent_wrote_runs_unchanged() {
+    let _one = ONE_SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::Builder::new().prefix("redflag-real-go-").tempdir().unwrap();
+    let go_agent = match build_go_agent(dir.path()) {
+        Ok(bin) => bin,
+        Err(reason) => {
+            if std::env::var_os("CI").is_some() && go_agent_dir().is_some() {
+                panic!("CI is set, so the Go-config test may not skip: {reason}");
+            }
+            eprintln!("\n*** SKIPPED: a_config_the_go_agent_wrote_runs_unchanged: {reason} ***\n");
+            return;
+        }
+    };
+    let Some(server) = up_or_skip() else { return };
+    let upper = dir.path().join("etc-upper");
+    let var_lib = dir.path().join("var-lib");
+    std::fs::create_dir_all(&var_lib).unwrap();
+
+    // The Go agent registers; it always writes /etc/aggregator/config.json.
+    let mut register = Command::new(&go_agent);
+    register.args(["-register", "-server", &server.url, "-token", &server.registration_token]).stdin(Stdio::null());
+    in_private_etc(&mut register, &upper, None);
+    let out = register.output().expect("run the Go agent");
+    assert!(out.status.success(), "the Go agent's registration failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let written = upper.join("aggregator").join("config.json");
+    let go_text = std::fs::read_to_string(&written).unwrap();
+    let go: Value = serde_json::from_str(&go_text).unwrap();
+    let agent_id = go["agent_id"].as_str().unwrap().to_string();
+    assert_eq!(go["network"]["timeout"], 30_000_000_000u64, "{go_text}");
+    assert_eq!(go["rapid_polling_until"], "0001-01-01T00:00:00Z", "{go_text}");
+    // The fixture the unit tests read has the same keys as what the Go agent writes today.
+    let fixture: Value = serde_json::from_str(include_str!("fixtures/go-agent-config.json")).unwrap();
+    let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(&go), keys(&fixture), "tests/fixtures/go-agent-config.json is not what the Go agent writes:\n{go_text}");
+    let before = agent_row(&server, &agent_id);
+    assert_eq!(before["metadata"]["cpu_cores"].as_str().map(|_| ()), Some(()), "the Go agent's registration metadata: {before}");
+
+    // `check-config` on the file as it is: valid, the Go keys listed, no warning.
+    let out = run_cli(&["--config", written.to_str().unwrap(), "check-config"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("network.timeout (Go agent)") && !out.stdout.contains(go["registration_token"].as_str().unwrap()), "{}", out.stdout);
+
+    // This agent, as the unit runs it, on that file at that path.
+    let since = Instant::now();
+    let agent = Agent::spawn_with(Path::new("/etc/aggregator/config.json"), LogFormat::Json, "debug", |cmd| {
+        in_private_etc(cmd, &upper, Some(&var_lib));
+    });
+    wait_checkins(&agent, since, 1, "on the Go agent's config");
+    assert!(agent.events_named("config_warning").is_empty(), "warnings for a Go-written config\n{}", agent.tail());
+    assert_eq!(agent.events_named("agent_started").first().map(|e| e.str("agent_id").to_string()), Some(agent_id.clone()));
+    assert!(var_lib.join("redflag-agent").is_dir(), "the default state_dir /var/lib/redflag-agent was not used");
+    assert_eq!(std::fs::read_to_string(&written).unwrap(), go_text, "the Go agent's config was changed");
+
+    // The server: the same agent, version 0.1.18 up to date, fresh metrics, the Go agent's
+    // registration metadata kept; nothing in its log to complain about.
+    let after = agent_row(&server, &agent_id);
+    let meta = &after["metadata"];
+    assert_eq!((after["current_version"].as_str(), meta["reported_version"].as_str()), (Some("0.1.18"), Some("0.1.18")), "{after}");
+    assert!(meta["metrics_updated_at"].is_string() && meta["memory_percent"].is_number(), "no metrics stored: {after}");
+    assert_eq!(meta["cpu_model"], before["metadata"]["cpu_model"], "{after}");
+    assert_eq!(server.sql("select count(*) from agents"), "1", "a second agent appeared");
+    assert_server_log_clean(&server);
+    say(&format!("the Go agent's config ran unchanged: agent {agent_id} checked in, {after}"));
 }
