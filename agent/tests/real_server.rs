@@ -553,19 +553,47 @@ fn go_agent_dir() -> Option<PathBuf> {
     dir.join("build.sh").is_file().then_some(dir)
 }
 
+/// How long building the Go agent may take (a first run installs Go packages).
+const GO_BUILD_TIMEOUT: Duration = Duration::from_secs(170);
+/// How long the Go agent's registration may take (its HTTP client gives up after 30 s).
+const GO_REGISTER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs `cmd` to completion within `timeout` (killed and a panic beyond it): status, stdout,
+/// stderr.
+fn output_within(cmd: &mut Command, timeout: Duration, what: &str) -> (Option<i32>, String, String) {
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("{what}: {e}"));
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let mut status = None;
+    if !wait_until(timeout, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    }) {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{what} did not finish within {timeout:?}");
+    }
+    (status.unwrap().code(), out.join().unwrap(), err.join().unwrap())
+}
+
 /// Builds the real Go agent with its `build.sh`; `Err` is why it cannot be built here.
 fn build_go_agent(into: &Path) -> Result<PathBuf, String> {
     let dir = go_agent_dir().ok_or("no redflag-agent-go beside the server's directory")?;
-    let out = Command::new("bash")
-        .arg(dir.join("build.sh"))
-        .arg(into.join("redflag-go-agent"))
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("build.sh: {e}"))?;
-    match out.status.code() {
-        Some(0) => Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())),
-        Some(3) => Err(format!("build.sh cannot build the Go agent here: {}", String::from_utf8_lossy(&out.stderr).trim())),
-        other => panic!("build.sh failed ({other:?}): {}", String::from_utf8_lossy(&out.stderr)),
+    let mut cmd = Command::new("bash");
+    cmd.arg(dir.join("build.sh")).arg(into.join("redflag-go-agent"));
+    match output_within(&mut cmd, GO_BUILD_TIMEOUT, "the Go agent's build.sh") {
+        (Some(0), stdout, _) => Ok(PathBuf::from(stdout.trim())),
+        (Some(3), _, stderr) => Err(format!("build.sh cannot build the Go agent here: {}", stderr.trim())),
+        (other, _, stderr) => panic!("build.sh failed ({other:?}): {stderr}"),
     }
 }
 
@@ -628,10 +656,10 @@ fn a_config_the_go_agent_wrote_runs_unchanged() {
 
     // The Go agent registers; it always writes /etc/aggregator/config.json.
     let mut register = Command::new(&go_agent);
-    register.args(["-register", "-server", &server.url, "-token", &server.registration_token]).stdin(Stdio::null());
+    register.args(["-register", "-server", &server.url, "-token", &server.registration_token]);
     in_private_etc(&mut register, &upper, None);
-    let out = register.output().expect("run the Go agent");
-    assert!(out.status.success(), "the Go agent's registration failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let (code, stdout, stderr) = output_within(&mut register, GO_REGISTER_TIMEOUT, "the Go agent's -register");
+    assert_eq!(code, Some(0), "the Go agent's registration failed: {stdout}{stderr}");
     let written = upper.join("aggregator").join("config.json");
     let go_text = std::fs::read_to_string(&written).unwrap();
     let go: Value = serde_json::from_str(&go_text).unwrap();
