@@ -23,6 +23,7 @@
 mod attempt;
 mod driver;
 pub mod status;
+pub mod system_info;
 mod work;
 
 use std::time::Duration;
