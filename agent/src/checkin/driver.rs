@@ -34,6 +34,7 @@ impl<IO: Parts, P: Strategy> CheckinLoop<IO, P> {
         let (desk, events) = Desk::recover(&mut self.store);
         self.desk = desk;
         self.emitter.emit_all(events);
+        self.restore_heartbeat();
         loop {
             tokio::select! {
                 biased;
@@ -101,7 +102,7 @@ impl<IO: Parts, P: Strategy> CheckinLoop<IO, P> {
         let heartbeat = result
             .answer
             .as_ref()
-            .is_some_and(|a| a.commands.iter().any(|c| matches!(kinds::decide(c), Action::RapidPolling(_))));
+            .is_some_and(|a| a.commands.iter().any(|c| matches!(kinds::decide(c), Action::RapidPolling(_) | Action::StopRapidPolling)));
         let at_once = self.rapid.choose_at_once(heartbeat);
         let decision = self.decide(now, (result.verdict, result.retry_after, result.outcome), at_once);
         self.report(&result, &decision, answer_events);
