@@ -70,6 +70,13 @@ impl<IO: Parts, P: Strategy> CheckinLoop<IO, P> {
                     next_due = at;
                 }
             }
+            if checked_in {
+                tokio::select! {
+                    biased;
+                    _ = &mut shutdown => break,
+                    _ = self.report_system_info(next_due) => {}
+                }
+            }
         }
         self.emitter.emit(Event::Stopped);
     }

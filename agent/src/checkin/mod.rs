@@ -45,6 +45,7 @@ use crate::store::Store;
 pub use crate::host::{Host, SystemHost};
 
 use status::StatusBook;
+use system_info::SystemInfoSchedule;
 
 /// What the loop needs from the config.
 #[derive(Debug, Clone)]
@@ -119,6 +120,8 @@ pub struct CheckinLoop<IO: Parts, P = Policy> {
     desk: Desk,
     rapid: RapidPolling,
     status: StatusBook,
+    /// When the next `POST /system-info` is due (`system_info.rs`).
+    system_info: SystemInfoSchedule,
     /// The last probe failed: the next attempt skips it and goes straight to the check-in.
     skip_next_probe: bool,
     /// Bare 404s on the check-in route in a row (see `server::answers`).
@@ -152,6 +155,7 @@ impl<IO: Parts, P: Strategy> CheckinLoop<IO, P> {
             desk: Desk::default(),
             rapid: RapidPolling::default(),
             status: StatusBook::default(),
+            system_info: SystemInfoSchedule::default(),
             skip_next_probe: false,
             bare_404_streak: 0,
         }

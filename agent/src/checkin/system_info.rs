@@ -13,9 +13,18 @@
 //!   this sends at most one a minute, and one an hour in steady state. (The Go agent retries at
 //!   every check-in until one succeeds.)
 //!
-//! The schedule is pure (`now` comes in); the sending is in `CheckinLoop::report_system_info`.
+//! The schedule is pure (`now` comes in); the sending is [`CheckinLoop::report_system_info`].
+//! A host with nothing to describe (the simulation's) sends nothing.
 
 use std::time::{Duration, Instant};
+
+use tokio::time::sleep_until;
+
+use crate::log::events::{Event, RequestKind, ms};
+use crate::resilience::{Outcome, Strategy};
+use crate::server::answers::{request_outcome, retry_after, status_outcome};
+
+use super::{CheckinLoop, Host, Parts};
 
 /// A report is due this long after the last one that succeeded.
 pub const SYSTEM_INFO_INTERVAL: Duration = Duration::from_secs(3600);
@@ -53,6 +62,42 @@ impl SystemInfoSchedule {
         let wait = doubled.max(retry_after.unwrap_or_default()).min(SYSTEM_INFO_RETRY_MAX);
         self.next_due = Some(now + wait);
         wait
+    }
+}
+
+impl<IO: Parts, P: Strategy> CheckinLoop<IO, P> {
+    /// After a successful check-in: the system-info report, if one is due, sent in the time
+    /// before `next_due` (the next attempt) and abandoned when that comes first. Its outcome
+    /// goes to the schedule and the log only, never to the strategy.
+    pub(super) async fn report_system_info(&mut self, next_due: tokio::time::Instant) {
+        if !self.system_info.due(tokio::time::Instant::now().into_std()) {
+            return;
+        }
+        let Some(report) = self.host.system_info(self.host.wall_clock()) else { return };
+        let body = serde_json::to_vec(&report).unwrap_or_default();
+        let sent = tokio::select! {
+            biased;
+            _ = sleep_until(next_due) => None,
+            r = self.exchange.send(RequestKind::SystemInfo, Some(body), &mut self.emitter, || self.host.wall_clock()) => Some(r),
+        };
+        let now = tokio::time::Instant::now().into_std();
+        let (outcome, wait) = match &sent {
+            Some(Ok(resp)) => {
+                let outcome = status_outcome(resp.status);
+                (outcome, retry_after(outcome, resp, || self.host.wall_clock()))
+            }
+            Some(result) => (request_outcome(RequestKind::SystemInfo, result), None),
+            None => {
+                let retry_in = self.system_info.failed(now, None);
+                return self.emitter.emit(Event::SystemInfoFailed { class: "abandoned".into(), retry_in_ms: ms(retry_in) });
+            }
+        };
+        if outcome == Outcome::Success {
+            self.system_info.succeeded(now);
+            return self.emitter.emit(Event::SystemInfoReported);
+        }
+        let retry_in = self.system_info.failed(now, wait);
+        self.emitter.emit(Event::SystemInfoFailed { class: outcome.class().to_string(), retry_in_ms: ms(retry_in) });
     }
 }
 
