@@ -388,7 +388,7 @@ fn the_agent_speaks_real_redflag() {
     say(&format!("registered agent {agent_id}"));
 
     // 2, 3. Check-ins with metrics the server parses and stores; version 0.1.18.
-    let agent = Agent::spawn(&config, LogFormat::Json, "debug");
+    let mut agent = Agent::spawn(&config, LogFormat::Json, "debug");
     let t0 = Instant::now();
     wait_checkins(&agent, t0, 2, "after registration");
     assert_server_log_clean(&server);
@@ -443,6 +443,54 @@ fn the_agent_speaks_real_redflag() {
     assert_server_log_clean(&server);
     say(&format!("heartbeat: first rapid check-in {to_first_rapid:?} after the answer, then every {spacing:?}"));
 
+    // System information, stored by the server (POST /system-info at start).
+    assert!(
+        wait_until(PATIENCE, || agent_row(&server, &agent_id)["metadata"]["system_info_updated_at"].is_string()),
+        "the server stored no system information\n{}",
+        agent.tail()
+    );
+    let meta = agent_row(&server, &agent_id)["metadata"].clone();
+    for key in ["cpu_cores", "cpu_threads", "memory_total", "disk_total", "disk_used", "processes"] {
+        assert!(meta[key].as_u64().is_some_and(|n| n > 0), "{key} not stored as a number: {meta}");
+    }
+    assert!(meta["ip_address"].is_string() && meta["disk_filesystem"].is_string(), "{meta}");
+    assert_eq!(meta["agent_implementation"], redflag_agent::server::protocol::IMPLEMENTATION, "{meta}");
+    assert!(server.log().contains(&format!("System info updated for agent")), "{}", tail(&server.log(), 20));
+
+    // The heartbeat survives a restart (a package upgrade, a reboot): the agent started again
+    // reports it from its first check-in; the server keeps it (no "Stale heartbeat detected",
+    // no disable_heartbeat of its own).
+    let (_, before_restart) = server.admin("GET", &format!("/api/v1/agents/{agent_id}/heartbeat"), None);
+    agent.signal(libc::SIGTERM);
+    assert!(agent.wait_exit(PATIENCE).is_some_and(|s| s.success()), "{}", agent.tail());
+    let restarted = Instant::now();
+    let mut agent = Agent::spawn(&config, LogFormat::Json, "debug");
+    wait_checkins(&agent, restarted, 2, "after the restart");
+    let (_, hb) = server.admin("GET", &format!("/api/v1/agents/{agent_id}/heartbeat"), None);
+    assert_eq!((hb["enabled"].as_bool(), hb["active"].as_bool()), (Some(true), Some(true)), "heartbeat after the restart: {hb}");
+    assert_eq!(hb["until"], before_restart["until"], "the heartbeat's end moved: {before_restart} -> {hb}");
+    let first = agent.events_named("checkin_ok").remove(0);
+    let second = agent.events_named("checkin_ok").remove(1);
+    assert!(second.at - first.at < Duration::from_millis(7_000), "not rapid polling after the restart\n{}", agent.tail());
+    assert_server_log_clean(&server);
+    say("heartbeat kept across a restart");
+
+    // disable_heartbeat: the agent checks in at once and says so; the dashboard's heartbeat is
+    // off within seconds (not at the next regular check-in, nor by "stale heartbeat").
+    let disable_sent = Instant::now();
+    let disable = command_id(&server.admin("POST", &format!("/api/v1/agents/{agent_id}/heartbeat"), Some(json!({"enabled": false}))));
+    assert!(
+        wait_until(PATIENCE, || server.admin("GET", &format!("/api/v1/agents/{agent_id}/heartbeat"), None).1["enabled"] == false),
+        "the dashboard still shows the heartbeat\n{}",
+        agent.tail()
+    );
+    let cleared = disable_sent.elapsed();
+    println!("FIGURE heartbeat_cleared_after_disable_ms={}", cleared.as_millis());
+    assert!(agent.events_named("command_received").iter().any(|e| e.str("id") == disable), "{}", agent.tail());
+    assert!(cleared < Duration::from_secs(CHECK_IN_INTERVAL_SECONDS), "the heartbeat cleared {cleared:?} after disable");
+    assert_server_log_clean(&server);
+    say(&format!("heartbeat off on the dashboard {cleared:?} after disable_heartbeat"));
+
     // Kill: SIGKILL, down for a while, back with TZ set (5 comes next); the agent is back
     // within 30 s of the server's return.
     server.kill();
@@ -480,8 +528,13 @@ fn the_agent_speaks_real_redflag() {
     assert!(window >= 590_000, "the answer's 10-minute window (written at -05:00) was not honoured: windows {windows:?}\n{}", agent.tail());
     let (_, hb) = server.admin("GET", &format!("/api/v1/agents/{agent_id}/heartbeat"), None);
     let until = hb["until"].as_str().and_then(|u| redflag_agent::server::rfc3339::parse(u)).unwrap_or_else(|| panic!("heartbeat status {hb}"));
+    // What the dashboard shows is the heartbeat the server paired with the scan (5 minutes),
+    // not the answer's 10-minute window: that one sets the pace only.
     let left = until.duration_since(SystemTime::now()).unwrap_or_default();
-    assert!(left >= Duration::from_secs(540), "the agent reports rapid polling until {hb}, {left:?} from now");
+    assert!(
+        left >= Duration::from_secs(240) && left <= Duration::from_secs(300),
+        "the agent reports a heartbeat until {hb}, {left:?} from now (the scan's 5-minute heartbeat)"
+    );
     assert_server_log_clean(&server);
 
     // A rotated JWT secret: the old token is refused, the agent renews and checks in.
@@ -696,6 +749,14 @@ fn a_config_the_go_agent_wrote_runs_unchanged() {
     assert_eq!((after["current_version"].as_str(), meta["reported_version"].as_str()), (Some("0.1.18"), Some("0.1.18")), "{after}");
     assert!(meta["metrics_updated_at"].is_string() && meta["memory_percent"].is_number(), "no metrics stored: {after}");
     assert_eq!(meta["cpu_model"], before["metadata"]["cpu_model"], "{after}");
+    // And the machine's description, the Go agent's hourly report, now from this agent.
+    assert!(
+        wait_until(PATIENCE, || agent_row(&server, &agent_id)["metadata"]["system_info_updated_at"].is_string()),
+        "no system information stored\n{}",
+        agent.tail()
+    );
+    let meta = agent_row(&server, &agent_id)["metadata"].clone();
+    assert!(meta["cpu_cores"].is_number() && meta["agent_implementation"].is_string(), "{meta}");
     assert_eq!(server.sql("select count(*) from agents"), "1", "a second agent appeared");
     assert_server_log_clean(&server);
     say(&format!("the Go agent's config ran unchanged: agent {agent_id} checked in, {after}"));
