@@ -6,8 +6,11 @@
 //! One round: wait until the next attempt is due; ask the strategy to admit it (an open breaker
 //! says when to ask again); run the attempt (`attempt.rs`); take the answer in (its commands to
 //! the desk, its rapid polling to the window); ask the strategy when the next attempt is due,
-//! with the rapid interval or "at once" after an `enable_heartbeat`; report the attempt and save
-//! the status; acknowledge; run the commands received and deliver their results (`work.rs`).
+//! with the rapid interval or "at once" after a heartbeat command; report the attempt and save
+//! the status; acknowledge; run the commands received and deliver their results (`work.rs`);
+//! after a successful check-in, report the system information if it is due, in the time left
+//! before the next attempt (`system_info.rs`). At start, an operator's heartbeat kept in
+//! `state_dir` goes on (`work.rs`).
 
 use std::future::Future;
 use std::time::{Duration, SystemTime};

@@ -12,6 +12,8 @@
 //! * `attempt.rs`: the requests of one admitted attempt (results, probe, check-in, renewal);
 //! * `work.rs`: running journaled commands, and delivering their fresh results;
 //! * `status.rs`: what an attempt's end is reported as, and the status file's bookkeeping;
+//! * `system_info.rs`: `POST /system-info` at start and hourly, after a successful check-in and
+//!   never in the way of the next one (its schedule is pure);
 //! * the components it drives: the command desk (`commands::desk`), the rapid-polling window
 //!   (`commands::heartbeat`), the exchange and its answer rules (`server::exchange`,
 //!   `server::answers`), and the emitter with its log budget (`log::emitter`).
