@@ -613,8 +613,64 @@ fn plain_http_rule(c: &Check, url: &Url, allow_insecure_http: bool) -> Result<Op
     }
 }
 
-fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
+impl RawConfig {
+    /// The Go agent's own keys (`go_agent.rs`), taken out of the file as read.
+    fn take_go_agent_keys(&mut self) -> RawGoAgentKeys {
+        RawGoAgentKeys {
+            registration_token: self.registration_token.take(),
+            rapid_polling_enabled: self.rapid_polling_enabled.take(),
+            rapid_polling_until: self.rapid_polling_until.take(),
+            network: self.network.take(),
+            logging: self.logging.take(),
+            tags: self.tags.take(),
+            metadata: self.metadata.take(),
+            display_name: self.display_name.take(),
+            organization: self.organization.take(),
+        }
+    }
+}
+
+/// `tls`: the CA file and verification switch; warnings for skipped verification and for the
+/// Go agent's client-certificate keys, which nothing implements.
+fn validate_tls(raw: Option<RawTls>, warnings: &mut Vec<String>) -> Tls {
+    let Some(t) = raw else { return Tls::default() };
+    let ca_file = t.ca_file.filter(|s| !s.trim().is_empty()).map(PathBuf::from);
+    if t.insecure_skip_verify {
+        warnings.push("tls.insecure_skip_verify is true: the server's certificate is not checked".into());
+    }
+    let client_cert: Vec<&str> = [("tls.cert_file", &t.cert_file), ("tls.key_file", &t.key_file)]
+        .into_iter()
+        .filter(|(_, v)| v.as_deref().is_some_and(|v| !v.trim().is_empty()))
+        .map(|(k, _)| k)
+        .collect();
+    if !client_cert.is_empty() {
+        warnings.push(format!(
+            "{} set, but client certificates are not implemented (RedFlag 0.1.18's Go agent did not use them either): no certificate is sent",
+            client_cert.join(" and ")
+        ));
+    }
+    Tls { ca_file, insecure_skip_verify: t.insecure_skip_verify }
+}
+
+/// `proxy` when enabled: its URLs checked; a warning for the Go agent's credential keys.
+fn validate_proxy(c: &Check, raw: Option<RawProxy>, warnings: &mut Vec<String>) -> Result<Option<Proxy>, ConfigError> {
+    let Some(p) = raw.filter(|p| p.enabled) else { return Ok(None) };
+    if [&p.username, &p.password].iter().any(|v| v.as_deref().is_some_and(|v| !v.is_empty())) {
+        warnings.push(
+            "proxy.username and proxy.password are not used (RedFlag 0.1.18's Go agent did not use them either); put the credentials in the proxy URL instead: http://user:password@proxy:3128".into(),
+        );
+    }
+    for (field, v) in [("proxy.http", &p.http), ("proxy.https", &p.https)] {
+        if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
+            Url::parse(v).map_err(|e| c.err(field, format!("is not a valid URL ({e}), got {v:?}")))?;
+        }
+    }
+    Ok(Some(Proxy { http: p.http.filter(|s| !s.is_empty()), https: p.https.filter(|s| !s.is_empty()), no_proxy: p.no_proxy }))
+}
+
+fn validate(mut raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
     use limits::*;
+    let go_agent = GoAgentKeys::read(raw.take_go_agent_keys());
     let c = Check { origin };
     let mut warnings = Vec::new();
 
@@ -681,55 +737,8 @@ fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
     }
 
     let resilience = validate_resilience(&c, raw.resilience.unwrap_or_default())?;
-    let go_agent = GoAgentKeys::read(RawGoAgentKeys {
-        registration_token: raw.registration_token,
-        rapid_polling_enabled: raw.rapid_polling_enabled,
-        rapid_polling_until: raw.rapid_polling_until,
-        network: raw.network,
-        logging: raw.logging,
-        tags: raw.tags,
-        metadata: raw.metadata,
-        display_name: raw.display_name,
-        organization: raw.organization,
-    });
-
-    let tls = match raw.tls {
-        None => Tls::default(),
-        Some(t) => {
-            let ca_file = t.ca_file.filter(|s| !s.trim().is_empty()).map(PathBuf::from);
-            if t.insecure_skip_verify {
-                warnings.push("tls.insecure_skip_verify is true: the server's certificate is not checked".into());
-            }
-            let client_cert: Vec<&str> = [("tls.cert_file", &t.cert_file), ("tls.key_file", &t.key_file)]
-                .into_iter()
-                .filter(|(_, v)| v.as_deref().is_some_and(|v| !v.trim().is_empty()))
-                .map(|(k, _)| k)
-                .collect();
-            if !client_cert.is_empty() {
-                warnings.push(format!(
-                    "{} set, but client certificates are not implemented (RedFlag 0.1.18's Go agent did not use them either): no certificate is sent",
-                    client_cert.join(" and ")
-                ));
-            }
-            Tls { ca_file, insecure_skip_verify: t.insecure_skip_verify }
-        }
-    };
-    let proxy = match raw.proxy {
-        Some(p) if p.enabled => {
-            if [&p.username, &p.password].iter().any(|v| v.as_deref().is_some_and(|v| !v.is_empty())) {
-                warnings.push(
-                    "proxy.username and proxy.password are not used (RedFlag 0.1.18's Go agent did not use them either); put the credentials in the proxy URL instead: http://user:password@proxy:3128".into(),
-                );
-            }
-            for (field, v) in [("proxy.http", &p.http), ("proxy.https", &p.https)] {
-                if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
-                    Url::parse(v).map_err(|e| c.err(field, format!("is not a valid URL ({e}), got {v:?}")))?;
-                }
-            }
-            Some(Proxy { http: p.http.filter(|s| !s.is_empty()), https: p.https.filter(|s| !s.is_empty()), no_proxy: p.no_proxy })
-        }
-        _ => None,
-    };
+    let tls = validate_tls(raw.tls, &mut warnings);
+    let proxy = validate_proxy(&c, raw.proxy, &mut warnings)?;
 
     let config = Config {
         server_url,
