@@ -10,7 +10,7 @@
 //! the status; acknowledge; run the commands received and deliver their results (`work.rs`);
 //! after a successful check-in, report the system information if it is due, in the time left
 //! before the next attempt (`system_info.rs`). At start, an operator's heartbeat kept in
-//! `state_dir` goes on (`work.rs`).
+//! `state_dir` goes on (`commands::heartbeat`).
 
 use std::future::Future;
 use std::time::{Duration, SystemTime};
@@ -37,7 +37,9 @@ impl<IO: Parts, P: Strategy> CheckinLoop<IO, P> {
         let (desk, events) = Desk::recover(&mut self.store);
         self.desk = desk;
         self.emitter.emit_all(events);
-        self.restore_heartbeat();
+        // An operator's heartbeat kept in state_dir goes on: the first check-in reports it.
+        let events = self.rapid.restore(Instant::now().into_std(), self.host.wall_clock(), &mut self.store);
+        self.emitter.emit_all(events);
         loop {
             tokio::select! {
                 biased;

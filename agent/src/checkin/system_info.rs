@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use tokio::time::sleep_until;
 
 use crate::log::events::{Event, RequestKind, ms};
-use crate::resilience::{Outcome, Strategy};
-use crate::server::answers::{request_outcome, retry_after, status_outcome};
+use crate::resilience::Strategy;
+use crate::server::answers::system_info_answer;
 
 use super::{CheckinLoop, Host, Parts};
 
@@ -81,23 +81,20 @@ impl<IO: Parts, P: Strategy> CheckinLoop<IO, P> {
             r = self.exchange.send(RequestKind::SystemInfo, Some(body), &mut self.emitter, || self.host.wall_clock()) => Some(r),
         };
         let now = tokio::time::Instant::now().into_std();
-        let (outcome, wait) = match &sent {
-            Some(Ok(resp)) => {
-                let outcome = status_outcome(resp.status);
-                (outcome, retry_after(outcome, resp, || self.host.wall_clock()))
-            }
-            Some(result) => (request_outcome(RequestKind::SystemInfo, result), None),
-            None => {
-                let retry_in = self.system_info.failed(now, None);
-                return self.emitter.emit(Event::SystemInfoFailed { class: "abandoned".into(), retry_in_ms: ms(retry_in) });
-            }
+        let Some(result) = sent else {
+            let retry_in = self.system_info.failed(now, None);
+            return self.emitter.emit(Event::SystemInfoFailed { class: "abandoned".into(), retry_in_ms: ms(retry_in) });
         };
-        if outcome == Outcome::Success {
-            self.system_info.succeeded(now);
-            return self.emitter.emit(Event::SystemInfoReported);
+        match system_info_answer(&result, || self.host.wall_clock()) {
+            Ok(()) => {
+                self.system_info.succeeded(now);
+                self.emitter.emit(Event::SystemInfoReported);
+            }
+            Err((outcome, retry_after)) => {
+                let retry_in = self.system_info.failed(now, retry_after);
+                self.emitter.emit(Event::SystemInfoFailed { class: outcome.class().to_string(), retry_in_ms: ms(retry_in) });
+            }
         }
-        let retry_in = self.system_info.failed(now, wait);
-        self.emitter.emit(Event::SystemInfoFailed { class: outcome.class().to_string(), retry_in_ms: ms(retry_in) });
     }
 }
 

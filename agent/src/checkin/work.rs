@@ -7,14 +7,12 @@
 
 use tokio::time::Instant;
 
-use crate::commands::heartbeat::HEARTBEAT_FILE;
 use crate::commands::journal::JOURNAL_ENTRIES_MAX;
 use crate::commands::kinds::Action;
 use crate::commands::runner::CommandRunner;
 use crate::log::emitter::CommandLines;
 use crate::log::events::{Event, ms};
 use crate::resilience::{Gate, Outcome, Strategy, Verdict};
-use crate::store::Store;
 
 use super::{CheckinLoop, Host, Parts};
 
@@ -65,13 +63,13 @@ impl<IO: Parts, P: Strategy> CheckinLoop<IO, P> {
             let elapsed = began.elapsed();
             match &exec.effect {
                 Some(Action::RapidPolling(window)) => {
-                    let (event, file) = self.rapid.enable_heartbeat(Instant::now().into_std(), self.host.wall_clock(), *window);
-                    self.emitter.emit_all(event);
-                    self.save_heartbeat(&file);
+                    let (now, wall) = (Instant::now().into_std(), self.host.wall_clock());
+                    let events = self.rapid.enable_heartbeat(now, wall, *window, &mut self.store);
+                    self.emitter.emit_all(events);
                 }
                 Some(Action::StopRapidPolling) => {
-                    let file = self.rapid.stop();
-                    self.save_heartbeat(&file);
+                    let events = self.rapid.stop(&mut self.store);
+                    self.emitter.emit_all(events);
                 }
                 Some(Action::Skip { .. }) | None => {}
             }
@@ -86,30 +84,5 @@ impl<IO: Parts, P: Strategy> CheckinLoop<IO, P> {
             self.emitter.emit_all(events);
         }
         self.emitter.end_command_lines(lines);
-    }
-
-    /// Saves the heartbeat file (`commands::heartbeat`), so an operator's heartbeat outlives a
-    /// restart. A failure is logged; the heartbeat goes on for this run.
-    fn save_heartbeat(&mut self, file: &[u8]) {
-        if let Err(error) = self.store.save_state(HEARTBEAT_FILE, file) {
-            self.emitter.emit(Event::StoreFailed { what: "heartbeat".into(), error });
-        }
-    }
-
-    /// At start: an operator's heartbeat still in force (`state_dir/heartbeat.json`) goes on, so
-    /// the first check-in already reports it. A file that is not one of ours is moved aside.
-    pub(super) fn restore_heartbeat(&mut self) {
-        let bytes = match self.store.load_state(HEARTBEAT_FILE) {
-            Ok(Some(bytes)) => bytes,
-            Ok(None) => return,
-            Err(error) => return self.emitter.emit(Event::StoreFailed { what: "heartbeat (read)".into(), error }),
-        };
-        match self.rapid.restore(Instant::now().into_std(), self.host.wall_clock(), &bytes) {
-            Ok(event) => self.emitter.emit_all(event),
-            Err(error) => {
-                let moved_to = self.store.quarantine_state(HEARTBEAT_FILE).unwrap_or_else(|e| format!("(not moved: {e})"));
-                self.emitter.emit(Event::StateCorrupt { file: HEARTBEAT_FILE.into(), error, moved_to });
-            }
-        }
     }
 }

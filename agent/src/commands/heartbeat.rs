@@ -36,6 +36,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::Value;
 
 use crate::log::events::{Event, ms};
+use crate::store::Store;
 
 /// The interval while rapid polling is on.
 pub const RAPID_POLLING_INTERVAL: Duration = Duration::from_secs(5);
@@ -79,34 +80,52 @@ impl RapidPolling {
     }
 
     /// `enable_heartbeat` for `window`, run at `now` (`wall` on the wall clock): the pace, and
-    /// the heartbeat reported until `wall + window` (never shortening a longer one). Returns the
-    /// event, if the pace changed, and the heartbeat file's new contents.
-    pub fn enable_heartbeat(&mut self, now: Instant, wall: SystemTime, window: Duration) -> (Option<Event>, Vec<u8>) {
+    /// the heartbeat reported until `wall + window` (never shortening a longer one), kept in the
+    /// heartbeat file through `store`. Returns the events (the pace, the file written or not).
+    pub fn enable_heartbeat<S: Store + ?Sized>(&mut self, now: Instant, wall: SystemTime, window: Duration, store: &mut S) -> Vec<Event> {
         let window = window.min(RAPID_POLLING_MAX);
-        let event = self.extend(now, window);
+        let mut events: Vec<Event> = self.extend(now, window).into_iter().collect();
         if let Some(until) = wall.checked_add(window) {
             if self.heartbeat_until.is_none_or(|current| current < until) {
                 self.heartbeat_until = Some(until);
             }
         }
         self.report_off = false;
-        (event, heartbeat_file(self.heartbeat_until))
+        events.push(save(store, self.heartbeat_until));
+        events
     }
 
-    /// `disable_heartbeat`: back to the regular interval, the next check-in says the heartbeat
-    /// is off. Returns the heartbeat file's new contents (no heartbeat).
-    pub fn stop(&mut self) -> Vec<u8> {
+    /// `disable_heartbeat`: back to the regular interval; the next check-in says the heartbeat
+    /// is off; the heartbeat file says none. Returns the file's event.
+    pub fn stop<S: Store + ?Sized>(&mut self, store: &mut S) -> Vec<Event> {
         self.until = None;
         self.heartbeat_until = None;
         self.report_off = true;
-        heartbeat_file(None)
+        vec![save(store, None)]
     }
 
-    /// At start: the heartbeat file's contents, read at `now` (`wall` on the wall clock). A
-    /// heartbeat still in force goes on (pace and report) until its end, at most
-    /// [`RAPID_POLLING_MAX`] from now; `Ok(None)` when there is none or it is over; `Err` when
-    /// the file is not one of ours.
-    pub fn restore(&mut self, now: Instant, wall: SystemTime, bytes: &[u8]) -> Result<Option<Event>, String> {
+    /// At start: the heartbeat file read through `store` at `now` (`wall` on the wall clock). A
+    /// heartbeat still in force goes on (pace and report) until its end; a file that is not one
+    /// of ours is moved aside (`state_corrupt`). Returns the events.
+    pub fn restore<S: Store + ?Sized>(&mut self, now: Instant, wall: SystemTime, store: &mut S) -> Vec<Event> {
+        let bytes = match store.load_state(HEARTBEAT_FILE) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Vec::new(),
+            Err(error) => return vec![Event::StoreFailed { what: "heartbeat (read)".into(), error }],
+        };
+        match self.restore_from(now, wall, &bytes) {
+            Ok(event) => event.into_iter().collect(),
+            Err(error) => {
+                let moved_to = store.quarantine_state(HEARTBEAT_FILE).unwrap_or_else(|e| format!("(not moved: {e})"));
+                vec![Event::StateCorrupt { file: HEARTBEAT_FILE.into(), error, moved_to }]
+            }
+        }
+    }
+
+    /// [`RapidPolling::restore`] from the file's bytes: a heartbeat still in force goes on until
+    /// its end, at most [`RAPID_POLLING_MAX`] from now; `Ok(None)` when there is none or it is
+    /// over; `Err` when the bytes are not a heartbeat file.
+    fn restore_from(&mut self, now: Instant, wall: SystemTime, bytes: &[u8]) -> Result<Option<Event>, String> {
         let Some(until) = read_heartbeat_file(bytes)? else { return Ok(None) };
         let Ok(left) = until.duration_since(wall) else { return Ok(None) };
         let left = left.min(RAPID_POLLING_MAX);
@@ -153,6 +172,16 @@ impl RapidPolling {
         let at_once = heartbeat_in_answer && !self.checked_in_at_once;
         self.checked_in_at_once = at_once;
         at_once
+    }
+}
+
+/// Writes the heartbeat file (a heartbeat until `until`, or none) through `store`: the event
+/// that says it was saved, or that it could not be.
+fn save<S: Store + ?Sized>(store: &mut S, until: Option<SystemTime>) -> Event {
+    let bytes = heartbeat_file(until);
+    match store.save_state(HEARTBEAT_FILE, &bytes) {
+        Ok(()) => Event::StateSaved { file: HEARTBEAT_FILE.into(), entries: u32::from(until.is_some()), bytes: bytes.len() as u64 },
+        Err(error) => Event::StoreFailed { what: "heartbeat".into(), error },
     }
 }
 
@@ -203,6 +232,11 @@ pub fn metadata(until: SystemTime, now: SystemTime) -> Vec<(&'static str, Value)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::MemoryStore;
+
+    fn file(store: &MemoryStore) -> Option<SystemTime> {
+        read_heartbeat_file(&store.files[HEARTBEAT_FILE]).unwrap()
+    }
 
     fn at(s: &str) -> SystemTime {
         humantime::parse_rfc3339(s).unwrap()
@@ -223,7 +257,7 @@ mod tests {
         assert_eq!(rp.interval(t0 + Duration::from_secs(10)), Some(RAPID_POLLING_INTERVAL));
         assert_eq!(rp.interval(t0 + Duration::from_secs(3600)), None);
         rp.extend(t0, Duration::from_secs(60));
-        rp.stop();
+        rp.stop(&mut MemoryStore::default());
         assert_eq!(rp.interval(t0), None);
     }
 
@@ -240,13 +274,15 @@ mod tests {
     fn the_operators_heartbeat_is_reported_and_kept_in_its_file() {
         let (t0, wall) = (Instant::now(), at("2026-11-28T22:30:00Z"));
         let mut rp = RapidPolling::default();
-        let (event, file) = rp.enable_heartbeat(t0, wall, Duration::from_secs(30 * 60));
-        assert_eq!(event, Some(Event::RapidPolling { for_ms: 1_800_000 }));
-        assert_eq!(read_heartbeat_file(&file), Ok(Some(at("2026-11-28T23:00:00Z"))));
+        let mut store = MemoryStore::default();
+        let events = rp.enable_heartbeat(t0, wall, Duration::from_secs(30 * 60), &mut store);
+        assert_eq!(events[0], Event::RapidPolling { for_ms: 1_800_000 });
+        assert!(matches!(&events[1], Event::StateSaved { file, entries: 1, .. } if file == HEARTBEAT_FILE), "{events:?}");
+        assert_eq!(file(&store), Some(at("2026-11-28T23:00:00Z")));
         assert_eq!(rp.report(wall), metadata(at("2026-11-28T23:00:00Z"), wall));
         // A shorter heartbeat does not cut it short; the answer's window does not touch it.
-        let (_, file) = rp.enable_heartbeat(t0, wall, Duration::from_secs(60));
-        assert_eq!(read_heartbeat_file(&file), Ok(Some(at("2026-11-28T23:00:00Z"))));
+        rp.enable_heartbeat(t0, wall, Duration::from_secs(60), &mut store);
+        assert_eq!(file(&store), Some(at("2026-11-28T23:00:00Z")));
         rp.extend(t0, Duration::from_secs(3600));
         assert_eq!(keys(&rp.report(wall)), [ENABLED_KEY, UNTIL_KEY, DURATION_MINUTES_KEY]);
         // Over at its end, whatever the pace.
@@ -256,33 +292,41 @@ mod tests {
     #[test]
     fn a_restart_goes_on_with_the_heartbeat_until_its_end() {
         let (t0, wall) = (Instant::now(), at("2026-11-28T22:30:00Z"));
-        let mut before = RapidPolling::default();
-        let (_, file) = before.enable_heartbeat(t0, wall, Duration::from_secs(30 * 60));
+        let mut store = MemoryStore::default();
+        RapidPolling::default().enable_heartbeat(t0, wall, Duration::from_secs(30 * 60), &mut store);
+        let file = store.files[HEARTBEAT_FILE].clone();
         // Restarted ten minutes later.
         let later = at("2026-11-28T22:40:00Z");
         let mut after = RapidPolling::default();
-        assert_eq!(after.restore(t0, later, &file), Ok(Some(Event::RapidPolling { for_ms: 1_200_000 })));
+        assert_eq!(after.restore(t0, later, &mut store), vec![Event::RapidPolling { for_ms: 1_200_000 }]);
         assert_eq!(after.interval(t0), Some(RAPID_POLLING_INTERVAL));
         assert_eq!(after.report(later), metadata(at("2026-11-28T23:00:00Z"), later));
         // After its end, or with no heartbeat in the file: nothing.
-        assert_eq!(RapidPolling::default().restore(t0, at("2026-11-28T23:00:01Z"), &file), Ok(None));
-        assert_eq!(RapidPolling::default().restore(t0, later, &heartbeat_file(None)), Ok(None));
-        // A file that is not ours is an error (the loop moves it aside), never a panic.
+        assert_eq!(RapidPolling::default().restore_from(t0, at("2026-11-28T23:00:01Z"), &file), Ok(None));
+        assert_eq!(RapidPolling::default().restore_from(t0, later, &heartbeat_file(None)), Ok(None));
+        assert!(RapidPolling::default().restore(t0, later, &mut MemoryStore::default()).is_empty(), "no file, nothing");
+        // A file that is not ours is an error, never a panic: moved aside, reported.
         for bad in [&b"{"[..], b"[]", br#"{"heartbeat_until":"soon"}"#, br#"{"until":"2026-11-28T23:00:00Z"}"#] {
-            assert!(RapidPolling::default().restore(t0, later, bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(RapidPolling::default().restore_from(t0, later, bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
+        let mut store = MemoryStore::default();
+        store.files.insert(HEARTBEAT_FILE.into(), b"garbage".to_vec());
+        let events = RapidPolling::default().restore(t0, later, &mut store);
+        assert!(matches!(&events[..], [Event::StateCorrupt { moved_to, .. }] if moved_to == "heartbeat.json.corrupt"), "{events:?}");
+        assert!(!store.files.contains_key(HEARTBEAT_FILE));
         // A far-off end (a clock set back, a hand-edited file) is bounded.
         let far = heartbeat_file(Some(at("2030-01-01T00:00:00Z")));
-        assert_eq!(RapidPolling::default().restore(t0, later, &far), Ok(Some(Event::RapidPolling { for_ms: 3_600_000 })));
+        assert_eq!(RapidPolling::default().restore_from(t0, later, &far), Ok(Some(Event::RapidPolling { for_ms: 3_600_000 })));
     }
 
     #[test]
     fn disable_says_off_once_then_nothing() {
         let (t0, wall) = (Instant::now(), at("2026-11-28T22:30:00Z"));
         let mut rp = RapidPolling::default();
-        rp.enable_heartbeat(t0, wall, Duration::from_secs(600));
-        let file = rp.stop();
-        assert_eq!(read_heartbeat_file(&file), Ok(None));
+        let mut store = MemoryStore::default();
+        rp.enable_heartbeat(t0, wall, Duration::from_secs(600), &mut store);
+        rp.stop(&mut store);
+        assert_eq!(file(&store), None);
         assert_eq!(rp.interval(t0), None);
         assert_eq!(
             rp.report(wall),

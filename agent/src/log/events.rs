@@ -279,15 +279,7 @@ pub fn log_event(agent: &str, e: &Event) {
             warn!(event, agent, what, error, "could not save {what}: {}", Untrusted(error))
         }
         Event::Stopped => info!(event, agent, "check-in loop stopped"),
-        Event::SystemInfoReported => info!(event, agent, "system information reported to the server"),
-        Event::SystemInfoFailed { class, retry_in_ms } => warn!(
-            event,
-            agent,
-            class,
-            retry_in_ms,
-            "system information not reported ({class}); next try in {}s (check-ins go on as usual)",
-            secs(*retry_in_ms)
-        ),
+        Event::SystemInfoReported | Event::SystemInfoFailed { .. } => log_system_info_event(agent, e),
         Event::AttemptFailed { .. } => log_attempt_failed(agent, e),
         Event::CommandReceived { .. }
         | Event::CommandSkipped { .. }
@@ -300,6 +292,24 @@ pub fn log_event(agent: &str, e: &Event) {
         | Event::ResultsHeld { .. }
         | Event::StateCorrupt { .. }
         | Event::StateSaved { .. } => log_state_event(agent, e),
+    }
+}
+
+/// `POST /system-info`: stored, or not and when it is tried again.
+fn log_system_info_event(agent: &str, e: &Event) {
+    use tracing::{info, warn};
+    let event = e.name();
+    match e {
+        Event::SystemInfoReported => info!(event, agent, "system information reported to the server"),
+        Event::SystemInfoFailed { class, retry_in_ms } => warn!(
+            event,
+            agent,
+            class,
+            retry_in_ms,
+            "system information not reported ({class}); next try in {}s (check-ins go on as usual)",
+            secs(*retry_in_ms)
+        ),
+        _ => {}
     }
 }
 
