@@ -4,7 +4,8 @@
 //! * a registration writes a config the agent accepts, mode 0600, with the URL the operator
 //!   gave, the answer's agent id and tokens, and the keys of a config prepared beforehand;
 //!   the request is RedFlag's (Bearer registration token, the fields its binding requires,
-//!   metadata as strings, version 0.1.18);
+//!   metadata as strings with the Go agent's machine keys (`cpu_cores`, `disk_total`, ...),
+//!   version 0.1.18);
 //! * a config that already holds a registered agent is not overwritten without `--force`, and
 //!   then not even a request is sent;
 //! * a used-up or expired token, and an unreachable server, give an error that quotes the
@@ -154,6 +155,19 @@ fn registration_writes_a_config_the_agent_runs_with() {
     let metadata = req.body["metadata"].as_object().expect("metadata object");
     assert!(metadata.values().all(Value::is_string), "RedFlag binds metadata as map[string]string: {metadata:?}");
     assert_eq!(metadata["agent_build_version"], env!("CARGO_PKG_VERSION"));
+    // What RedFlag 0.1.18's Go agent sends and the server's agent card reads (else "Unknown"),
+    // as strings of the Go agent's form: a count, bytes, "up ..." text, RFC 3339.
+    let number = |key: &str| metadata.get(key).and_then(Value::as_str).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    for key in ["cpu_cores", "memory_total", "processes", "disk_total", "disk_used"] {
+        assert!(number(key) > 0, "{key} missing or not a whole number as text: {metadata:?}");
+    }
+    assert!(number("disk_used") <= number("disk_total"), "{metadata:?}");
+    assert_eq!(metadata["disk_mount"], "/");
+    assert!(metadata["uptime"].as_str().is_some_and(|u| u.starts_with("up ")), "{metadata:?}");
+    assert!(metadata["installation_time"].as_str().and_then(|t| humantime::parse_rfc3339(t).ok()).is_some(), "{metadata:?}");
+    if std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|t| t.contains("model name")) {
+        assert!(metadata["cpu_model"].as_str().is_some_and(|m| !m.is_empty()), "{metadata:?}");
+    }
 
     let mode = std::fs::metadata(&config).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "config mode {mode:o}");

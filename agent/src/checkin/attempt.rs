@@ -8,9 +8,7 @@
 //! * The probe is an optimisation, not a gate: after a failed probe the next attempt goes
 //!   straight to the check-in, so probes never block check-ins twice in a row.
 
-use tokio::time::Instant;
 
-use crate::commands::heartbeat;
 use crate::commands::outbox::OUTBOX_RESULTS_MAX;
 use crate::log::events::{Event, RequestKind};
 use crate::resilience::{Outcome, Strategy, Verdict};
@@ -81,18 +79,15 @@ impl<IO: Parts, P: Strategy> CheckinLoop<IO, P> {
     }
 
     /// The check-in body: the host's metrics, the version the server compares
-    /// ([`PROTOCOL_VERSION`]), our own build in `metadata`, the rapid-polling state while it is
-    /// on (see `commands::heartbeat`), and the journal's unacknowledged ids when there are any
+    /// ([`PROTOCOL_VERSION`]), our own build in `metadata`, the operator's heartbeat while it is
+    /// on, or its end once (see `commands::heartbeat`), and the journal's unacknowledged ids when there are any
     /// (without them the body is exactly the metrics, as RedFlag's own agent sends it).
     fn checkin_body(&mut self) -> Vec<u8> {
         let mut metrics = Metrics { version: PROTOCOL_VERSION.to_string(), ..Metrics::default() };
         self.host.metrics(&mut metrics);
         metrics.metadata.insert(BUILD_VERSION_KEY.into(), AGENT_VERSION.into());
-        if let Some(left) = self.rapid.left(Instant::now().into_std()) {
-            let wall = self.host.wall_clock();
-            for (key, value) in heartbeat::metadata(heartbeat::wall_until(wall, left), wall) {
-                metrics.metadata.insert(key.into(), value);
-            }
+        for (key, value) in self.rapid.report(self.host.wall_clock()) {
+            metrics.metadata.insert(key.into(), value);
         }
         let body = CheckinBody { metrics, acknowledged_commands: self.desk.acks_for_checkin() };
         serde_json::to_vec(&body).unwrap_or_default()

@@ -6,8 +6,11 @@
 //! One round: wait until the next attempt is due; ask the strategy to admit it (an open breaker
 //! says when to ask again); run the attempt (`attempt.rs`); take the answer in (its commands to
 //! the desk, its rapid polling to the window); ask the strategy when the next attempt is due,
-//! with the rapid interval or "at once" after an `enable_heartbeat`; report the attempt and save
-//! the status; acknowledge; run the commands received and deliver their results (`work.rs`).
+//! with the rapid interval or "at once" after a heartbeat command; report the attempt and save
+//! the status; acknowledge; run the commands received and deliver their results (`work.rs`);
+//! after a successful check-in, report the system information if it is due, in the time left
+//! before the next attempt (`system_info.rs`). At start, an operator's heartbeat kept in
+//! `state_dir` goes on (`commands::heartbeat`).
 
 use std::future::Future;
 use std::time::{Duration, SystemTime};
@@ -33,6 +36,9 @@ impl<IO: Parts, P: Strategy> CheckinLoop<IO, P> {
         self.emitter.emit(Event::AgentStarted { agent_id: self.agent_id.clone(), version: AGENT_VERSION.to_string() });
         let (desk, events) = Desk::recover(&mut self.store);
         self.desk = desk;
+        self.emitter.emit_all(events);
+        // An operator's heartbeat kept in state_dir goes on: the first check-in reports it.
+        let events = self.rapid.restore(Instant::now().into_std(), self.host.wall_clock(), &mut self.store);
         self.emitter.emit_all(events);
         loop {
             tokio::select! {
@@ -69,6 +75,13 @@ impl<IO: Parts, P: Strategy> CheckinLoop<IO, P> {
                     next_due = at;
                 }
             }
+            if checked_in {
+                tokio::select! {
+                    biased;
+                    _ = &mut shutdown => break,
+                    _ = self.report_system_info(next_due) => {}
+                }
+            }
         }
         self.emitter.emit(Event::Stopped);
     }
@@ -101,7 +114,7 @@ impl<IO: Parts, P: Strategy> CheckinLoop<IO, P> {
         let heartbeat = result
             .answer
             .as_ref()
-            .is_some_and(|a| a.commands.iter().any(|c| matches!(kinds::decide(c), Action::RapidPolling(_))));
+            .is_some_and(|a| a.commands.iter().any(|c| matches!(kinds::decide(c), Action::RapidPolling(_) | Action::StopRapidPolling)));
         let at_once = self.rapid.choose_at_once(heartbeat);
         let decision = self.decide(now, (result.verdict, result.retry_after, result.outcome), at_once);
         self.report(&result, &decision, answer_events);

@@ -12,6 +12,8 @@
 //! * `attempt.rs`: the requests of one admitted attempt (results, probe, check-in, renewal);
 //! * `work.rs`: running journaled commands, and delivering their fresh results;
 //! * `status.rs`: what an attempt's end is reported as, and the status file's bookkeeping;
+//! * `system_info.rs`: `POST /system-info` at start and hourly, after a successful check-in and
+//!   never in the way of the next one (its schedule is pure);
 //! * the components it drives: the command desk (`commands::desk`), the rapid-polling window
 //!   (`commands::heartbeat`), the exchange and its answer rules (`server::exchange`,
 //!   `server::answers`), and the emitter with its log budget (`log::emitter`).
@@ -23,6 +25,7 @@
 mod attempt;
 mod driver;
 pub mod status;
+pub mod system_info;
 mod work;
 
 use std::time::Duration;
@@ -44,6 +47,7 @@ use crate::store::Store;
 pub use crate::host::{Host, SystemHost};
 
 use status::StatusBook;
+use system_info::SystemInfoSchedule;
 
 /// What the loop needs from the config.
 #[derive(Debug, Clone)]
@@ -118,6 +122,8 @@ pub struct CheckinLoop<IO: Parts, P = Policy> {
     desk: Desk,
     rapid: RapidPolling,
     status: StatusBook,
+    /// When the next `POST /system-info` is due (`system_info.rs`).
+    system_info: SystemInfoSchedule,
     /// The last probe failed: the next attempt skips it and goes straight to the check-in.
     skip_next_probe: bool,
     /// Bare 404s on the check-in route in a row (see `server::answers`).
@@ -151,6 +157,7 @@ impl<IO: Parts, P: Strategy> CheckinLoop<IO, P> {
             desk: Desk::default(),
             rapid: RapidPolling::default(),
             status: StatusBook::default(),
+            system_info: SystemInfoSchedule::default(),
             skip_next_probe: false,
             bare_404_streak: 0,
         }

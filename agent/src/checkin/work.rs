@@ -14,7 +14,7 @@ use crate::log::emitter::CommandLines;
 use crate::log::events::{Event, ms};
 use crate::resilience::{Gate, Outcome, Strategy, Verdict};
 
-use super::{CheckinLoop, Parts};
+use super::{CheckinLoop, Host, Parts};
 
 impl<IO: Parts, P: Strategy> CheckinLoop<IO, P> {
     /// Runs every journaled command not yet started, oldest first. After a successful check-in,
@@ -63,11 +63,14 @@ impl<IO: Parts, P: Strategy> CheckinLoop<IO, P> {
             let elapsed = began.elapsed();
             match &exec.effect {
                 Some(Action::RapidPolling(window)) => {
-                    if let Some(event) = self.rapid.extend(Instant::now().into_std(), *window) {
-                        self.emitter.emit(event);
-                    }
+                    let (now, wall) = (Instant::now().into_std(), self.host.wall_clock());
+                    let events = self.rapid.enable_heartbeat(now, wall, *window, &mut self.store);
+                    self.emitter.emit_all(events);
                 }
-                Some(Action::StopRapidPolling) => self.rapid.stop(),
+                Some(Action::StopRapidPolling) => {
+                    let events = self.rapid.stop(&mut self.store);
+                    self.emitter.emit_all(events);
+                }
                 Some(Action::Skip { .. }) | None => {}
             }
             let event = Event::CommandFinished {

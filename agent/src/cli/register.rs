@@ -2,7 +2,10 @@
 //!
 //! `POST {server}/api/v1/agents/register` with the registration token as Bearer and RedFlag's
 //! `{hostname, os_type, os_version, os_architecture, agent_version, metadata}` (metadata is a
-//! map of *strings*: the server binds `map[string]string`). The answer's `agent_id`, `token` and
+//! map of *strings*: the server binds `map[string]string`). The metadata carries what the Go
+//! agent sends, which the server's agent card shows (`cpu_model`, `cpu_cores`, `memory_total`,
+//! `processes`, `uptime`, `disk_mount`, `disk_total`, `disk_used`, `installation_time`: see
+//! `host/system_info.rs`), and this agent's implementation and build. The answer's `agent_id`, `token` and
 //! `refresh_token` go into the config file, written atomically with mode 0600.
 //!
 //! Rules, each for a reason:
@@ -33,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::config::{CONFIG_FILE_MAX_BYTES, Config, limits};
+use crate::host::system_info::{self, SystemInfo};
 use crate::host::{self, Identity};
 use crate::server::protocol::{
     AGENT_VERSION, BUILD_VERSION_KEY, HEALTH_PATH, IMPLEMENTATION, IMPLEMENTATION_KEY, PROTOCOL_VERSION, health_not_ready,
@@ -78,12 +82,11 @@ pub struct RegisterRequest {
 }
 
 impl RegisterRequest {
-    pub fn new(identity: &Identity, now: SystemTime) -> Self {
-        let metadata = BTreeMap::from([
-            (IMPLEMENTATION_KEY.to_string(), IMPLEMENTATION.to_string()),
-            (BUILD_VERSION_KEY.to_string(), AGENT_VERSION.to_string()),
-            ("installation_time".to_string(), humantime::format_rfc3339_seconds(now).to_string()),
-        ]);
+    /// The request for this machine (`identity`, `system`), registering `now`.
+    pub fn new(identity: &Identity, system: &SystemInfo, now: SystemTime) -> Self {
+        let mut metadata = system.registration_metadata(now);
+        metadata.insert(IMPLEMENTATION_KEY.to_string(), IMPLEMENTATION.to_string());
+        metadata.insert(BUILD_VERSION_KEY.to_string(), AGENT_VERSION.to_string());
         RegisterRequest {
             hostname: identity.hostname.clone(),
             os_type: identity.os_type.clone(),
@@ -134,7 +137,7 @@ pub fn register(opts: &RegisterOptions) -> Result<Registered, String> {
     prepare_directory(path)?;
     let mut transport = config.transport_options().and_then(|o| ReqwestTransport::new(&o)).map_err(|e| format!("cannot register: {e}"))?;
 
-    let request = RegisterRequest::new(&host::identity(), SystemTime::now());
+    let request = RegisterRequest::new(&host::identity(), &system_info::collect(), SystemTime::now());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -430,10 +433,34 @@ mod tests {
     #[test]
     fn the_request_is_what_the_server_binds() {
         let id = Identity { hostname: "h".into(), os_type: "linux".into(), os_version: "Debian".into(), os_architecture: "amd64".into() };
-        let req = RegisterRequest::new(&id, SystemTime::UNIX_EPOCH);
+        let system = SystemInfo {
+            cpu_model: Some("AMD EPYC".into()),
+            cpu_cores: Some(2),
+            memory_total_bytes: Some(25_276_182_528),
+            disk_total_bytes: Some(270_582_939_648),
+            disk_used_bytes: Some(31_138_512_896),
+            processes: Some(97),
+            uptime: Some("up 41 minutes".into()),
+            ..SystemInfo::default()
+        };
+        let req = RegisterRequest::new(&id, &system, SystemTime::UNIX_EPOCH);
         let v = serde_json::to_value(&req).unwrap();
         assert_eq!(v["agent_version"], PROTOCOL_VERSION);
         assert_eq!(v["metadata"][BUILD_VERSION_KEY], AGENT_VERSION);
+        // The Go agent's keys, each a string (what the real Go agent sent, from the server's table).
+        for (key, want) in [
+            ("cpu_model", "AMD EPYC"),
+            ("cpu_cores", "2"),
+            ("memory_total", "25276182528"),
+            ("processes", "97"),
+            ("uptime", "up 41 minutes"),
+            ("disk_mount", "/"),
+            ("disk_total", "270582939648"),
+            ("disk_used", "31138512896"),
+            ("installation_time", "1970-01-01T00:00:00Z"),
+        ] {
+            assert_eq!(v["metadata"][key], want, "{key}: {v}");
+        }
         assert!(v["metadata"].as_object().unwrap().values().all(Value::is_string), "metadata must be strings: {v}");
         let r = register_request(&req, &Secret::new("reg"));
         assert_eq!((r.method, r.path.as_str(), r.bearer.as_ref().map(Secret::expose)), (Method::Post, REGISTER_PATH, Some("reg")));

@@ -20,6 +20,8 @@ pub enum RequestKind {
     Renew,
     /// `POST /api/v1/agents/{id}/logs`: a command's result.
     Result,
+    /// `POST /api/v1/agents/{id}/system-info`: the machine's description.
+    SystemInfo,
 }
 
 impl RequestKind {
@@ -29,6 +31,7 @@ impl RequestKind {
             RequestKind::Checkin => "checkin",
             RequestKind::Renew => "renew",
             RequestKind::Result => "result",
+            RequestKind::SystemInfo => "system_info",
         }
     }
 }
@@ -114,6 +117,11 @@ pub enum Event {
     StateCorrupt { file: String, error: String, moved_to: String },
     /// A state file was written (atomically, fsync'd): its entries and size.
     StateSaved { file: String, entries: u32, bytes: u64 },
+    /// The server stored the machine's description (`POST /system-info`).
+    SystemInfoReported,
+    /// The machine's description was not stored (`class`; `abandoned` when the next check-in
+    /// came first); the next try is in `retry_in_ms`. Check-ins are not affected.
+    SystemInfoFailed { class: String, retry_in_ms: u64 },
 }
 
 impl Event {
@@ -144,6 +152,8 @@ impl Event {
             Event::ResultsHeld { .. } => "results_held",
             Event::StateCorrupt { .. } => "state_corrupt",
             Event::StateSaved { .. } => "state_saved",
+            Event::SystemInfoReported => "system_info_reported",
+            Event::SystemInfoFailed { .. } => "system_info_failed",
         }
     }
 }
@@ -269,6 +279,7 @@ pub fn log_event(agent: &str, e: &Event) {
             warn!(event, agent, what, error, "could not save {what}: {}", Untrusted(error))
         }
         Event::Stopped => info!(event, agent, "check-in loop stopped"),
+        Event::SystemInfoReported | Event::SystemInfoFailed { .. } => log_system_info_event(agent, e),
         Event::AttemptFailed { .. } => log_attempt_failed(agent, e),
         Event::CommandReceived { .. }
         | Event::CommandSkipped { .. }
@@ -284,6 +295,24 @@ pub fn log_event(agent: &str, e: &Event) {
     }
 }
 
+/// `POST /system-info`: stored, or not and when it is tried again.
+fn log_system_info_event(agent: &str, e: &Event) {
+    use tracing::{info, warn};
+    let event = e.name();
+    match e {
+        Event::SystemInfoReported => info!(event, agent, "system information reported to the server"),
+        Event::SystemInfoFailed { class, retry_in_ms } => warn!(
+            event,
+            agent,
+            class,
+            retry_in_ms,
+            "system information not reported ({class}); next try in {}s (check-ins go on as usual)",
+            secs(*retry_in_ms)
+        ),
+        _ => {}
+    }
+}
+
 /// `attempt_failed`: which request failed, why, and when the next attempt goes.
 fn log_attempt_failed(agent: &str, e: &Event) {
     use tracing::warn;
@@ -293,6 +322,7 @@ fn log_attempt_failed(agent: &str, e: &Event) {
             Some(RequestKind::Health) => "health probe failed, so no check-in was sent",
             Some(RequestKind::Renew) => "token renewal failed",
             Some(RequestKind::Result) => "result delivery failed, so no check-in was sent",
+            Some(RequestKind::SystemInfo) => "system information report failed",
             Some(RequestKind::Checkin) | None => "check-in failed",
         };
         let then = match request {
@@ -454,6 +484,9 @@ mod tests {
             Event::StateCorrupt { file: "journal.json".into(), error: "e".into(), moved_to: "journal.json.corrupt".into() },
             Event::StateSaved { file: "outbox.json".into(), entries: 1, bytes: 2 },
             Event::RequestStarted { kind: RequestKind::Result },
+            Event::SystemInfoReported,
+            Event::SystemInfoFailed { class: "http_500".into(), retry_in_ms: 60_000 },
+            Event::RequestStarted { kind: RequestKind::SystemInfo },
         ];
         for e in samples {
             let v = serde_json::to_value(&e).unwrap();

@@ -14,6 +14,8 @@
 //!   helps), or a failure.
 //! * **Result delivery** ([`result_answer`]): delivered, renew once on 401, refused for good
 //!   (400, 413, 422), the server failing (the attempt ends), or "not now" (keep it, go on).
+//! * **System information** ([`system_info_answer`]): stored (2xx), or not, with the outcome
+//!   and the server's `Retry-After`; it never decides anything about check-ins.
 
 use std::time::{Duration, SystemTime};
 
@@ -254,6 +256,21 @@ pub fn result_answer(resp: &Response, renewed: bool, wall: impl FnOnce() -> Syst
     }
 }
 
+/// The answer to a `POST /system-info` (or the transport's error): `Ok` when the server stored
+/// it, else the outcome and the `Retry-After` the server sent (honoured for 429 and 503).
+pub fn system_info_answer(
+    result: &Result<Response, TransportError>,
+    wall: impl FnOnce() -> SystemTime,
+) -> Result<(), (Outcome, Option<Duration>)> {
+    match result {
+        Ok(resp) => match status_outcome(resp.status) {
+            Outcome::Success => Ok(()),
+            outcome => Err((outcome, retry_after(outcome, resp, wall))),
+        },
+        Err(e) => Err((e.outcome(), None)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -316,5 +333,17 @@ mod tests {
         assert_eq!(result_answer(&resp(422, ""), false, never), ResultAnswer::Refused(422));
         assert!(matches!(result_answer(&resp(502, ""), false, never), ResultAnswer::Failed(_)));
         assert_eq!(result_answer(&resp(404, ""), false, never), ResultAnswer::NotNow);
+    }
+
+    #[test]
+    fn a_system_info_answer_is_stored_or_says_why_not() {
+        assert_eq!(system_info_answer(&Ok(resp(200, r#"{"message":"system info updated successfully"}"#)), never), Ok(()));
+        assert_eq!(system_info_answer(&Ok(resp(500, "")), never), Err((Outcome::Status(500), None)));
+        assert_eq!(system_info_answer(&Ok(resp(401, "")), never), Err((Outcome::Status(401), None)));
+        let throttled = Response { retry_after: Some("30".into()), ..resp(429, "") };
+        let (outcome, wait) = system_info_answer(&Ok(throttled), || SystemTime::UNIX_EPOCH).unwrap_err();
+        assert_eq!(outcome, Outcome::Status(429));
+        assert!(wait.is_some_and(|w| w >= Duration::from_secs(30) && w <= Duration::from_secs(32)), "{wait:?}");
+        assert_eq!(system_info_answer(&Err(TransportError::Timeout), never), Err((Outcome::Timeout, None)));
     }
 }

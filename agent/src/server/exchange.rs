@@ -12,7 +12,7 @@ use crate::log::emitter::Emitter;
 use crate::log::events::{Event, Observer, RequestKind, ms};
 
 use super::answers::{request_outcome, retry_after, status_outcome};
-use super::protocol::{HEALTH_PATH, RENEW_PATH, RenewRequest, commands_path, logs_path};
+use super::protocol::{HEALTH_PATH, RENEW_PATH, RenewRequest, commands_path, logs_path, system_info_path};
 use super::secret::Secret;
 use super::transport::{Method, Request, Response, Transport, TransportError};
 
@@ -61,6 +61,9 @@ impl<T: Transport> Exchange<T> {
             }
             RequestKind::Result => {
                 Request { method: Method::Post, path: logs_path(&c.agent_id), bearer: Some(c.token.clone()), json_body: body }
+            }
+            RequestKind::SystemInfo => {
+                Request { method: Method::Post, path: system_info_path(&c.agent_id), bearer: Some(c.token.clone()), json_body: body }
             }
             RequestKind::Renew => {
                 let renew = RenewRequest { agent_id: c.agent_id.clone(), refresh_token: c.refresh_token.expose().to_string() };

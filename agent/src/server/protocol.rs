@@ -7,6 +7,9 @@
 //!   mode) answers 200 `{"status":"waiting for configuration"}`, which [`health_not_ready`] spots
 //! * `POST /api/v1/agents/{agent_id}/logs`, Bearer token, [`UpdateLogRequest`]: a command's
 //!   result (RedFlag's own route and field types)
+//! * `POST /api/v1/agents/{agent_id}/system-info`, Bearer token, [`SystemInfoReport`]: the
+//!   machine's CPU, memory, disk, processes and address, which the server merges into the
+//!   agent's metadata for its agent card
 //!
 //! The check-in body is RedFlag's metrics object plus one field RedFlag 0.1.18 does not know and
 //! ignores, as its JSON binding ignores every unknown field: `acknowledged_commands`, the ids
@@ -61,6 +64,11 @@ pub fn commands_path(agent_id: &str) -> String {
 /// `POST` a command's result here ([`UpdateLogRequest`]).
 pub fn logs_path(agent_id: &str) -> String {
     format!("{AGENTS_PREFIX}{agent_id}/logs")
+}
+
+/// `POST` the machine's description here ([`SystemInfoReport`]).
+pub fn system_info_path(agent_id: &str) -> String {
+    format!("{AGENTS_PREFIX}{agent_id}/system-info")
 }
 
 /// Acknowledgements carried by one check-in, at most. More wait for the next check-in.
@@ -151,6 +159,47 @@ pub struct Metrics {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uptime: Option<String>,
     pub version: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, Value>,
+}
+
+/// RedFlag 0.1.18's system-info request, field for field as its `ReportSystemInfo` handler binds
+/// it and its Go agent sends it (`SystemInfoReport` in the Go agent's `client.go`). What the
+/// server does with it: each field that is set (non-empty, above zero) is written into the
+/// agent's `metadata` under the same name (`cpu_cores` etc. become numbers there, where
+/// registration left strings), `system_info_updated_at` is set, and every `metadata` key is
+/// merged in as it is. Types are not a matter of taste: one wrong type and the handler answers
+/// 400 for the whole body. Fields the Go agent leaves out when zero (`omitempty`) are `None`.
+///
+/// Sizes are bytes (the Go agent's `uint64`s); `cpu_cores` and `cpu_threads` are logical CPUs
+/// (the Go agent counts `processor` lines of `/proc/cpuinfo` for both).
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+pub struct SystemInfoReport {
+    /// When it was collected, RFC 3339 (Go's `time.Time` binds RFC 3339 and nothing else).
+    pub timestamp: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_cores: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_threads: Option<u32>,
+    #[serde(rename = "memory_total", default, skip_serializing_if = "Option::is_none")]
+    pub memory_total_bytes: Option<u64>,
+    /// The root filesystem's size (`metadata.disk_mount` says which).
+    #[serde(rename = "disk_total", default, skip_serializing_if = "Option::is_none")]
+    pub disk_total_bytes: Option<u64>,
+    #[serde(rename = "disk_used", default, skip_serializing_if = "Option::is_none")]
+    pub disk_used_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processes: Option<u64>,
+    /// `uptime -p` text, as in the check-in metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime: Option<String>,
+    /// The Go agent sends `disk_mount`, `disk_filesystem`, `collected_at`, `hostname`,
+    /// `os_type`, `os_version` and `os_architecture` here; this agent adds its
+    /// [`BUILD_VERSION_KEY`] and [`IMPLEMENTATION_KEY`].
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub metadata: BTreeMap<String, Value>,
 }
@@ -369,6 +418,35 @@ mod tests {
         let m = Metrics { uptime: Some("up 5 minutes".into()), disk_total_gb: Some(10.5), version: PROTOCOL_VERSION.into(), ..Metrics::default() };
         let v: Value = serde_json::to_value(&m).unwrap();
         assert_eq!(v, serde_json::json!({"uptime": "up 5 minutes", "disk_total_gb": 10.5, "version": "0.1.18"}));
+    }
+
+    #[test]
+    fn system_info_report_has_the_go_agents_names_and_types() {
+        let r = SystemInfoReport {
+            timestamp: "2026-12-06T18:06:54Z".into(),
+            cpu_model: Some("AMD EPYC".into()),
+            cpu_cores: Some(2),
+            cpu_threads: Some(2),
+            memory_total_bytes: Some(25_276_182_528),
+            disk_total_bytes: Some(270_582_939_648),
+            disk_used_bytes: Some(31_138_512_896),
+            ip_address: Some("192.0.2.2".into()),
+            processes: Some(95),
+            uptime: Some("up 42 minutes".into()),
+            metadata: BTreeMap::from([("disk_mount".to_string(), Value::from("/"))]),
+        };
+        assert_eq!(
+            serde_json::to_value(&r).unwrap(),
+            serde_json::json!({
+                "timestamp": "2026-12-06T18:06:54Z", "cpu_model": "AMD EPYC", "cpu_cores": 2, "cpu_threads": 2,
+                "memory_total": 25_276_182_528u64, "disk_total": 270_582_939_648u64, "disk_used": 31_138_512_896u64,
+                "ip_address": "192.0.2.2", "processes": 95, "uptime": "up 42 minutes", "metadata": {"disk_mount": "/"}
+            })
+        );
+        // What is not known is left out, as the Go agent's omitempty does.
+        let bare = SystemInfoReport { timestamp: "2026-12-06T18:06:54Z".into(), ..SystemInfoReport::default() };
+        assert_eq!(serde_json::to_string(&bare).unwrap(), r#"{"timestamp":"2026-12-06T18:06:54Z"}"#);
+        assert_eq!(system_info_path("a-1"), "/api/v1/agents/a-1/system-info");
     }
 
     #[test]

@@ -79,6 +79,8 @@ pub enum Route {
     Renew,
     /// `GET /health`.
     Health,
+    /// `POST /api/v1/agents/{id}/system-info`.
+    SystemInfo,
     /// Anything else (answered 404 by [`Reply::Normal`]).
     Other,
 }
@@ -120,6 +122,9 @@ pub struct Record {
     pub route: Route,
     pub method: String,
     pub path: String,
+    /// The request target as sent: the path, or `http://host:port/path` when the agent sent
+    /// the request to the stand-in as its HTTP proxy.
+    pub target: String,
     /// When the request (head and body) had arrived.
     pub at: Instant,
     pub authorization: Option<String>,
@@ -143,6 +148,7 @@ struct ServerState {
     commands: Reply,
     health: Reply,
     renew: Reply,
+    system_info: Reply,
     /// Replies used once each, before the route's standing reply.
     commands_script: VecDeque<Reply>,
     log: Vec<Record>,
@@ -174,6 +180,7 @@ impl StandIn {
             commands: Reply::Normal,
             health: Reply::Normal,
             renew: Reply::Normal,
+            system_info: Reply::Normal,
             commands_script: VecDeque::new(),
             log: Vec::new(),
         }));
@@ -247,12 +254,18 @@ impl StandIn {
         let mut s = self.lock();
         s.commands = reply.clone();
         s.health = reply.clone();
+        s.system_info = reply.clone();
         s.renew = reply;
     }
 
     /// The standing reply for `GET /health`.
     pub fn set_health(&self, reply: Reply) {
         self.lock().health = reply;
+    }
+
+    /// The standing reply for `POST /system-info`.
+    pub fn set_system_info(&self, reply: Reply) {
+        self.lock().system_info = reply;
     }
 
     /// Replies for the next check-ins, one each, before the standing reply applies again.
@@ -321,6 +334,7 @@ fn huge_buffer() -> Bytes {
 async fn handle(State(state): State<Shared>, req: Request) -> Response {
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
+    let target = req.uri().to_string();
     let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
     let body = axum::body::to_bytes(req.into_body(), MIB).await.map(|b| b.to_vec()).unwrap_or_default();
     let at = Instant::now();
@@ -333,6 +347,8 @@ async fn handle(State(state): State<Shared>, req: Request) -> Response {
             Route::Renew
         } else if path == format!("/api/v1/agents/{}/commands", s.agent_id) && method == "GET" {
             Route::Commands
+        } else if path == format!("/api/v1/agents/{}/system-info", s.agent_id) && method == "POST" {
+            Route::SystemInfo
         } else {
             Route::Other
         };
@@ -340,11 +356,12 @@ async fn handle(State(state): State<Shared>, req: Request) -> Response {
             Route::Commands => s.commands_script.pop_front().unwrap_or_else(|| s.commands.clone()),
             Route::Health => s.health.clone(),
             Route::Renew => s.renew.clone(),
+            Route::SystemInfo => s.system_info.clone(),
             Route::Other => Reply::Normal,
         };
         let normal_reply = matches!(reply, Reply::Normal);
         let mut record =
-            Record { route, method, path, at, authorization, body, status: 0, not_before: None, normal: normal_reply };
+            Record { route, method, path, target, at, authorization, body, status: 0, not_before: None, normal: normal_reply };
         let mut hang = false;
         let response = match reply {
             Reply::Normal => normal(&mut s, &record),
@@ -417,6 +434,17 @@ fn normal(s: &mut ServerState, r: &Record) -> Response {
                 json_response(200, json!({"token": s.renewed_token}))
             } else {
                 json_response(401, json!({"error": "invalid refresh token"}))
+            }
+        }
+        // RedFlag's handler: the agent's token, then a JSON body it can bind (a wrong type is a 400).
+        Route::SystemInfo => {
+            let ok =
+                s.accepted_token.as_ref().is_some_and(|t| r.authorization.as_deref() == Some(&format!("Bearer {t}")));
+            let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+            match (ok, body.is_object()) {
+                (false, _) => json_response(401, json!({"error": "invalid or expired token"})),
+                (true, false) => json_response(400, json!({"error": "invalid JSON"})),
+                (true, true) => json_response(200, json!({"message": "system info updated successfully"})),
             }
         }
         Route::Other => text(404, "not found"),
