@@ -79,6 +79,8 @@ pub enum Route {
     Renew,
     /// `GET /health`.
     Health,
+    /// `POST /api/v1/agents/{id}/logs`: a command's result.
+    Logs,
     /// Anything else (answered 404 by [`Reply::Normal`]).
     Other,
 }
@@ -105,6 +107,8 @@ pub enum Reply {
     Huge { bytes: usize, chunked: bool },
     /// Any status with this body and content type (an empty body for 204).
     Custom { status: u16, content_type: &'static str, body: String },
+    /// [`Reply::Normal`], after holding the answer this long (a healthy but slow server).
+    Slow(Duration),
 }
 
 impl Reply {
@@ -123,6 +127,8 @@ pub struct Record {
     /// When the request (head and body) had arrived.
     pub at: Instant,
     pub authorization: Option<String>,
+    /// How many `Authorization` headers the request carried.
+    pub authorization_headers: usize,
     pub body: Vec<u8>,
     /// The status answered; 0 when the stand-in never answered ([`Reply::Hang`]).
     pub status: u16,
@@ -143,6 +149,9 @@ struct ServerState {
     commands: Reply,
     health: Reply,
     renew: Reply,
+    logs: Reply,
+    /// Commands the real API's check-in answers carry (see [`StandIn::queue_commands`]).
+    queued: Vec<Value>,
     /// Replies used once each, before the route's standing reply.
     commands_script: VecDeque<Reply>,
     log: Vec<Record>,
@@ -174,6 +183,8 @@ impl StandIn {
             commands: Reply::Normal,
             health: Reply::Normal,
             renew: Reply::Normal,
+            logs: Reply::Normal,
+            queued: Vec::new(),
             commands_script: VecDeque::new(),
             log: Vec::new(),
         }));
@@ -247,12 +258,34 @@ impl StandIn {
         let mut s = self.lock();
         s.commands = reply.clone();
         s.health = reply.clone();
+        s.logs = reply.clone();
         s.renew = reply;
     }
 
     /// The standing reply for `GET /health`.
     pub fn set_health(&self, reply: Reply) {
         self.lock().health = reply;
+    }
+
+    /// The standing reply for `POST /logs` (results).
+    pub fn set_logs(&self, reply: Reply) {
+        self.lock().logs = reply;
+    }
+
+    /// Commands (`{"id","type","params"}` objects) for the real API's check-in answers, as
+    /// RedFlag 0.1.18 sends them: once each, in the next successful check-in's answer.
+    pub fn queue_commands(&self, commands: impl IntoIterator<Item = Value>) {
+        self.lock().queued.extend(commands);
+    }
+
+    /// Results (`POST /logs` bodies answered 2xx), in arrival order.
+    pub fn results(&self) -> Vec<Value> {
+        self.lock()
+            .log
+            .iter()
+            .filter(|r| r.route == Route::Logs && (200..300).contains(&r.status))
+            .filter_map(|r| serde_json::from_slice(&r.body).ok())
+            .collect()
     }
 
     /// Replies for the next check-ins, one each, before the standing reply applies again.
@@ -322,8 +355,10 @@ async fn handle(State(state): State<Shared>, req: Request) -> Response {
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
     let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let authorization_headers = req.headers().get_all(header::AUTHORIZATION).iter().count();
     let body = axum::body::to_bytes(req.into_body(), MIB).await.map(|b| b.to_vec()).unwrap_or_default();
     let at = Instant::now();
+    let mut delay = None;
 
     let (response, hang) = {
         let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
@@ -333,6 +368,8 @@ async fn handle(State(state): State<Shared>, req: Request) -> Response {
             Route::Renew
         } else if path == format!("/api/v1/agents/{}/commands", s.agent_id) && method == "GET" {
             Route::Commands
+        } else if path == format!("/api/v1/agents/{}/logs", s.agent_id) && method == "POST" {
+            Route::Logs
         } else {
             Route::Other
         };
@@ -340,14 +377,32 @@ async fn handle(State(state): State<Shared>, req: Request) -> Response {
             Route::Commands => s.commands_script.pop_front().unwrap_or_else(|| s.commands.clone()),
             Route::Health => s.health.clone(),
             Route::Renew => s.renew.clone(),
+            Route::Logs => s.logs.clone(),
             Route::Other => Reply::Normal,
         };
+        let reply = match reply {
+            Reply::Slow(d) => {
+                delay = Some(d);
+                Reply::Normal
+            }
+            other => other,
+        };
         let normal_reply = matches!(reply, Reply::Normal);
-        let mut record =
-            Record { route, method, path, at, authorization, body, status: 0, not_before: None, normal: normal_reply };
+        let mut record = Record {
+            route,
+            method,
+            path,
+            at,
+            authorization,
+            authorization_headers,
+            body,
+            status: 0,
+            not_before: None,
+            normal: normal_reply,
+        };
         let mut hang = false;
         let response = match reply {
-            Reply::Normal => normal(&mut s, &record),
+            Reply::Normal | Reply::Slow(_) => normal(&mut s, &record),
             Reply::Status(code) => text(code, "stand-in failure"),
             Reply::RetryAfterSeconds { status, seconds } => {
                 record.not_before = Some(at + Duration::from_secs(seconds));
@@ -392,6 +447,9 @@ async fn handle(State(state): State<Shared>, req: Request) -> Response {
     if hang {
         std::future::pending::<()>().await;
     }
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
     response
 }
 
@@ -403,7 +461,10 @@ fn normal(s: &mut ServerState, r: &Record) -> Response {
             let ok =
                 s.accepted_token.as_ref().is_some_and(|t| r.authorization.as_deref() == Some(&format!("Bearer {t}")));
             match ok {
-                true => json_response(200, json!({"commands": [], "rapid_polling": null})),
+                true => {
+                    let commands = std::mem::take(&mut s.queued);
+                    json_response(200, json!({"commands": commands, "rapid_polling": null}))
+                }
                 false => json_response(401, json!({"error": "invalid or expired token"})),
             }
         }
@@ -417,6 +478,14 @@ fn normal(s: &mut ServerState, r: &Record) -> Response {
                 json_response(200, json!({"token": s.renewed_token}))
             } else {
                 json_response(401, json!({"error": "invalid refresh token"}))
+            }
+        }
+        Route::Logs => {
+            let ok =
+                s.accepted_token.as_ref().is_some_and(|t| r.authorization.as_deref() == Some(&format!("Bearer {t}")));
+            match ok {
+                true => json_response(200, json!({"message": "log recorded"})),
+                false => json_response(401, json!({"error": "invalid or expired token"})),
             }
         }
         Route::Other => text(404, "not found"),
