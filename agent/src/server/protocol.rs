@@ -12,13 +12,13 @@
 //! ignores, as its JSON binding ignores every unknown field: `acknowledged_commands`, the ids
 //! of the commands the agent has durably recorded in its journal ([`CheckinBody`]).
 //!
-//! Parsing is deliberately forgiving *inside* a valid answer (one bad command is skipped, an
-//! odd `rapid_polling` is ignored) and strict about the answer's shape (a body that is not a
-//! JSON object is a malformed answer, which the loop retries). The shared server model in the
+//! Reading is deliberately forgiving *inside* a valid answer (each command stands alone: one
+//! with unreadable params is refused with a reason and the rest run; an odd `rapid_polling` is
+//! ignored) and strict about the answer's shape (a body that is not a JSON object is a
+//! malformed answer, which the loop retries): see `checkin_answer.rs`. The shared server model in the
 //! simulation harness uses these same types, so both sides agree by construction.
 
 use std::collections::BTreeMap;
-use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -191,48 +191,20 @@ pub struct CommandsResponse {
     pub rapid_polling: Option<RapidPolling>,
 }
 
-/// A check-in answer as the agent understood it.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct CheckinAnswer {
-    pub commands: Vec<Command>,
-    /// Entries of `commands` that were not valid commands, as short descriptions.
-    pub invalid_commands: Vec<String>,
-    /// Entries beyond [`MAX_COMMANDS_PER_CHECKIN`], left for the next check-in.
-    pub deferred_commands: usize,
-    /// The end of a rapid-polling window the server asked for, if any.
-    pub rapid_polling_until: Option<SystemTime>,
-}
+pub use crate::server::checkin_answer::{BodyEnd, CheckinAnswer, RefusedCommand, read_checkin_answer};
 
-/// Parses a 200 check-in body. `Err` means the body is not a RedFlag answer at all (the loop
-/// treats that as a retryable malformed response); problems inside a valid answer are reported
-/// in the returned value instead.
+/// Reads a complete 200 check-in body ([`read_checkin_answer`]) and keeps at most
+/// [`MAX_COMMANDS_PER_CHECKIN`] commands (the rest are `deferred_commands`). Refused commands are
+/// listed with the invalid entries. The check-in loop's reader until it journals a whole answer
+/// at once and answers refused commands itself.
 pub fn parse_checkin_answer(body: &[u8]) -> Result<CheckinAnswer, String> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
-    let Value::Object(mut map) = value else {
-        return Err(format!("expected a JSON object, got {}", json_kind(&value)));
-    };
-    let mut answer = CheckinAnswer::default();
-    match map.remove("commands") {
-        None | Some(Value::Null) => {}
-        Some(Value::Array(items)) => {
-            let total = items.len();
-            for (i, item) in items.into_iter().take(MAX_COMMANDS_PER_CHECKIN).enumerate() {
-                match serde_json::from_value::<Command>(item) {
-                    Ok(cmd) => answer.commands.push(cmd),
-                    Err(e) => answer.invalid_commands.push(format!("commands[{i}]: {e}")),
-                }
-            }
-            answer.deferred_commands = total.saturating_sub(MAX_COMMANDS_PER_CHECKIN);
-        }
-        Some(other) => return Err(format!("\"commands\" must be an array, got {}", json_kind(&other))),
+    let mut answer = read_checkin_answer(body, BodyEnd::Complete)?;
+    if answer.commands.len() > MAX_COMMANDS_PER_CHECKIN {
+        answer.deferred_commands = answer.commands.len() - MAX_COMMANDS_PER_CHECKIN;
+        answer.commands.truncate(MAX_COMMANDS_PER_CHECKIN);
     }
-    if let Some(Value::Object(rp)) = map.remove("rapid_polling") {
-        let enabled = rp.get("enabled").and_then(Value::as_bool).unwrap_or(false);
-        // Any RFC 3339 offset (a Go server writes its local time), or a bare UTC time.
-        let until = rp.get("until").and_then(Value::as_str).and_then(|s| crate::server::rfc3339::parse(s).or_else(|| humantime::parse_rfc3339_weak(s).ok()));
-        if enabled {
-            answer.rapid_polling_until = until;
-        }
+    for r in std::mem::take(&mut answer.refused) {
+        answer.invalid_commands.push(format!("command {} ({}): {}", r.id, r.kind, r.reason));
     }
     Ok(answer)
 }
