@@ -78,8 +78,9 @@ fn milder(action: &Action) -> Vec<(Action, String)> {
             out.push((Action::Partition { peer: *peer, direction: Direction::To }, "partition both ways -> one way (to)".into()));
             out.push((Action::Partition { peer: *peer, direction: Direction::From }, "partition both ways -> one way (from)".into()));
         }
-        Action::BrokenHealth { status: None } => {
-            out.push((Action::BrokenHealth { status: Some(503) }, "/health hangs -> answers 503".into()));
+        Action::BrokenRoute { route, status: None } => {
+            let milder = Action::BrokenRoute { route: *route, status: Some(503) };
+            out.push((milder, format!("{} hangs -> answers 503", route.name())));
         }
         _ => {}
     }

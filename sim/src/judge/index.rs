@@ -11,8 +11,9 @@ use serde::Serialize;
 use crate::scenario::{Fleet, cost_of};
 use crate::trace::{Record, SimEvent, WorkOutcome};
 
-/// The action of faults that leave the agent API working: only `/health` is broken.
-const API_UP_ACTION: &str = "broken_health";
+/// The actions of faults that leave the agent API working: one side route is broken
+/// (`broken_health` in traces written before `broken_route` generalised it).
+const API_UP_ACTIONS: [&str; 2] = ["broken_route", "broken_health"];
 
 /// A fault window as it happened (from the trace), in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -278,7 +279,7 @@ impl TraceIndexBuilder {
             match e {
                 SimEvent::FaultApplied { fault, action, .. } => {
                     idx.faults.entry(*fault).or_insert((r.t_ms, None));
-                    if action == API_UP_ACTION {
+                    if API_UP_ACTIONS.contains(&action.as_str()) {
                         idx.api_up.insert(*fault);
                     }
                 }

@@ -26,8 +26,12 @@
 //!   token (the old one stops working), 401 for a wrong refresh token, 400 for a bad body.
 //! * `GET  /health`: 200 `{"status":"healthy"}`; in setup mode 200
 //!   `{"status":"waiting for configuration"}`, as RedFlag 0.1.18's unconfigured welcome mode
-//!   answers (the agent counts that as "not ready"); under the `broken_health` fault, another
-//!   status or no answer at all while the rest of the API works.
+//!   answers (the agent counts that as "not ready").
+//! * `POST /api/v1/agents/{id}/system-info`: not modelled (404), except that it can be broken.
+//!
+//! Under a `broken_route` fault (`broken_health` for `/health`), one of `/health`, `/logs`,
+//! `/renew` or `/system-info` answers another status, or nothing at all for
+//! [`ROUTE_HANG_MAX`], while the rest of the API works.
 //!
 //! Every answered request is recorded in the trace as `server_request`; commands delivered and
 //! acknowledged in a check-in, and results received, as `command_delivered`,
@@ -46,7 +50,7 @@ mod rate_limit;
 pub use capacity::{Admission, CapacityQueue};
 
 pub use db::{CheckinCommands, RESULTS_KEPT_MAX, ResultOutcome, SENT_TIMEOUT, ServerDb, TokenCheck};
-pub use modes::{BrokenHealth, ServerModes};
+pub use modes::{Broken, ServerModes};
 use rate_limit::RateLimiter;
 
 use std::cell::RefCell;
@@ -71,7 +75,7 @@ use tower::ServiceExt;
 
 use crate::clock;
 use crate::net::{Connections, Net};
-use crate::scenario::{Capacity, cost_of};
+use crate::scenario::{ApiRoute, Capacity, cost_of};
 use crate::trace::{SimEvent, TraceEvent, TraceSink, WorkOutcome};
 use capacity::WorkTicket;
 
@@ -99,9 +103,9 @@ pub const SLOW_DELAY_MAX: Duration = Duration::from_secs(60 * 60);
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest database file `load` reads.
 pub const DB_FILE_MAX_BYTES: u64 = 256 * 1024 * 1024;
-/// The longest a hanging `/health` (the `broken_health` fault without a status) holds a
-/// request before it answers 503: long past any client's timeout, and bounded.
-pub const HEALTH_HANG_MAX: Duration = Duration::from_secs(10 * 60);
+/// The longest a hanging route (a `broken_route` fault without a status) holds a request before
+/// it answers 503: long past any client's timeout, and bounded.
+pub const ROUTE_HANG_MAX: Duration = Duration::from_secs(10 * 60);
 /// A Retry-After the http_status mode sends is capped at one day.
 pub const RETRY_AFTER_MAX_SECONDS: u64 = 24 * 60 * 60;
 
@@ -278,16 +282,20 @@ async fn answer(
 ) -> Response {
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
-    let broken_health = app.modes.broken_health().filter(|_| path == HEALTH_PATH);
-    if broken_health == Some(BrokenHealth::Hang) {
-        tokio::time::sleep(HEALTH_HANG_MAX).await;
+    let broken = ApiRoute::ALL.into_iter().find(|r| r.matches(&path)).and_then(|r| app.modes.broken(r).map(|b| (r, b)));
+    if let Some((_, Broken::Hang)) = broken {
+        tokio::time::sleep(ROUTE_HANG_MAX).await;
     }
-    let mut resp = if let Some(broken) = broken_health {
+    let mut resp = if let Some((route, broken)) = broken {
         let status = match broken {
-            BrokenHealth::Status(s) => s,
-            BrokenHealth::Hang => 503,
+            Broken::Status(s) => s,
+            Broken::Hang => 503,
         };
-        status_response(status, None, r#"{"status":"unhealthy"}"#.into(), "application/json")
+        let body = match route {
+            ApiRoute::Health => r#"{"status":"unhealthy"}"#,
+            _ => r#"{"error":"injected failure of this route"}"#,
+        };
+        status_response(status, None, body.into(), "application/json")
     } else if is_agent_route(&path) && app.modes.setup_mode() {
         // RedFlag's welcome mode has no agent routes at all: gin's own plain-text 404.
         status_response(404, None, "404 page not found".into(), "text/plain")
