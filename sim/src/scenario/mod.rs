@@ -22,8 +22,8 @@ use toml::Spanned;
 mod commands;
 
 pub use commands::{
-    CommandAgents, CommandEntry, DEFAULT_EXECUTION_TIME, DEFAULT_GRACE, DEFAULT_REDELIVER_AFTER, DeliveryMode, DeliverySpec,
-    QueuedCommand, Workload, command_id,
+    COMMANDS_PER_ANSWER_MAX, CommandAgents, CommandEntry, DEFAULT_COMMANDS_PER_ANSWER, DEFAULT_EXECUTION_TIME, DEFAULT_GRACE,
+    DEFAULT_REDELIVER_AFTER, DeliveryMode, DeliverySpec, QueuedCommand, Workload, command_id,
 };
 use commands::{RawCommand, RawWorkload};
 pub mod explore;

@@ -16,8 +16,9 @@
 //!
 //! * `GET  /api/v1/agents/{id}/commands`, Bearer token: 401 for a missing, unknown or expired
 //!   token; 429 with `Retry-After` past [`RATE_LIMIT_CHECKINS_MAX`] check-ins in
-//!   [`RATE_LIMIT_WINDOW`]; otherwise 200 with up to `MAX_COMMANDS_PER_CHECKIN` queued commands,
-//!   chosen by the database's delivery mode after applying the body's `acknowledged_commands`.
+//!   [`RATE_LIMIT_WINDOW`]; otherwise 200 with up to the delivery's `commands_per_answer` queued
+//!   commands, chosen by the database's delivery mode after applying the body's
+//!   `acknowledged_commands`.
 //! * `POST /api/v1/agents/{id}/logs`, Bearer token, RedFlag's `UpdateLogRequest`: 401 as for
 //!   check-ins, 400 for a body that is not one (or lacks `action`/`result`, which RedFlag's
 //!   binding requires), otherwise 200: the first result per command id is kept, later ones are
@@ -67,7 +68,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use redflag_agent::server::protocol::{
-    AGENTS_PREFIX, CheckinBody, CommandsResponse, HEALTH_PATH, MAX_COMMANDS_PER_CHECKIN, RENEW_PATH, RenewRequest,
+    AGENTS_PREFIX, CheckinBody, CommandsResponse, HEALTH_PATH, RENEW_PATH, RenewRequest,
     RenewResponse, UpdateLogRequest, WAITING_FOR_CONFIGURATION,
 };
 use tokio::time::Instant;
@@ -92,8 +93,9 @@ pub const RATE_LIMIT_WINDOW: Duration = Duration::from_secs(10);
 pub const RATE_LIMIT_TRACKED_AGENTS_MAX: usize = 100_000;
 /// Largest request body accepted (check-in metrics and renewals are a few hundred bytes).
 pub const REQUEST_BODY_MAX_BYTES: usize = 64 * 1024;
-/// Commands queued per agent; further ones are dropped (and logged).
-pub const COMMAND_QUEUE_MAX: usize = 1024;
+/// Commands queued per agent; further ones are dropped (and logged). Room for "a queue of
+/// thousands" (the `big-queue` scenario queues 10,000 for one agent).
+pub const COMMAND_QUEUE_MAX: usize = 16_384;
 /// Agents the database holds.
 pub const AGENTS_MAX: usize = 1_000_000;
 /// The longest the slow mode holds a response.
@@ -161,7 +163,8 @@ async fn checkin(
     }
     // Metrics are optional and a body RedFlag cannot parse is ignored, as RedFlag does.
     let acks = serde_json::from_slice::<CheckinBody>(&metrics).map(|b| b.acknowledged_commands).unwrap_or_default();
-    let out = app.db.checkin_commands(&agent_id, &acks, clock::unix_now_ms(), MAX_COMMANDS_PER_CHECKIN);
+    let per_answer = app.db.delivery().commands_per_answer;
+    let out = app.db.checkin_commands(&agent_id, &acks, clock::unix_now_ms(), per_answer);
     let agent: Arc<str> = Arc::from(agent_id.as_str());
     for id in out.acknowledged {
         app.trace.record(&app.host, Some(&agent), TraceEvent::Sim(SimEvent::CommandAcknowledged { id }));
