@@ -257,21 +257,27 @@ fn a_broken_route_fails_alone_while_the_rest_of_the_api_works() {
             bearer: Some(Secret::new(TOKEN)),
             json_body: Some(br#"{"command_id":"c1","action":"scan_updates","result":"success"}"#.to_vec()),
         };
-        modes.set_broken(ApiRoute::Logs, Some(Broken::Status(500)));
+        modes.set_broken(ApiRoute::Logs, Some(Broken::status(500)));
         assert_eq!(status(&send(&mut t, &logs, T).await), Ok(500));
         assert_eq!(status(&send(&mut t, &checkin_req(TOKEN), T).await), Ok(200), "check-ins work");
         assert_eq!(status(&send(&mut t, &health_req(), T).await), Ok(200));
         assert!(db.result(AGENT, "c1").is_none(), "a broken route does no work");
         // Hanging: no answer within any client's timeout; other routes unaffected meanwhile.
-        modes.set_broken(ApiRoute::Logs, Some(Broken::Hang));
-        modes.set_broken(ApiRoute::Health, Some(Broken::Status(503)));
+        modes.set_broken(ApiRoute::Logs, Some(Broken::HANG));
+        modes.set_broken(ApiRoute::Health, Some(Broken::status(503)));
         assert_eq!(status(&send(&mut t, &logs, T).await), Err(TransportError::Timeout));
         assert_eq!(status(&send(&mut t, &health_req(), T).await), Ok(503));
         assert_eq!(status(&send(&mut t, &checkin_req(TOKEN), T).await), Ok(200));
+        // Slow: the work is done and the answer held; a short timeout gives up on it.
+        modes.set_broken(ApiRoute::Logs, Some(Broken { status: None, delay: Some(Duration::from_secs(3)) }));
+        assert_eq!(status(&send(&mut t, &logs, Duration::from_secs(1)).await), Err(TransportError::Timeout));
+        assert!(db.result(AGENT, "c1").is_some(), "a slow route does the work");
+        let started = Instant::now();
+        assert_eq!(status(&send(&mut t, &logs, T).await), Ok(200));
+        assert!(started.elapsed() >= Duration::from_secs(3));
         modes.set_broken(ApiRoute::Logs, None);
         assert_eq!(status(&send(&mut t, &logs, T).await), Ok(200));
-        assert!(db.result(AGENT, "c1").is_some());
-        modes.set_broken(ApiRoute::Renew, Some(Broken::Status(502)));
+        modes.set_broken(ApiRoute::Renew, Some(Broken::status(502)));
         assert_eq!(status(&send(&mut t, &renew_req(REFRESH), T).await), Ok(502));
         modes.set_broken(ApiRoute::Renew, None);
         assert_eq!(status(&send(&mut t, &renew_req(REFRESH), T).await), Ok(200));

@@ -50,10 +50,13 @@ fn fault_table(f: &Planned) -> Table {
             }
         }
         Action::Slow { delay } => t["delay"] = value(fmt_duration(*delay)),
-        Action::BrokenRoute { route, status } => {
+        Action::BrokenRoute { route, status, delay } => {
             t["route"] = value(route.name());
             if let Some(s) = status {
                 t["status"] = value(i64::from(*s));
+            }
+            if let Some(d) = delay {
+                t["delay"] = value(fmt_duration(*d));
             }
         }
         Action::Crash | Action::Restart | Action::SetupMode | Action::ExpireTokens | Action::RevokeRefresh => {}

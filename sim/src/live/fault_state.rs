@@ -288,8 +288,9 @@ impl LiveFaults {
                 self.revoke.push(idx);
                 self.push_server_modes(&mut out);
             }
-            Action::BrokenRoute { route, status } => {
-                self.broken_routes.push((idx, *route, RouteSpec { status: *status }));
+            Action::BrokenRoute { route, status, delay } => {
+                let spec = RouteSpec { status: *status, delay_ms: delay.map(|d| d.as_millis() as u64) };
+                self.broken_routes.push((idx, *route, spec));
                 self.push_server_modes(&mut out);
             }
         }

@@ -23,24 +23,24 @@ use crate::models::proxy::{LATENCY_MAX, ProxyMode};
 use crate::models::server::{Broken, RETRY_AFTER_MAX_SECONDS, SLOW_DELAY_MAX, ServerModes};
 use crate::scenario::ApiRoute;
 
-/// A broken route: `{"status":503}` answers that status, `{}` (no status) hangs.
+/// A broken route: `{"status":503}` answers that status, `{"delay_ms":3000}` answers as usual
+/// 3 s late (both: the status, late), `{}` hangs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteSpec {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
 }
 
 impl RouteSpec {
     pub fn to_mode(self) -> Broken {
-        self.status.map_or(Broken::Hang, Broken::Status)
+        Broken { status: self.status, delay: self.delay_ms.map(Duration::from_millis) }
     }
 
     pub fn from_mode(mode: Broken) -> Self {
-        match mode {
-            Broken::Status(s) => RouteSpec { status: Some(s) },
-            Broken::Hang => RouteSpec { status: None },
-        }
+        RouteSpec { status: mode.status, delay_ms: mode.delay.map(|d| d.as_millis() as u64) }
     }
 }
 
@@ -104,6 +104,9 @@ impl ServerModesSpec {
             }
             if let Some(s) = spec.status.filter(|s| !(100..=599).contains(s)) {
                 return Err(format!("broken_routes.{name}.status must be an HTTP status between 100 and 599, got {s}"));
+            }
+            if let Some(ms) = spec.delay_ms.filter(|ms| *ms > slow_max_ms) {
+                return Err(format!("broken_routes.{name}.delay_ms must be at most {slow_max_ms}, got {ms}"));
             }
         }
         Ok(())

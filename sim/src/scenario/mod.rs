@@ -211,9 +211,10 @@ pub enum Action {
     SetupMode,
     ExpireTokens,
     RevokeRefresh,
-    /// One route alone is broken (`broken_route`, or `broken_health` for `/health`): it answers
-    /// `status`, or hangs when there is none; every other route works. It opens no fault window.
-    BrokenRoute { route: ApiRoute, status: Option<u16> },
+    /// One route alone misbehaves (`broken_route`, or `broken_health` for `/health`): it answers
+    /// `status` instead of working, `delay` late (the work done first when there is no status),
+    /// or, with neither, hangs; every other route works. It opens no fault window.
+    BrokenRoute { route: ApiRoute, status: Option<u16>, delay: Option<Duration> },
 }
 
 /// A route of the agent API that a `broken_route` fault can break on its own. The check-in
@@ -320,8 +321,14 @@ impl Fault {
             Action::HttpStatus { status, retry_after_seconds: Some(s) } => format!(" {status} Retry-After {s}"),
             Action::HttpStatus { status, retry_after_seconds: None } => format!(" {status}"),
             Action::Slow { delay } => format!(" +{}", fmt_duration(*delay)),
-            Action::BrokenRoute { route, status: Some(s) } => format!(" {} {s}", route.name()),
-            Action::BrokenRoute { route, status: None } => format!(" {} hangs", route.name()),
+            Action::BrokenRoute { route, status, delay } => {
+                let late = delay.map(|d| format!(" after {}", fmt_duration(d))).unwrap_or_default();
+                match status {
+                    Some(s) => format!(" {} {s}{late}", route.name()),
+                    None if delay.is_some() => format!(" {} slow{late}", route.name()),
+                    None => format!(" {} hangs", route.name()),
+                }
+            }
             _ => String::new(),
         };
         let span = match self.duration {
@@ -912,7 +919,7 @@ impl Parser<'_> {
             "http_status" => &["status", "retry_after"],
             "slow" => &["delay"],
             "broken_health" => &["status"],
-            "broken_route" => &["route", "status"],
+            "broken_route" => &["route", "status", "delay"],
             _ => &[],
         };
         let present: [(&str, Option<Range<usize>>); 7] = [
@@ -1039,7 +1046,11 @@ impl Parser<'_> {
                         self.at(r.span(), format!("unknown route {:?}; expected one of {} (the check-in route breaks with http_status)", r.get_ref(), routes.join(", ")))
                     })?,
                 };
-                Action::BrokenRoute { route, status }
+                let delay = match &f.delay {
+                    None => None,
+                    Some(d) => Some(self.duration(d, "delay")?),
+                };
+                Action::BrokenRoute { route, status, delay }
             }
             _ => unreachable!("checked against ACTIONS above"),
         };
@@ -1318,10 +1329,13 @@ limit = 50
         let fault = |keys: &str| format!("{GOOD}\n[[faults]]\nat = \"1m\"\naction = \"broken_route\"\ntarget = \"server\"\n{keys}");
         let s = parse(&fault("route = \"logs\"\nstatus = 500\n")).unwrap();
         let f = s.faults.last().unwrap();
-        assert_eq!(f.action, Action::BrokenRoute { route: ApiRoute::Logs, status: Some(500) });
+        assert_eq!(f.action, Action::BrokenRoute { route: ApiRoute::Logs, status: Some(500), delay: None });
         assert_eq!(f.describe(), "broken_route server logs 500");
         let s = parse(&fault("route = \"system-info\"\n")).unwrap();
-        assert_eq!(s.faults.last().unwrap().action, Action::BrokenRoute { route: ApiRoute::SystemInfo, status: None });
+        assert_eq!(s.faults.last().unwrap().action, Action::BrokenRoute { route: ApiRoute::SystemInfo, status: None, delay: None });
+        let s = parse(&fault("route = \"logs\"\ndelay = \"3s\"\n")).unwrap();
+        let slow = Action::BrokenRoute { route: ApiRoute::Logs, status: None, delay: Some(Duration::from_secs(3)) };
+        assert_eq!((&s.faults.last().unwrap().action, s.faults.last().unwrap().describe().as_str()), (&slow, "broken_route server logs slow after 3s"));
         let e = error(&fault(""));
         assert!(e.contains("needs a route") && e.contains("\"logs\""), "{e}");
         let e = error(&fault("route = \"commands\"\n"));
@@ -1332,7 +1346,7 @@ limit = 50
         assert!(e.contains("its target must be \"server\""), "{e}");
         // broken_health is broken_route for /health, and takes no route.
         let s = parse(&fault("").replace("broken_route", "broken_health")).unwrap();
-        assert_eq!(s.faults.last().unwrap().action, Action::BrokenRoute { route: ApiRoute::Health, status: None });
+        assert_eq!(s.faults.last().unwrap().action, Action::BrokenRoute { route: ApiRoute::Health, status: None, delay: None });
         let e = error(&fault("route = \"logs\"\n").replace("broken_route", "broken_health"));
         assert!(e.contains("\"route\" does not apply to action \"broken_health\""), "{e}");
         for route in ApiRoute::ALL {

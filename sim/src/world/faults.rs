@@ -170,8 +170,8 @@ impl FaultState {
                 self.revoke.push(fault.index);
                 world.modes.set_revoke_refresh(true);
             }
-            Action::BrokenRoute { route, status } => {
-                let broken = status.map_or(Broken::Hang, Broken::Status);
+            Action::BrokenRoute { route, status, delay } => {
+                let broken = Broken { status: *status, delay: *delay };
                 self.broken_routes.push((fault.index, *route, broken));
                 world.modes.set_broken(*route, Some(broken));
             }

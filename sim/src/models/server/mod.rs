@@ -286,19 +286,26 @@ async fn answer(
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
     let broken = ApiRoute::ALL.into_iter().find(|r| r.matches(&path)).and_then(|r| app.modes.broken(r).map(|b| (r, b)));
-    if let Some((_, Broken::Hang)) = broken {
-        tokio::time::sleep(ROUTE_HANG_MAX).await;
-    }
     let mut resp = if let Some((route, broken)) = broken {
-        let status = match broken {
-            Broken::Status(s) => s,
-            Broken::Hang => 503,
-        };
-        let body = match route {
-            ApiRoute::Health => r#"{"status":"unhealthy"}"#,
-            _ => r#"{"error":"injected failure of this route"}"#,
-        };
-        status_response(status, None, body.into(), "application/json")
+        match broken.status {
+            // A slow route: the work is done, the answer held (as `slow` does for all).
+            None if !broken.hangs() => {
+                let resp = match routes.oneshot(req.map(Body::new)).await {
+                    Ok(r) => r,
+                    Err(never) => match never {},
+                };
+                tokio::time::sleep(broken.delay.unwrap_or_default()).await;
+                resp
+            }
+            status => {
+                tokio::time::sleep(if broken.hangs() { ROUTE_HANG_MAX } else { broken.delay.unwrap_or_default() }).await;
+                let body = match route {
+                    ApiRoute::Health => r#"{"status":"unhealthy"}"#,
+                    _ => r#"{"error":"injected failure of this route"}"#,
+                };
+                status_response(status.unwrap_or(503), None, body.into(), "application/json")
+            }
+        }
     } else if is_agent_route(&path) && app.modes.setup_mode() {
         // RedFlag's welcome mode has no agent routes at all: gin's own plain-text 404.
         status_response(404, None, "404 page not found".into(), "text/plain")

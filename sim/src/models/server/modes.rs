@@ -11,11 +11,25 @@ use crate::scenario::ApiRoute;
 
 /// How a broken route answers (the rest of the API works).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Broken {
-    /// Answer this status.
-    Status(u16),
-    /// Hold the request without answering (for at most [`super::ROUTE_HANG_MAX`]).
-    Hang,
+pub struct Broken {
+    /// Answer this status instead of doing the work; `None`: do the work and answer as usual.
+    pub status: Option<u16>,
+    /// Hold the answer this long (capped at [`SLOW_DELAY_MAX`]). With neither a status nor a
+    /// delay the route hangs: no answer for [`super::ROUTE_HANG_MAX`].
+    pub delay: Option<Duration>,
+}
+
+impl Broken {
+    pub const HANG: Broken = Broken { status: None, delay: None };
+
+    /// A route that answers `status` at once.
+    pub fn status(status: u16) -> Broken {
+        Broken { status: Some(status), delay: None }
+    }
+
+    pub fn hangs(&self) -> bool {
+        self.status.is_none() && self.delay.is_none()
+    }
 }
 
 /// The server's fault switches. Cheap to clone (shared); default: all off.
@@ -60,6 +74,7 @@ impl ServerModes {
 
     /// Break `route` alone; `None` mends it.
     pub fn set_broken(&self, route: ApiRoute, broken: Option<Broken>) {
+        let broken = broken.map(|b| Broken { delay: b.delay.map(|d| d.min(SLOW_DELAY_MAX)), ..b });
         match broken {
             Some(b) => self.lock().broken.insert(route, b),
             None => self.lock().broken.remove(&route),
