@@ -105,7 +105,9 @@ pub fn read_checkin_answer(body: &[u8], end: BodyEnd) -> Result<CheckinAnswer, S
 
 /// The whole answer object; `answer` keeps what was read when the text ends early.
 fn read_object(s: &mut Scanner<'_>, answer: &mut CheckinAnswer) -> Result<(), Unreadable> {
-    if s.peek()? != b'{' {
+    // Nothing at all (or only whitespace, even a whole cut MiB of it) is no answer.
+    let first = s.peek().map_err(|_| Unreadable::Shape("the body holds no JSON value".into()))?;
+    if first != b'{' {
         return Err(Unreadable::Shape(format!("expected a JSON object, got {}", kind_of(s.tail(s.pos())))));
     }
     s.expect(b'{', "an object")?;
@@ -355,7 +357,7 @@ mod tests {
         let e = read_checkin_answer(br#"{"commands":"x"}"#, BodyEnd::Complete).unwrap_err();
         assert!(e.contains("must be an array, got a string"), "{e}");
         // Garbage stays garbage when it was cut, too.
-        for body in ["<html>", "[1,2", r#"{"commands":[1 2"#] {
+        for body in ["<html>", "[1,2", r#"{"commands":[1 2"#, "   "] {
             assert!(read_checkin_answer(body.as_bytes(), BodyEnd::CutAtLimit).is_err(), "{body:?}");
         }
     }

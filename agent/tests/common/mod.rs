@@ -150,8 +150,9 @@ struct ServerState {
     health: Reply,
     renew: Reply,
     logs: Reply,
-    /// Commands the real API's check-in answers carry (see [`StandIn::queue_commands`]).
-    queued: Vec<Value>,
+    /// Commands the real API's check-in answers carry, as JSON text (see
+    /// [`StandIn::queue_commands`]).
+    queued: Vec<String>,
     /// Replies used once each, before the route's standing reply.
     commands_script: VecDeque<Reply>,
     log: Vec<Record>,
@@ -275,7 +276,13 @@ impl StandIn {
     /// Commands (`{"id","type","params"}` objects) for the real API's check-in answers, as
     /// RedFlag 0.1.18 sends them: once each, in the next successful check-in's answer.
     pub fn queue_commands(&self, commands: impl IntoIterator<Item = Value>) {
-        self.lock().queued.extend(commands);
+        self.lock().queued.extend(commands.into_iter().map(|c| c.to_string()));
+    }
+
+    /// [`StandIn::queue_commands`] with each command as JSON text, for what `Value` cannot hold
+    /// (`1e400`, nesting deeper than serde_json reads).
+    pub fn queue_raw_commands<S: Into<String>>(&self, commands: impl IntoIterator<Item = S>) {
+        self.lock().queued.extend(commands.into_iter().map(Into::into));
     }
 
     /// Results (`POST /logs` bodies answered 2xx), in arrival order.
@@ -462,8 +469,13 @@ fn normal(s: &mut ServerState, r: &Record) -> Response {
                 s.accepted_token.as_ref().is_some_and(|t| r.authorization.as_deref() == Some(&format!("Bearer {t}")));
             match ok {
                 true => {
-                    let commands = std::mem::take(&mut s.queued);
-                    json_response(200, json!({"commands": commands, "rapid_polling": null}))
+                    let commands = std::mem::take(&mut s.queued).join(",");
+                    let body = format!(r#"{{"commands":[{commands}],"rapid_polling":null}}"#);
+                    Response::builder()
+                        .status(200)
+                        .header(header::CONTENT_TYPE, "application/json")
+                        .body(Body::from(body))
+                        .unwrap()
                 }
                 false => json_response(401, json!({"error": "invalid or expired token"})),
             }
