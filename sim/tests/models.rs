@@ -709,8 +709,8 @@ fn proxy_streams_an_unending_body_instead_of_buffering_it() {
         let started = Instant::now();
         // A buffering proxy would answer nothing until the read timeout; a streaming one hands
         // the agent more than it accepts at once.
-        let r = send(&mut t, &checkin_req(TOKEN), Duration::from_secs(120)).await;
-        assert_eq!(status(&r), Err(TransportError::BodyTooLarge));
+        let r = send(&mut t, &checkin_req(TOKEN), Duration::from_secs(120)).await.unwrap();
+        assert!(r.body_truncated && r.body.len() == redflag_agent::server::protocol::RESPONSE_BODY_MAX_BYTES, "{}", r.body.len());
         assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
         Ok(())
     });

@@ -2,15 +2,18 @@
 //! the components that do the agent's work.
 //!
 //! One loop per agent. It waits until the next attempt is due, asks its [`Strategy`] (in
-//! production the [`Policy`]: backoff, breaker, Retry-After) whether it may go, posts waiting
-//! results, probes `GET /health` while recovering, checks in, renews the token on 401, takes the
-//! answer in, asks the strategy when the next attempt is due, reports and records the attempt,
-//! runs the commands it was sent, and goes round again. It returns only when its shutdown
+//! production the [`Policy`]: backoff, breaker, Retry-After) whether it may go, probes
+//! `GET /health` while recovering, checks in, renews the token on 401, takes the answer in, asks
+//! the strategy when the next attempt is due, reports and records the attempt, then runs the
+//! commands it was sent and posts results (on their own schedule) until the next check-in is
+//! due, and goes round again. It returns only when its shutdown
 //! future completes. Who does what:
 //!
 //! * `driver.rs`: the loop itself: awaiting, asking the strategy, handing answers on;
-//! * `attempt.rs`: the requests of one admitted attempt (results, probe, check-in, renewal);
-//! * `work.rs`: running journaled commands, and delivering their fresh results;
+//! * `attempt.rs`: the requests of one admitted attempt (probe, check-in, renewal);
+//! * `work.rs`: running journaled commands and posting results, in the time before the next
+//!   check-in is due;
+//! * `result_lane.rs`: when results are posted (after a check-in, on their own backoff);
 //! * `status.rs`: what an attempt's end is reported as, and the status file's bookkeeping;
 //! * the components it drives: the command desk (`commands::desk`), the rapid-polling window
 //!   (`commands::heartbeat`), the exchange and its answer rules (`server::exchange`,
@@ -22,6 +25,7 @@
 
 mod attempt;
 mod driver;
+pub mod result_lane;
 pub mod status;
 mod work;
 
@@ -43,6 +47,7 @@ use crate::store::Store;
 
 pub use crate::host::{Host, SystemHost};
 
+use result_lane::ResultLane;
 use status::StatusBook;
 
 /// What the loop needs from the config.
@@ -117,6 +122,8 @@ pub struct CheckinLoop<IO: Parts, P = Policy> {
     /// Journal, outbox and acknowledgements (loaded when the loop starts).
     desk: Desk,
     rapid: RapidPolling,
+    /// When results may be posted (their own schedule, apart from the check-ins').
+    results: ResultLane,
     status: StatusBook,
     /// The last probe failed: the next attempt skips it and goes straight to the check-in.
     skip_next_probe: bool,
@@ -150,6 +157,7 @@ impl<IO: Parts, P: Strategy> CheckinLoop<IO, P> {
             rng,
             desk: Desk::default(),
             rapid: RapidPolling::default(),
+            results: ResultLane::new(settings.policy.backoff, settings.policy.retry_after_max),
             status: StatusBook::default(),
             skip_next_probe: false,
             bare_404_streak: 0,

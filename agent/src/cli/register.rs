@@ -273,7 +273,7 @@ fn health_request() -> Request {
 
 async fn send<T: Transport>(transport: &mut T, request: Request, timeout: Duration) -> Result<Response, String> {
     let target = request.path.clone();
-    match tokio::time::timeout(timeout, transport.send(&request)).await {
+    match tokio::time::timeout(timeout, transport.send(&request)).await.map(|r| r.and_then(Response::whole)) {
         Ok(Ok(resp)) => Ok(resp),
         // The server answered, at length: not a network problem, and not RedFlag.
         Ok(Err(TransportError::BodyTooLarge)) => Err(format!(

@@ -161,7 +161,23 @@ impl Outbox {
     /// Whether one more result of the largest size a command can produce fits without dropping
     /// the oldest: a command is not started when its result would push another one out.
     pub fn has_room(&self) -> bool {
-        self.results.len() < OUTBOX_RESULTS_MAX && self.bytes.saturating_add(RESULT_ENCODED_MAX_BYTES) <= OUTBOX_BYTES_MAX
+        self.has_room_for(1)
+    }
+
+    /// Whether `n` more results of the largest size fit without dropping the oldest.
+    pub fn has_room_for(&self, n: usize) -> bool {
+        self.results.len().saturating_add(n) <= OUTBOX_RESULTS_MAX
+            && self.bytes.saturating_add(n.saturating_mul(RESULT_ENCODED_MAX_BYTES)) <= OUTBOX_BYTES_MAX
+    }
+
+    /// Removes the result of `id` without the write (a delivery round writes once at its end,
+    /// with [`Outbox::save_now`]). `true` when it was there.
+    pub fn remove_unsaved(&mut self, id: &str) -> bool {
+        let Some(i) = self.results.iter().position(|r| r.command_id == id) else { return false };
+        if let Some(r) = self.results.remove(i) {
+            self.bytes -= r.encoded_len();
+        }
+        true
     }
 
     /// Removes the results of `ids` (a delivery round's) with one write.

@@ -59,10 +59,6 @@ pub struct CheckinAnswer {
     /// Entries of `commands` that were not commands at all (no usable `id`), as short
     /// descriptions: they cannot be answered, only logged.
     pub invalid_commands: Vec<String>,
-    /// Entries beyond `MAX_COMMANDS_PER_CHECKIN`, left for the next check-in (only
-    /// [`parse_checkin_answer`], the check-in loop's reader until it journals a whole answer at
-    /// once, leaves any).
-    pub deferred_commands: usize,
     /// The body was cut at the transport's limit: the entries after the last complete one were
     /// not read (and, with `rapid_polling` after them, neither was it).
     pub cut_short: bool,
@@ -400,14 +396,5 @@ mod tests {
         let body = format!(r#"{{"commands":[{{"id":"a","type":"x"}},{{"id":"big","type":"y","params":"{}"#, "x".repeat(100));
         let a = read_checkin_answer(body.as_bytes(), BodyEnd::CutAtLimit).unwrap();
         assert_eq!((ids(&a), a.refused.len()), (vec!["a"], 0));
-    }
-
-    #[test]
-    fn compat_reader_bounds_the_commands_handled() {
-        let cmds: Vec<String> = (0..300).map(|i| format!(r#"{{"id":"{i}","type":"x"}}"#)).collect();
-        let body = format!(r#"{{"commands":[{}]}}"#, cmds.join(","));
-        let a = crate::server::protocol::parse_checkin_answer(body.as_bytes()).unwrap();
-        assert_eq!(a.commands.len(), crate::server::protocol::MAX_COMMANDS_PER_CHECKIN);
-        assert_eq!(a.deferred_commands, 300 - crate::server::protocol::MAX_COMMANDS_PER_CHECKIN);
     }
 }

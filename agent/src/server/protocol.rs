@@ -32,8 +32,6 @@ pub const AGENTS_PREFIX: &str = "/api/v1/agents/";
 pub const RESPONSE_BODY_MAX_BYTES: usize = 1024 * 1024;
 /// The longest access or refresh token accepted, from the config or from the server.
 pub const TOKEN_MAX_LEN: usize = 16 * 1024;
-/// Commands handled from one check-in; the rest wait for the next one.
-pub const MAX_COMMANDS_PER_CHECKIN: usize = 256;
 
 /// This build's own version (the crate's): logs, the status file, the `User-Agent` header, and
 /// `metadata.agent_build_version` towards the server.
@@ -193,20 +191,9 @@ pub struct CommandsResponse {
 
 pub use crate::server::checkin_answer::{BodyEnd, CheckinAnswer, RefusedCommand, read_checkin_answer};
 
-/// Reads a complete 200 check-in body ([`read_checkin_answer`]) and keeps at most
-/// [`MAX_COMMANDS_PER_CHECKIN`] commands (the rest are `deferred_commands`). Refused commands are
-/// listed with the invalid entries. The check-in loop's reader until it journals a whole answer
-/// at once and answers refused commands itself.
+/// Reads a complete check-in body ([`read_checkin_answer`] with [`BodyEnd::Complete`]).
 pub fn parse_checkin_answer(body: &[u8]) -> Result<CheckinAnswer, String> {
-    let mut answer = read_checkin_answer(body, BodyEnd::Complete)?;
-    if answer.commands.len() > MAX_COMMANDS_PER_CHECKIN {
-        answer.deferred_commands = answer.commands.len() - MAX_COMMANDS_PER_CHECKIN;
-        answer.commands.truncate(MAX_COMMANDS_PER_CHECKIN);
-    }
-    for r in std::mem::take(&mut answer.refused) {
-        answer.invalid_commands.push(format!("command {} ({}): {}", r.id, r.kind, r.reason));
-    }
-    Ok(answer)
+    read_checkin_answer(body, BodyEnd::Complete)
 }
 
 /// Parses a 200 renewal body: a JSON object with a non-empty string `token`.
@@ -275,15 +262,6 @@ mod tests {
         for body in [&b"<html>502 Bad Gateway</html>"[..], b"[]", b"\"x\"", br#"{"commands":"x"}"#, b""] {
             assert!(parse_checkin_answer(body).is_err(), "{:?}", String::from_utf8_lossy(body));
         }
-    }
-
-    #[test]
-    fn bounds_the_commands_handled() {
-        let cmds: Vec<String> = (0..300).map(|i| format!(r#"{{"id":"{i}","type":"x"}}"#)).collect();
-        let body = format!(r#"{{"commands":[{}]}}"#, cmds.join(","));
-        let a = parse_checkin_answer(body.as_bytes()).unwrap();
-        assert_eq!(a.commands.len(), MAX_COMMANDS_PER_CHECKIN);
-        assert_eq!(a.deferred_commands, 300 - MAX_COMMANDS_PER_CHECKIN);
     }
 
     #[test]
