@@ -44,6 +44,8 @@ pub(crate) struct AgentView {
     pub(crate) starts: Vec<u64>,
     pub(crate) requests: Vec<u64>,
     pub(crate) failed_requests: Vec<u64>,
+    /// Requests other than check-ins that got an answer, slow or not: (when, kind, how long).
+    pub(crate) side_requests: Vec<(u64, RequestKind, u64)>,
     pub(crate) successes: Vec<u64>,
     /// For each success, when its check-in request was sent.
     pub(crate) success_sent: Vec<u64>,
@@ -331,6 +333,9 @@ impl TraceIndexBuilder {
                 }
             }
             Event::RequestFinished { ok: false, .. } => view.failed_requests.push(r.t_ms),
+            Event::RequestFinished { kind, elapsed_ms, .. } if *kind != RequestKind::Checkin => {
+                view.side_requests.push((r.t_ms, *kind, *elapsed_ms));
+            }
             Event::CheckinOk { .. } => {
                 view.successes.push(r.t_ms);
                 view.success_sent.push(view.checkin_sent.min(r.t_ms));
