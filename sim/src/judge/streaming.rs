@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use redflag_agent::events::Event;
+use redflag_agent::log::events::Event;
 
 use super::{TraceIndex, TraceIndexBuilder, Verdict, evaluate_indexed};
 use crate::scenario::{Check, Scenario};
