@@ -20,7 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redflag_agent::config::Config;
-use redflag_agent::server::protocol::{BodyEnd, commands_path, read_checkin_answer};
+use redflag_agent::server::checkin_answer::{BodyEnd, read_checkin_answer};
+use redflag_agent::server::protocol::commands_path;
 use redflag_agent::resilience::Outcome;
 use redflag_agent::server::secret::Secret;
 use redflag_agent::server::transport::{Method, Request, ReqwestTransport, Response, Transport, TransportError};

@@ -19,7 +19,8 @@ use crate::commands::desk::Desk;
 use crate::log::events::{Event, ms};
 use crate::resilience::{Decision, Gate, Outcome, Report, Strategy, Transition, Verdict};
 use crate::server::answers::AttemptResult;
-use crate::server::protocol::{AGENT_VERSION, CheckinAnswer, RESPONSE_BODY_MAX_BYTES};
+use crate::server::checkin_answer::CheckinAnswer;
+use crate::server::protocol::{AGENT_VERSION, RESPONSE_BODY_MAX_BYTES};
 use crate::store::Store;
 
 use super::{CheckinLoop, Host, Parts};

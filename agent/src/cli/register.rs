@@ -160,14 +160,21 @@ pub fn register(opts: &RegisterOptions) -> Result<Registered, String> {
         }
     })?;
 
+    write_config(path, base, &server_url, &credentials, &origin)?;
+    Ok(Registered { agent_id: credentials.agent_id, server_url, config_path: opts.config_path.clone() })
+}
+
+/// Writes the registered config to `path` (the link's target, already resolved): the operator's
+/// keys in `base`, the URL given, and the answer's identity. Every error says a seat was used.
+fn write_config(path: &Path, base: Map<String, Value>, server_url: &str, credentials: &Credentials, origin: &str) -> Result<(), String> {
     let mut out = base;
-    out.insert("server_url".into(), Value::String(server_url.clone()));
+    out.insert("server_url".into(), Value::String(server_url.to_string()));
     out.insert("agent_id".into(), Value::String(credentials.agent_id.clone()));
     out.insert("token".into(), Value::String(credentials.token.expose().to_string()));
     out.insert("refresh_token".into(), Value::String(credentials.refresh_token.expose().to_string()));
     if !out.contains_key("check_in_interval") {
-        if let Some(interval) = credentials.check_in_interval {
-            out.insert("check_in_interval".into(), Value::Number(interval));
+        if let Some(interval) = &credentials.check_in_interval {
+            out.insert("check_in_interval".into(), Value::Number(interval.clone()));
         }
     }
     // The agent id is the server's text: escaped, as everything the server says is.
@@ -180,11 +187,10 @@ pub fn register(opts: &RegisterOptions) -> Result<Registered, String> {
         )
     };
     let value = Value::Object(out);
-    Config::from_value(value.clone(), &origin).map_err(|e| seat_used(format!("the result is not a valid config ({e})")))?;
+    Config::from_value(value.clone(), origin).map_err(|e| seat_used(format!("the result is not a valid config ({e})")))?;
     let mut bytes = serde_json::to_vec_pretty(&value).map_err(|e| seat_used(e.to_string()))?;
     bytes.push(b'\n');
-    write_atomic(path, &bytes, 0o600).map_err(seat_used)?;
-    Ok(Registered { agent_id: credentials.agent_id, server_url, config_path: opts.config_path.clone() })
+    write_atomic(path, &bytes, 0o600).map_err(seat_used)
 }
 
 /// Symlinks followed at most, as Linux's own limit (ELOOP).

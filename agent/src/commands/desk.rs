@@ -28,10 +28,8 @@
 use std::time::Duration;
 
 use crate::log::events::Event;
-use crate::server::protocol::{
-    ACKNOWLEDGED_COMMANDS_MAX, CheckinAnswer, Command, RESULT_FAILED, RESULT_OUTPUT_MAX_BYTES, RefusedCommand,
-    UpdateLogRequest, truncate_output,
-};
+use crate::server::checkin_answer::{CheckinAnswer, RefusedCommand};
+use crate::server::protocol::{ACKNOWLEDGED_COMMANDS_MAX, Command, RESULT_FAILED, RESULT_OUTPUT_MAX_BYTES, UpdateLogRequest, truncate_output};
 use crate::store::Store;
 
 use super::journal::{COMMAND_ID_MAX_LEN, Corrupt, Delivery, JOURNAL_FILE, Journal, NewEntry, Saved};

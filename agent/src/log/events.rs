@@ -273,19 +273,13 @@ pub fn log_event(agent: &str, e: &Event) {
             "the server refused the refresh token ({class}): this agent must be re-registered; it keeps trying at the regular interval"
         ),
         Event::RapidPolling { for_ms } => info!(event, agent, for_ms, "rapid polling for {}s", secs(*for_ms)),
-        Event::AnswerCutShort { commands, limit_bytes } => warn!(
-            event,
-            agent,
-            commands,
-            limit_bytes,
-            "the check-in answer is longer than {limit_bytes} bytes: took the {commands} command(s) complete within them; the rest was not read (a server that redelivers sends them again)"
-        ),
         Event::StoreFailed { what, error } => {
             warn!(event, agent, what, error, "could not save {what}: {}", Untrusted(error))
         }
         Event::Stopped => info!(event, agent, "check-in loop stopped"),
         Event::AttemptFailed { .. } => log_attempt_failed(agent, e),
         Event::CommandReceived { .. }
+        | Event::AnswerCutShort { .. }
         | Event::CommandSkipped { .. }
         | Event::CommandDuplicate { .. }
         | Event::CommandStarted { .. }
@@ -341,6 +335,13 @@ fn log_command_event(agent: &str, e: &Event) {
         Event::CommandReceived { id, kind } => {
             info!(event, agent, id, kind, "received command {} ({})", Untrusted(id), Untrusted(kind))
         }
+        Event::AnswerCutShort { commands, limit_bytes } => warn!(
+            event,
+            agent,
+            commands,
+            limit_bytes,
+            "the check-in answer is longer than {limit_bytes} bytes: took the {commands} command(s) complete within them; the rest was not read (a server that redelivers sends them again)"
+        ),
         Event::CommandSkipped { id, kind, reason } if id.is_empty() => {
             warn!(event, agent, id, kind, reason, "skipped an entry of the check-in answer that is not a command: {}", Untrusted(reason))
         }

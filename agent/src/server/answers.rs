@@ -20,7 +20,8 @@ use std::time::{Duration, SystemTime};
 use crate::log::events::RequestKind;
 use crate::resilience::{Outcome, Verdict, classify, classify_status, honours_retry_after, parse_http_date, parse_retry_after};
 
-use super::protocol::{self, BodyEnd, CheckinAnswer, RESPONSE_BODY_MAX_BYTES, read_checkin_answer};
+use super::checkin_answer::{BodyEnd, CheckinAnswer, read_checkin_answer};
+use super::protocol::{self, RESPONSE_BODY_MAX_BYTES};
 use super::transport::{Response, TransportError};
 
 /// Bare 404s (no RedFlag JSON body) retried with backoff in a row; beyond this a 404 is taken

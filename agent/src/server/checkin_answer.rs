@@ -315,6 +315,17 @@ mod tests {
     }
 
     #[test]
+    fn rapid_polling_until_in_the_servers_local_time() {
+        // What a Go server with TZ=Etc/GMT+5 writes: 17:40 at -05:00 is 22:40 UTC.
+        let a = read(r#"{"commands":[],"rapid_polling":{"enabled":true,"until":"2026-11-28T17:40:23-05:00"}}"#);
+        assert_eq!(a.rapid_polling_until, humantime::parse_rfc3339("2026-11-28T22:40:23Z").ok());
+        let a = read(r#"{"rapid_polling":{"enabled":true,"until":"2026-11-29T04:10:23+05:30"}}"#);
+        assert_eq!(a.rapid_polling_until, humantime::parse_rfc3339("2026-11-28T22:40:23Z").ok());
+        let off = read(r#"{"rapid_polling":{"enabled":false,"until":"2026-11-29T04:10:23+05:30"}}"#);
+        assert_eq!(off.rapid_polling_until, None);
+    }
+
+    #[test]
     fn a_poisoned_command_is_refused_and_the_rest_run() {
         let deep = format!("{}1{}", "[".repeat(129), "]".repeat(129));
         let body = format!(
@@ -347,7 +358,7 @@ mod tests {
 
     #[test]
     fn what_is_not_an_answer() {
-        for body in ["<html>502</html>", "[]", "\"x\"", r#"{"commands":"x"}"#, r#"{"commands":{}}"#, "", "{", r#"{"commands":[{"id":"a"}"#, "{} x"] {
+        for body in ["<html>502 Bad Gateway</html>", "[]", "\"x\"", r#"{"commands":"x"}"#, r#"{"commands":{}}"#, "", "{", r#"{"commands":[{"id":"a"}"#, "{} x"] {
             assert!(read_checkin_answer(body.as_bytes(), BodyEnd::Complete).is_err(), "{body:?}");
         }
         let e = read_checkin_answer(br#"{"commands":"x"}"#, BodyEnd::Complete).unwrap_err();

@@ -15,7 +15,7 @@
 //! Reading is deliberately forgiving *inside* a valid answer (each command stands alone: one
 //! with unreadable params is refused with a reason and the rest run; an odd `rapid_polling` is
 //! ignored) and strict about the answer's shape (a body that is not a JSON object is a
-//! malformed answer, which the loop retries): see `checkin_answer.rs`. The shared server model in the
+//! malformed answer, which the loop retries): `checkin_answer.rs` reads it. The shared server model in the
 //! simulation harness uses these same types, so both sides agree by construction.
 
 use std::collections::BTreeMap;
@@ -189,13 +189,6 @@ pub struct CommandsResponse {
     pub rapid_polling: Option<RapidPolling>,
 }
 
-pub use crate::server::checkin_answer::{BodyEnd, CheckinAnswer, RefusedCommand, read_checkin_answer};
-
-/// Reads a complete check-in body ([`read_checkin_answer`] with [`BodyEnd::Complete`]).
-pub fn parse_checkin_answer(body: &[u8]) -> Result<CheckinAnswer, String> {
-    read_checkin_answer(body, BodyEnd::Complete)
-}
-
 /// Parses a 200 renewal body: a JSON object with a non-empty string `token`.
 pub fn parse_renew_answer(body: &[u8]) -> Result<String, String> {
     let answer: RenewResponse = serde_json::from_slice(body).map_err(|e| format!("not a renewal answer: {e}"))?;
@@ -240,31 +233,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_a_redflag_answer() {
-        let a = parse_checkin_answer(
-            br#"{"commands":[{"id":"c1","type":"scan_updates","params":{}},{"id":7}],"rapid_polling":{"enabled":true,"until":"2030-01-01T00:00:00Z"}}"#,
-        )
-        .unwrap();
-        assert_eq!(a.commands.len(), 1);
-        assert_eq!(a.commands[0].kind, "scan_updates");
-        assert_eq!(a.invalid_commands.len(), 1);
-        assert!(a.rapid_polling_until.is_some());
-    }
-
-    #[test]
-    fn empty_and_null_commands() {
-        assert_eq!(parse_checkin_answer(br#"{"commands":[],"rapid_polling":null}"#).unwrap(), CheckinAnswer::default());
-        assert_eq!(parse_checkin_answer(br#"{}"#).unwrap(), CheckinAnswer::default());
-    }
-
-    #[test]
-    fn rejects_what_is_not_an_answer() {
-        for body in [&b"<html>502 Bad Gateway</html>"[..], b"[]", b"\"x\"", br#"{"commands":"x"}"#, b""] {
-            assert!(parse_checkin_answer(body).is_err(), "{:?}", String::from_utf8_lossy(body));
-        }
-    }
-
-    #[test]
     fn checkin_body_adds_acknowledgements_to_the_metrics() {
         let body = CheckinBody { metrics: Metrics { version: "1".into(), ..Metrics::default() }, acknowledged_commands: vec![] };
         assert_eq!(serde_json::to_string(&body).unwrap(), r#"{"version":"1"}"#);
@@ -293,16 +261,6 @@ mod tests {
         assert_eq!(truncate_output("héllo wörld", 100), "héllo wörld");
         let cut = truncate_output(&"é".repeat(100), 50);
         assert!(cut.len() <= 50 && cut.ends_with("[output truncated]"), "{cut}");
-    }
-
-    #[test]
-    fn rapid_polling_until_in_the_servers_local_time() {
-        // What a Go server with TZ=Etc/GMT+5 writes: 17:40 at -05:00 is 22:40 UTC.
-        let a = parse_checkin_answer(br#"{"commands":[],"rapid_polling":{"enabled":true,"until":"2026-11-28T17:40:23-05:00"}}"#)
-            .unwrap();
-        assert_eq!(a.rapid_polling_until, humantime::parse_rfc3339("2026-11-28T22:40:23Z").ok());
-        let a = parse_checkin_answer(br#"{"rapid_polling":{"enabled":true,"until":"2026-11-29T04:10:23+05:30"}}"#).unwrap();
-        assert_eq!(a.rapid_polling_until, humantime::parse_rfc3339("2026-11-28T22:40:23Z").ok());
     }
 
     #[test]
