@@ -19,7 +19,7 @@ use redflag_agent::log::format::LogFormat;
 use redflag_agent::log::setup;
 use redflag_agent::cli::register::{self, RegisterOptions};
 use redflag_agent::server::protocol::{AGENT_VERSION, PROTOCOL_VERSION};
-use redflag_agent::server::secret::Secret;
+use redflag_agent::server::secret::{Secret, redact_userinfo};
 use redflag_agent::cli::run;
 use redflag_agent::store;
 
@@ -97,7 +97,7 @@ macro_rules! err {
 fn register_host(opts: &RegisterOptions) -> ExitCode {
     match register::register(opts) {
         Ok(r) => {
-            out!("registered with {} as agent {}", r.server_url, r.agent_id);
+            out!("registered with {} as agent {}", redact_userinfo(&r.server_url), r.agent_id);
             out!("config written to {} (mode 0600)", r.config_path.display());
             out!("start the agent: redflag-agent --config {}", r.config_path.display());
             ExitCode::SUCCESS

@@ -244,7 +244,10 @@ fn check_config_never_prints_a_password_or_a_token() {
     let out = h.cli(&["check-config"]);
     assert_eq!(out.code, Some(0), "{out:?}");
     assert!(!out.stdout.contains("PASSWORD") && !out.stderr.contains("PASSWORD"), "a password was printed:\n{}", out.stdout);
-    assert!(out.stdout.contains("operator:[redacted]@127.0.0.1"), "{}", out.stdout);
+    // The URL's credentials are not used at all (never sent): stripped, with a warning.
+    assert!(!out.stdout.contains("operator:") && out.stdout.contains(&format!("http://127.0.0.1:{port}")), "{}", out.stdout);
+    assert!(out.stdout.contains("server_url carries a user name (\"operator\") and a password"), "{}", out.stdout);
+    assert!(out.stdout.contains("u:[redacted]@127.0.0.1:3128"), "{}", out.stdout);
 
     h.config["token"] = json!(123456789987654321u64);
     h.write_config();

@@ -464,7 +464,7 @@ fn the_agent_speaks_real_redflag() {
     agent.signal(libc::SIGTERM);
     assert!(agent.wait_exit(PATIENCE).is_some_and(|s| s.success()), "{}", agent.tail());
     let restarted = Instant::now();
-    let mut agent = Agent::spawn(&config, LogFormat::Json, "debug");
+    let agent = Agent::spawn(&config, LogFormat::Json, "debug");
     wait_checkins(&agent, restarted, 2, "after the restart");
     let (_, hb) = server.admin("GET", &format!("/api/v1/agents/{agent_id}/heartbeat"), None);
     assert_eq!((hb["enabled"].as_bool(), hb["active"].as_bool()), (Some(true), Some(true)), "heartbeat after the restart: {hb}");

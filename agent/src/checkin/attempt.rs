@@ -1,20 +1,16 @@
-//! The requests of one admitted attempt, in order: results waiting in the outbox, the `/health`
-//! probe (while recovering), the check-in, and a token renewal on 401 followed by one more
-//! check-in. Each request goes through the exchange; what its answer means comes from
-//! `server::answers`.
+//! The requests of one admitted attempt, in order: the `/health` probe (while recovering), the
+//! check-in, and a token renewal on 401 followed by one more check-in. Each request goes through
+//! the exchange; what its answer means comes from `server::answers`.
 //!
-//! * Results go first, under the same strategy and breaker as check-ins (one server): if the
-//!   server fails them, the attempt ends there.
+//! * Results are not part of an attempt: they go out after it, on their own schedule
+//!   (`work.rs`, `result_lane.rs`), so a slow or broken `/logs` never holds a check-in back.
 //! * The probe is an optimisation, not a gate: after a failed probe the next attempt goes
 //!   straight to the check-in, so probes never block check-ins twice in a row.
 
 
-use crate::commands::outbox::OUTBOX_RESULTS_MAX;
 use crate::log::events::{Event, RequestKind};
 use crate::resilience::{Outcome, Strategy, Verdict};
-use crate::server::answers::{
-    AttemptResult, RenewAnswer, ResultAnswer, checkin_answer, checkin_failed, health_answer, renew_answer, result_answer,
-};
+use crate::server::answers::{AttemptResult, RenewAnswer, checkin_answer, checkin_failed, health_answer, renew_answer};
 use crate::server::protocol::{AGENT_VERSION, BUILD_VERSION_KEY, CheckinBody, Metrics, PROTOCOL_VERSION};
 use crate::server::secret::Secret;
 use crate::store::Store;
@@ -22,18 +18,9 @@ use crate::store::Store;
 use super::{CheckinLoop, Host, Parts};
 
 impl<IO: Parts, P: Strategy> CheckinLoop<IO, P> {
-    /// Results waiting in the outbox go first, inside the admitted attempt: if the server fails
-    /// them, it is failing, and the attempt ends there (no check-in).
-    pub(super) async fn attempt_with_results(&mut self, probe_health: bool) -> AttemptResult {
-        if let Some(failed) = self.deliver_results().await {
-            return failed;
-        }
-        self.attempt(probe_health).await
-    }
-
     /// Health probe (while recovering, unless the last probe failed), check-in, and token
     /// renewal on 401.
-    async fn attempt(&mut self, probe_health: bool) -> AttemptResult {
+    pub(super) async fn attempt(&mut self, probe_health: bool) -> AttemptResult {
         let probe = probe_health && !std::mem::take(&mut self.skip_next_probe);
         if probe {
             if let Some(failed) = self.probe().await {
@@ -94,7 +81,7 @@ impl<IO: Parts, P: Strategy> CheckinLoop<IO, P> {
     }
 
     /// `POST /api/v1/agents/renew`. On success the new token is in use at once and saved.
-    async fn renew(&mut self) -> Result<(), AttemptResult> {
+    pub(super) async fn renew(&mut self) -> Result<(), AttemptResult> {
         if !self.exchange.can_renew() {
             self.emitter.emit(Event::RenewalRejected { class: "no_refresh_token".into() });
             return Err(AttemptResult::failed(RequestKind::Checkin, Outcome::Status(401), Verdict::FailFast, None));
@@ -124,43 +111,5 @@ impl<IO: Parts, P: Strategy> CheckinLoop<IO, P> {
             }
             RenewAnswer::Failed(failed) => Err(failed),
         }
-    }
-
-    /// Posts the outbox's results, oldest first, until it is empty or one fails. `Some` is a
-    /// failure that ends the attempt (the server is unavailable, or renewal failed); answers
-    /// that only say "not now" keep the results and let the check-in go on; a result refused
-    /// for good is dropped, by name.
-    pub(super) async fn deliver_results(&mut self) -> Option<AttemptResult> {
-        self.desk.begin_delivery();
-        let mut renewed = false;
-        for _ in 0..OUTBOX_RESULTS_MAX + 1 {
-            let result = self.desk.next_result()?;
-            let body = serde_json::to_vec(&result).unwrap_or_default();
-            let sent = self.exchange.send(RequestKind::Result, Some(body), &mut self.emitter, || self.host.wall_clock()).await;
-            let resp = match sent {
-                Ok(resp) => resp,
-                Err(e) => return Some(AttemptResult::transport(RequestKind::Result, &e)),
-            };
-            let id = result.command_id;
-            match result_answer(&resp, renewed, || self.host.wall_clock()) {
-                ResultAnswer::Delivered => {
-                    let events = self.desk.delivered(&id, &mut self.store);
-                    self.emitter.emit_all(events);
-                }
-                ResultAnswer::Renew => {
-                    renewed = true;
-                    if let Err(failed) = self.renew().await {
-                        return Some(failed);
-                    }
-                }
-                ResultAnswer::Refused(status) => {
-                    let events = self.desk.refused(&id, status, &mut self.store);
-                    self.emitter.emit_all(events);
-                }
-                ResultAnswer::Failed(failed) => return Some(failed),
-                ResultAnswer::NotNow => return None,
-            }
-        }
-        None
     }
 }

@@ -2,15 +2,18 @@
 //! the components that do the agent's work.
 //!
 //! One loop per agent. It waits until the next attempt is due, asks its [`Strategy`] (in
-//! production the [`Policy`]: backoff, breaker, Retry-After) whether it may go, posts waiting
-//! results, probes `GET /health` while recovering, checks in, renews the token on 401, takes the
-//! answer in, asks the strategy when the next attempt is due, reports and records the attempt,
-//! runs the commands it was sent, and goes round again. It returns only when its shutdown
+//! production the [`Policy`]: backoff, breaker, Retry-After) whether it may go, probes
+//! `GET /health` while recovering, checks in, renews the token on 401, takes the answer in, asks
+//! the strategy when the next attempt is due, reports and records the attempt, then runs the
+//! commands it was sent and posts results (on their own schedule) until the next check-in is
+//! due, and goes round again. It returns only when its shutdown
 //! future completes. Who does what:
 //!
 //! * `driver.rs`: the loop itself: awaiting, asking the strategy, handing answers on;
-//! * `attempt.rs`: the requests of one admitted attempt (results, probe, check-in, renewal);
-//! * `work.rs`: running journaled commands, and delivering their fresh results;
+//! * `attempt.rs`: the requests of one admitted attempt (probe, check-in, renewal);
+//! * `work.rs`: running journaled commands and posting results, in the time before the next
+//!   check-in is due;
+//! * `result_lane.rs`: when results are posted (after a check-in, on their own backoff);
 //! * `status.rs`: what an attempt's end is reported as, and the status file's bookkeeping;
 //! * `system_info.rs`: `POST /system-info` at start and hourly, after a successful check-in and
 //!   never in the way of the next one (its schedule is pure);
@@ -24,6 +27,7 @@
 
 mod attempt;
 mod driver;
+pub mod result_lane;
 pub mod status;
 pub mod system_info;
 mod work;
@@ -46,6 +50,7 @@ use crate::store::Store;
 
 pub use crate::host::{Host, SystemHost};
 
+use result_lane::ResultLane;
 use status::StatusBook;
 use system_info::SystemInfoSchedule;
 
@@ -121,6 +126,8 @@ pub struct CheckinLoop<IO: Parts, P = Policy> {
     /// Journal, outbox and acknowledgements (loaded when the loop starts).
     desk: Desk,
     rapid: RapidPolling,
+    /// When results may be posted (their own schedule, apart from the check-ins').
+    results: ResultLane,
     status: StatusBook,
     /// When the next `POST /system-info` is due (`system_info.rs`).
     system_info: SystemInfoSchedule,
@@ -156,6 +163,7 @@ impl<IO: Parts, P: Strategy> CheckinLoop<IO, P> {
             rng,
             desk: Desk::default(),
             rapid: RapidPolling::default(),
+            results: ResultLane::new(settings.policy.backoff, settings.policy.retry_after_max),
             status: StatusBook::default(),
             system_info: SystemInfoSchedule::default(),
             skip_next_probe: false,

@@ -668,6 +668,31 @@ fn validate_proxy(c: &Check, raw: Option<RawProxy>, warnings: &mut Vec<String>) 
     Ok(Some(Proxy { http: p.http.filter(|s| !s.is_empty()), https: p.https.filter(|s| !s.is_empty()), no_proxy: p.no_proxy }))
 }
 
+/// `url` without a user name or password, and the warning that says they were removed.
+///
+/// RedFlag authenticates agents by their token (`Authorization: Bearer`). Credentials in the URL
+/// would go out as a *second* `Authorization` header (`Basic`, added by the HTTP client), and a
+/// server or proxy that reads the first one refuses every request. They can never help, so they
+/// are not sent. Stripped with a warning rather than refused: an agent already deployed with
+/// such a URL keeps checking in (`register` refuses them instead: an operator is at the prompt).
+pub fn strip_userinfo(mut url: Url) -> (Url, Option<String>) {
+    if url.username().is_empty() && url.password().is_none() {
+        return (url, None);
+    }
+    let what = match url.password() {
+        Some(_) => format!("a user name ({:?}) and a password", url.username()),
+        None => format!("a user name ({:?})", url.username()),
+    };
+    // Both only fail for URLs that cannot have credentials (no host), refused before.
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    let warning = format!(
+        "server_url carries {what}; RedFlag authenticates this agent by its token, so they are not sent (they would \
+         be a second Authorization header): remove them from server_url"
+    );
+    (url, Some(warning))
+}
+
 fn validate(mut raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
     use limits::*;
     let go_agent = GoAgentKeys::read(raw.take_go_agent_keys());
@@ -686,6 +711,8 @@ fn validate(mut raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
     if server_url.query().is_some() || server_url.fragment().is_some() {
         return Err(c.err("server_url", format!("must not have a query or fragment, got {url_text:?}")));
     }
+    let (server_url, userinfo_warning) = strip_userinfo(server_url);
+    warnings.extend(userinfo_warning);
     // The Bearer token and the refresh token travel with every request: over plain http, anyone
     // on the path reads them (`server_address.rs` says which addresses pass and why).
     if server_url.scheme() == "http" {
@@ -1046,7 +1073,15 @@ mod tests {
         let c = Config::from_json_str(text, "x").unwrap();
         let shown = format!("{}\n{c:?}", c.describe());
         assert!(!shown.contains("PASSWORD"), "{shown}");
-        assert!(shown.contains("https://bob:[redacted]@h.example"), "{shown}");
+        assert!(shown.contains("http://u:[redacted]@p:3128"), "{shown}");
+        // The server URL's credentials are not kept at all (see `strip_userinfo`).
+        assert_eq!(c.server_url.as_str(), "https://h.example/");
+        assert_eq!(c.transport_options().unwrap().base_url, "https://h.example");
+        let warned = c.warnings.iter().find(|w| w.contains("server_url carries")).expect("a warning");
+        assert!(warned.contains("\"bob\"") && warned.contains("password") && !warned.contains("PASSWORD1"), "{warned}");
+        let user_only = Config::from_json_str(&text.replace("bob:PASSWORD1@", "bob@"), "x").unwrap();
+        assert_eq!(user_only.server_url.as_str(), "https://h.example/");
+        assert!(user_only.warnings.iter().any(|w| w.contains("a user name (\"bob\");")), "{:?}", user_only.warnings);
         let e = err(r#"{"server_url":"https://bob:PASSWORD4@h.example:99999","agent_id":"a","token":"t"}"#);
         assert!(e.contains("server_url") && !e.contains("PASSWORD"), "{e}");
         let e = err(r#"{"server_url":"https://h","agent_id":"a","token":123456789}"#);

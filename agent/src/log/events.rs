@@ -89,7 +89,13 @@ pub enum Event {
     /// The server refused the refresh token: the agent must be re-registered.
     RenewalRejected { class: String },
     CommandReceived { id: String, kind: String },
+    /// A command of an answer was not taken (not journaled, so not acknowledged: the server
+    /// sends it again), or an entry of the answer was no command at all (`id` empty: it has
+    /// none, and cannot be answered).
     CommandSkipped { id: String, kind: String, reason: String },
+    /// A check-in answer passed `limit_bytes`: the `commands` complete within them were taken,
+    /// the rest was not read (a server that redelivers sends those again).
+    AnswerCutShort { commands: u32, limit_bytes: u64 },
     /// Rapid polling was switched on (by the server's answer or a command) for `for_ms`.
     RapidPolling { for_ms: u64 },
     /// Saving the token or the status failed; the loop goes on.
@@ -110,7 +116,8 @@ pub enum Event {
     /// A result was given up: the outbox was full (the oldest goes), or the server refused it
     /// for good (400, 413, 422).
     ResultDropped { id: String, reason: String },
-    /// Posting results failed; `pending` results wait `delay_ms` (the strategy's wait).
+    /// Posting results failed; `pending` results wait `delay_ms` on their own schedule (the
+    /// check-ins go on at their pace).
     ResultsHeld { pending: u32, class: String, delay_ms: u64 },
     /// A state file (journal, outbox) was unreadable: moved aside to `moved_to`, and the agent
     /// goes on with an empty one.
@@ -140,6 +147,7 @@ impl Event {
             Event::RenewalRejected { .. } => "renewal_rejected",
             Event::CommandReceived { .. } => "command_received",
             Event::CommandSkipped { .. } => "command_skipped",
+            Event::AnswerCutShort { .. } => "answer_cut_short",
             Event::RapidPolling { .. } => "rapid_polling",
             Event::StoreFailed { .. } => "store_failed",
             Event::Stopped => "stopped",
@@ -282,6 +290,7 @@ pub fn log_event(agent: &str, e: &Event) {
         Event::SystemInfoReported | Event::SystemInfoFailed { .. } => log_system_info_event(agent, e),
         Event::AttemptFailed { .. } => log_attempt_failed(agent, e),
         Event::CommandReceived { .. }
+        | Event::AnswerCutShort { .. }
         | Event::CommandSkipped { .. }
         | Event::CommandDuplicate { .. }
         | Event::CommandStarted { .. }
@@ -356,6 +365,16 @@ fn log_command_event(agent: &str, e: &Event) {
         Event::CommandReceived { id, kind } => {
             info!(event, agent, id, kind, "received command {} ({})", Untrusted(id), Untrusted(kind))
         }
+        Event::AnswerCutShort { commands, limit_bytes } => warn!(
+            event,
+            agent,
+            commands,
+            limit_bytes,
+            "the check-in answer is longer than {limit_bytes} bytes: took the {commands} command(s) complete within them; the rest was not read (a server that redelivers sends them again)"
+        ),
+        Event::CommandSkipped { id, kind, reason } if id.is_empty() => {
+            warn!(event, agent, id, kind, reason, "skipped an entry of the check-in answer that is not a command: {}", Untrusted(reason))
+        }
         Event::CommandSkipped { id, kind, reason } => {
             warn!(event, agent, id, kind, reason, "skipped command {} ({}): {}", Untrusted(id), Untrusted(kind), Untrusted(reason))
         }
@@ -403,7 +422,7 @@ fn log_state_event(agent: &str, e: &Event) {
             pending,
             class,
             delay_ms,
-            "{pending} result(s) not delivered ({class}); next attempt in {}s",
+            "{pending} result(s) not delivered ({class}); they are posted again in {}s, check-ins go on",
             secs(*delay_ms)
         ),
         Event::StateCorrupt { file, error, moved_to } => error!(

@@ -11,7 +11,7 @@ use tokio::time::{Instant, timeout};
 use crate::log::emitter::Emitter;
 use crate::log::events::{Event, Observer, RequestKind, ms};
 
-use super::answers::{request_outcome, retry_after, status_outcome};
+use super::answers::{cut_body_rule, request_outcome, retry_after, status_outcome};
 use super::protocol::{HEALTH_PATH, RENEW_PATH, RenewRequest, commands_path, logs_path, system_info_path};
 use super::secret::Secret;
 use super::transport::{Method, Request, Response, Transport, TransportError};
@@ -82,13 +82,34 @@ impl<T: Transport> Exchange<T> {
         emitter: &mut Emitter<O>,
         wall: impl Fn() -> SystemTime,
     ) -> Result<Response, TransportError> {
+        let within = self.request_timeout;
+        self.send_within(kind, body, within, emitter, wall).await
+    }
+
+    /// The request timeout: the longest any request may take.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    /// [`Exchange::send`] under `within` instead of the request timeout (never longer): a
+    /// result posted between check-ins gets the time left before the next one is due.
+    pub async fn send_within<O: Observer>(
+        &mut self,
+        kind: RequestKind,
+        body: Option<Vec<u8>>,
+        within: Duration,
+        emitter: &mut Emitter<O>,
+        wall: impl Fn() -> SystemTime,
+    ) -> Result<Response, TransportError> {
         let request = self.request(kind, body);
         emitter.emit(Event::RequestStarted { kind });
         let started = Instant::now();
-        let result = match timeout(self.request_timeout, self.transport.send(&request)).await {
+        let sent = match timeout(within.min(self.request_timeout), self.transport.send(&request)).await {
             Ok(r) => r,
             Err(_) => Err(TransportError::Timeout),
         };
+        // Only a check-in answer may be read cut at the limit (its first MiB's commands).
+        let result = cut_body_rule(kind, sent);
         let outcome = request_outcome(kind, &result);
         let (class, ok) = (outcome.class().to_string(), outcome == crate::resilience::Outcome::Success);
         // The Retry-After as given (before the clamp), so the trace can judge how it was honoured.

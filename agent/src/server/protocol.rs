@@ -15,13 +15,13 @@
 //! ignores, as its JSON binding ignores every unknown field: `acknowledged_commands`, the ids
 //! of the commands the agent has durably recorded in its journal ([`CheckinBody`]).
 //!
-//! Parsing is deliberately forgiving *inside* a valid answer (one bad command is skipped, an
-//! odd `rapid_polling` is ignored) and strict about the answer's shape (a body that is not a
-//! JSON object is a malformed answer, which the loop retries). The shared server model in the
+//! Reading is deliberately forgiving *inside* a valid answer (each command stands alone: one
+//! with unreadable params is refused with a reason and the rest run; an odd `rapid_polling` is
+//! ignored) and strict about the answer's shape (a body that is not a JSON object is a
+//! malformed answer, which the loop retries): `checkin_answer.rs` reads it. The shared server model in the
 //! simulation harness uses these same types, so both sides agree by construction.
 
 use std::collections::BTreeMap;
-use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -35,8 +35,6 @@ pub const AGENTS_PREFIX: &str = "/api/v1/agents/";
 pub const RESPONSE_BODY_MAX_BYTES: usize = 1024 * 1024;
 /// The longest access or refresh token accepted, from the config or from the server.
 pub const TOKEN_MAX_LEN: usize = 16 * 1024;
-/// Commands handled from one check-in; the rest wait for the next one.
-pub const MAX_COMMANDS_PER_CHECKIN: usize = 256;
 
 /// This build's own version (the crate's): logs, the status file, the `User-Agent` header, and
 /// `metadata.agent_build_version` towards the server.
@@ -240,52 +238,6 @@ pub struct CommandsResponse {
     pub rapid_polling: Option<RapidPolling>,
 }
 
-/// A check-in answer as the agent understood it.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct CheckinAnswer {
-    pub commands: Vec<Command>,
-    /// Entries of `commands` that were not valid commands, as short descriptions.
-    pub invalid_commands: Vec<String>,
-    /// Entries beyond [`MAX_COMMANDS_PER_CHECKIN`], left for the next check-in.
-    pub deferred_commands: usize,
-    /// The end of a rapid-polling window the server asked for, if any.
-    pub rapid_polling_until: Option<SystemTime>,
-}
-
-/// Parses a 200 check-in body. `Err` means the body is not a RedFlag answer at all (the loop
-/// treats that as a retryable malformed response); problems inside a valid answer are reported
-/// in the returned value instead.
-pub fn parse_checkin_answer(body: &[u8]) -> Result<CheckinAnswer, String> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
-    let Value::Object(mut map) = value else {
-        return Err(format!("expected a JSON object, got {}", json_kind(&value)));
-    };
-    let mut answer = CheckinAnswer::default();
-    match map.remove("commands") {
-        None | Some(Value::Null) => {}
-        Some(Value::Array(items)) => {
-            let total = items.len();
-            for (i, item) in items.into_iter().take(MAX_COMMANDS_PER_CHECKIN).enumerate() {
-                match serde_json::from_value::<Command>(item) {
-                    Ok(cmd) => answer.commands.push(cmd),
-                    Err(e) => answer.invalid_commands.push(format!("commands[{i}]: {e}")),
-                }
-            }
-            answer.deferred_commands = total.saturating_sub(MAX_COMMANDS_PER_CHECKIN);
-        }
-        Some(other) => return Err(format!("\"commands\" must be an array, got {}", json_kind(&other))),
-    }
-    if let Some(Value::Object(rp)) = map.remove("rapid_polling") {
-        let enabled = rp.get("enabled").and_then(Value::as_bool).unwrap_or(false);
-        // Any RFC 3339 offset (a Go server writes its local time), or a bare UTC time.
-        let until = rp.get("until").and_then(Value::as_str).and_then(|s| crate::server::rfc3339::parse(s).or_else(|| humantime::parse_rfc3339_weak(s).ok()));
-        if enabled {
-            answer.rapid_polling_until = until;
-        }
-    }
-    Ok(answer)
-}
-
 /// Parses a 200 renewal body: a JSON object with a non-empty string `token`.
 pub fn parse_renew_answer(body: &[u8]) -> Result<String, String> {
     let answer: RenewResponse = serde_json::from_slice(body).map_err(|e| format!("not a renewal answer: {e}"))?;
@@ -330,40 +282,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_a_redflag_answer() {
-        let a = parse_checkin_answer(
-            br#"{"commands":[{"id":"c1","type":"scan_updates","params":{}},{"id":7}],"rapid_polling":{"enabled":true,"until":"2030-01-01T00:00:00Z"}}"#,
-        )
-        .unwrap();
-        assert_eq!(a.commands.len(), 1);
-        assert_eq!(a.commands[0].kind, "scan_updates");
-        assert_eq!(a.invalid_commands.len(), 1);
-        assert!(a.rapid_polling_until.is_some());
-    }
-
-    #[test]
-    fn empty_and_null_commands() {
-        assert_eq!(parse_checkin_answer(br#"{"commands":[],"rapid_polling":null}"#).unwrap(), CheckinAnswer::default());
-        assert_eq!(parse_checkin_answer(br#"{}"#).unwrap(), CheckinAnswer::default());
-    }
-
-    #[test]
-    fn rejects_what_is_not_an_answer() {
-        for body in [&b"<html>502 Bad Gateway</html>"[..], b"[]", b"\"x\"", br#"{"commands":"x"}"#, b""] {
-            assert!(parse_checkin_answer(body).is_err(), "{:?}", String::from_utf8_lossy(body));
-        }
-    }
-
-    #[test]
-    fn bounds_the_commands_handled() {
-        let cmds: Vec<String> = (0..300).map(|i| format!(r#"{{"id":"{i}","type":"x"}}"#)).collect();
-        let body = format!(r#"{{"commands":[{}]}}"#, cmds.join(","));
-        let a = parse_checkin_answer(body.as_bytes()).unwrap();
-        assert_eq!(a.commands.len(), MAX_COMMANDS_PER_CHECKIN);
-        assert_eq!(a.deferred_commands, 300 - MAX_COMMANDS_PER_CHECKIN);
-    }
-
-    #[test]
     fn checkin_body_adds_acknowledgements_to_the_metrics() {
         let body = CheckinBody { metrics: Metrics { version: "1".into(), ..Metrics::default() }, acknowledged_commands: vec![] };
         assert_eq!(serde_json::to_string(&body).unwrap(), r#"{"version":"1"}"#);
@@ -392,16 +310,6 @@ mod tests {
         assert_eq!(truncate_output("héllo wörld", 100), "héllo wörld");
         let cut = truncate_output(&"é".repeat(100), 50);
         assert!(cut.len() <= 50 && cut.ends_with("[output truncated]"), "{cut}");
-    }
-
-    #[test]
-    fn rapid_polling_until_in_the_servers_local_time() {
-        // What a Go server with TZ=Etc/GMT+5 writes: 17:40 at -05:00 is 22:40 UTC.
-        let a = parse_checkin_answer(br#"{"commands":[],"rapid_polling":{"enabled":true,"until":"2026-11-28T17:40:23-05:00"}}"#)
-            .unwrap();
-        assert_eq!(a.rapid_polling_until, humantime::parse_rfc3339("2026-11-28T22:40:23Z").ok());
-        let a = parse_checkin_answer(br#"{"rapid_polling":{"enabled":true,"until":"2026-11-29T04:10:23+05:30"}}"#).unwrap();
-        assert_eq!(a.rapid_polling_until, humantime::parse_rfc3339("2026-11-28T22:40:23Z").ok());
     }
 
     #[test]

@@ -11,8 +11,9 @@ use serde::Serialize;
 use crate::scenario::{Fleet, cost_of};
 use crate::trace::{Record, SimEvent, WorkOutcome};
 
-/// The action of faults that leave the agent API working: only `/health` is broken.
-const API_UP_ACTION: &str = "broken_health";
+/// The actions of faults that leave the agent API working: one side route is broken
+/// (`broken_health` in traces written before `broken_route` generalised it).
+const API_UP_ACTIONS: [&str; 2] = ["broken_route", "broken_health"];
 
 /// A fault window as it happened (from the trace), in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +44,8 @@ pub(crate) struct AgentView {
     pub(crate) starts: Vec<u64>,
     pub(crate) requests: Vec<u64>,
     pub(crate) failed_requests: Vec<u64>,
+    /// Requests other than check-ins that got an answer, slow or not: (when, kind, how long).
+    pub(crate) side_requests: Vec<(u64, RequestKind, u64)>,
     pub(crate) successes: Vec<u64>,
     /// For each success, when its check-in request was sent.
     pub(crate) success_sent: Vec<u64>,
@@ -278,7 +281,7 @@ impl TraceIndexBuilder {
             match e {
                 SimEvent::FaultApplied { fault, action, .. } => {
                     idx.faults.entry(*fault).or_insert((r.t_ms, None));
-                    if action == API_UP_ACTION {
+                    if API_UP_ACTIONS.contains(&action.as_str()) {
                         idx.api_up.insert(*fault);
                     }
                 }
@@ -330,6 +333,9 @@ impl TraceIndexBuilder {
                 }
             }
             Event::RequestFinished { ok: false, .. } => view.failed_requests.push(r.t_ms),
+            Event::RequestFinished { kind, elapsed_ms, .. } if *kind != RequestKind::Checkin => {
+                view.side_requests.push((r.t_ms, *kind, *elapsed_ms));
+            }
             Event::CheckinOk { .. } => {
                 view.successes.push(r.t_ms);
                 view.success_sent.push(view.checkin_sent.min(r.t_ms));

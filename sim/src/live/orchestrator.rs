@@ -431,6 +431,8 @@ impl Live<'_> {
             .arg(self.scenario.delivery.mode.as_str())
             .arg("--redeliver-after")
             .arg(format!("{}ms", self.scenario.delivery.redeliver_after.as_millis()))
+            .arg("--commands-per-answer")
+            .arg(self.scenario.delivery.commands_per_answer.to_string())
             .args(server_process::capacity_args(self.scenario.server.capacity.as_ref()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
