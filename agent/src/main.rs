@@ -18,12 +18,19 @@ use redflag_agent::config::{self, Config};
 use redflag_agent::log::format::LogFormat;
 use redflag_agent::log::setup;
 use redflag_agent::cli::register::{self, RegisterOptions};
-use redflag_agent::server::secret::Secret;
+use redflag_agent::server::protocol::{AGENT_VERSION, PROTOCOL_VERSION};
+use redflag_agent::server::secret::{Secret, redact_userinfo};
 use redflag_agent::cli::run;
 use redflag_agent::store;
 
+/// `--version`: this build, and the RedFlag agent API it speaks (what it reports to the server
+/// as its version: see `server/protocol.rs`).
+static VERSION_TEXT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!("{AGENT_VERSION} (RedFlag agent API {PROTOCOL_VERSION})")
+});
+
 #[derive(Parser, Debug)]
-#[command(name = "redflag-agent", version, about = "RedFlag agent check-in loop that never gives up")]
+#[command(name = "redflag-agent", version = VERSION_TEXT.as_str(), about = "RedFlag agent check-in loop that never gives up")]
 struct Cli {
     /// The agent's JSON config file.
     #[arg(long, short = 'c', global = true, default_value = config::DEFAULT_CONFIG_PATH, value_name = "FILE")]
@@ -90,7 +97,7 @@ macro_rules! err {
 fn register_host(opts: &RegisterOptions) -> ExitCode {
     match register::register(opts) {
         Ok(r) => {
-            out!("registered with {} as agent {}", r.server_url, r.agent_id);
+            out!("registered with {} as agent {}", redact_userinfo(&r.server_url), r.agent_id);
             out!("config written to {} (mode 0600)", r.config_path.display());
             out!("start the agent: redflag-agent --config {}", r.config_path.display());
             ExitCode::SUCCESS

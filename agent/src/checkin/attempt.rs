@@ -1,22 +1,18 @@
-//! The requests of one admitted attempt, in order: results waiting in the outbox, the check-in,
-//! and a token renewal on 401 followed by one more check-in; and the recovery probe the
-//! strategy may ask for while the loop waits. Each request goes through the exchange; what its
-//! answer means comes from `server::answers`.
+//! The requests of one admitted attempt, in order: the check-in, and a token renewal on 401
+//! followed by one more check-in; and the recovery probe the strategy may ask for while the
+//! loop waits. Each request goes through the exchange; what its answer means comes from
+//! `server::answers`.
 //!
-//! * Results go first, under the same strategy and breaker as check-ins (one server): if the
-//!   server fails them, the attempt ends there.
-//! * The recovery probe (`GET /health`) is never part of an attempt: it goes out during a wait
-//!   and can only bring the next attempt forward (see `resilience::policy`).
+//! * Results are not part of an attempt: they go out after it, on their own schedule
+//!   (`work.rs`, `result_lane.rs`), so a slow or broken `/logs` never holds a check-in back.
+//! * The recovery probe (`GET /health`) is never part of an attempt either: it goes out during
+//!   a wait and can only bring the next attempt forward (see `resilience::policy`).
 
 use tokio::time::Instant;
 
-use crate::commands::heartbeat;
-use crate::commands::outbox::OUTBOX_RESULTS_MAX;
 use crate::log::events::{Event, RequestKind};
 use crate::resilience::{Outcome, Strategy, Verdict};
-use crate::server::answers::{
-    AttemptResult, RenewAnswer, ResultAnswer, checkin_answer, checkin_failed, probe_healthy, renew_answer, result_answer,
-};
+use crate::server::answers::{AttemptResult, RenewAnswer, checkin_answer, checkin_failed, probe_healthy, renew_answer};
 use crate::server::protocol::{AGENT_VERSION, BUILD_VERSION_KEY, CheckinBody, Metrics, PROTOCOL_VERSION};
 use crate::server::secret::Secret;
 use crate::store::Store;
@@ -24,17 +20,8 @@ use crate::store::Store;
 use super::{CheckinLoop, Host, Parts};
 
 impl<IO: Parts, P: Strategy> CheckinLoop<IO, P> {
-    /// Results waiting in the outbox go first, inside the admitted attempt: if the server fails
-    /// them, it is failing, and the attempt ends there (no check-in).
-    pub(super) async fn attempt_with_results(&mut self) -> AttemptResult {
-        if let Some(failed) = self.deliver_results().await {
-            return failed;
-        }
-        self.attempt().await
-    }
-
     /// The check-in, and token renewal on 401.
-    async fn attempt(&mut self) -> AttemptResult {
+    pub(super) async fn attempt(&mut self) -> AttemptResult {
         let result = self.checkin().await;
         if result.verdict != Verdict::Renew {
             return result;
@@ -75,25 +62,22 @@ impl<IO: Parts, P: Strategy> CheckinLoop<IO, P> {
     }
 
     /// The check-in body: the host's metrics, the version the server compares
-    /// ([`PROTOCOL_VERSION`]), our own build in `metadata`, the rapid-polling state while it is
-    /// on (see `commands::heartbeat`), and the journal's unacknowledged ids when there are any
+    /// ([`PROTOCOL_VERSION`]), our own build in `metadata`, the operator's heartbeat while it is
+    /// on, or its end once (see `commands::heartbeat`), and the journal's unacknowledged ids when there are any
     /// (without them the body is exactly the metrics, as RedFlag's own agent sends it).
     fn checkin_body(&mut self) -> Vec<u8> {
         let mut metrics = Metrics { version: PROTOCOL_VERSION.to_string(), ..Metrics::default() };
         self.host.metrics(&mut metrics);
         metrics.metadata.insert(BUILD_VERSION_KEY.into(), AGENT_VERSION.into());
-        if let Some(left) = self.rapid.left(Instant::now().into_std()) {
-            let wall = self.host.wall_clock();
-            for (key, value) in heartbeat::metadata(heartbeat::wall_until(wall, left), wall) {
-                metrics.metadata.insert(key.into(), value);
-            }
+        for (key, value) in self.rapid.report(self.host.wall_clock()) {
+            metrics.metadata.insert(key.into(), value);
         }
         let body = CheckinBody { metrics, acknowledged_commands: self.desk.acks_for_checkin() };
         serde_json::to_vec(&body).unwrap_or_default()
     }
 
     /// `POST /api/v1/agents/renew`. On success the new token is in use at once and saved.
-    async fn renew(&mut self) -> Result<(), AttemptResult> {
+    pub(super) async fn renew(&mut self) -> Result<(), AttemptResult> {
         if !self.exchange.can_renew() {
             self.emitter.emit(Event::RenewalRejected { class: "no_refresh_token".into() });
             return Err(AttemptResult::failed(RequestKind::Checkin, Outcome::Status(401), Verdict::FailFast, None));
@@ -123,43 +107,5 @@ impl<IO: Parts, P: Strategy> CheckinLoop<IO, P> {
             }
             RenewAnswer::Failed(failed) => Err(failed),
         }
-    }
-
-    /// Posts the outbox's results, oldest first, until it is empty or one fails. `Some` is a
-    /// failure that ends the attempt (the server is unavailable, or renewal failed); answers
-    /// that only say "not now" keep the results and let the check-in go on; a result refused
-    /// for good is dropped, by name.
-    pub(super) async fn deliver_results(&mut self) -> Option<AttemptResult> {
-        self.desk.begin_delivery();
-        let mut renewed = false;
-        for _ in 0..OUTBOX_RESULTS_MAX + 1 {
-            let result = self.desk.next_result()?;
-            let body = serde_json::to_vec(&result).unwrap_or_default();
-            let sent = self.exchange.send(RequestKind::Result, Some(body), &mut self.emitter, || self.host.wall_clock()).await;
-            let resp = match sent {
-                Ok(resp) => resp,
-                Err(e) => return Some(AttemptResult::transport(RequestKind::Result, &e)),
-            };
-            let id = result.command_id;
-            match result_answer(&resp, renewed, || self.host.wall_clock()) {
-                ResultAnswer::Delivered => {
-                    let events = self.desk.delivered(&id, &mut self.store);
-                    self.emitter.emit_all(events);
-                }
-                ResultAnswer::Renew => {
-                    renewed = true;
-                    if let Err(failed) = self.renew().await {
-                        return Some(failed);
-                    }
-                }
-                ResultAnswer::Refused(status) => {
-                    let events = self.desk.refused(&id, status, &mut self.store);
-                    self.emitter.emit_all(events);
-                }
-                ResultAnswer::Failed(failed) => return Some(failed),
-                ResultAnswer::NotNow => return None,
-            }
-        }
-        None
     }
 }

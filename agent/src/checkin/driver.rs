@@ -7,8 +7,12 @@
 //! asks: a healthy answer brings the attempt forward); ask the strategy to admit it (an open
 //! breaker says when to ask again); run the attempt (`attempt.rs`); take the answer in (its commands to
 //! the desk, its rapid polling to the window); ask the strategy when the next attempt is due,
-//! with the rapid interval or "at once" after an `enable_heartbeat`; report the attempt and save
-//! the status; acknowledge; run the commands received and deliver their results (`work.rs`).
+//! with the rapid interval or "at once" after a heartbeat command; report the attempt and save
+//! the status; acknowledge; then, until the next check-in is due, run the commands received and
+//! post results on their own schedule (`work.rs`, `result_lane.rs`);
+//! after a successful check-in, report the system information if it is due, in the time left
+//! before the next attempt (`system_info.rs`). At start, an operator's heartbeat kept in
+//! `state_dir` goes on (`commands::heartbeat`).
 
 use std::future::Future;
 use std::time::{Duration, SystemTime};
@@ -16,11 +20,11 @@ use std::time::{Duration, SystemTime};
 use tokio::time::{Instant, sleep_until};
 
 use crate::commands::desk::Desk;
-use crate::commands::kinds::{self, Action};
 use crate::log::events::{Event, ms};
 use crate::resilience::{Decision, Gate, Outcome, Report, Strategy, Transition, Verdict};
 use crate::server::answers::AttemptResult;
-use crate::server::protocol::{AGENT_VERSION, CheckinAnswer};
+use crate::server::checkin_answer::CheckinAnswer;
+use crate::server::protocol::{AGENT_VERSION, RESPONSE_BODY_MAX_BYTES};
 use crate::store::Store;
 
 use super::{CheckinLoop, Host, Parts};
@@ -34,6 +38,9 @@ impl<IO: Parts, P: Strategy> CheckinLoop<IO, P> {
         self.emitter.emit(Event::AgentStarted { agent_id: self.agent_id.clone(), version: AGENT_VERSION.to_string() });
         let (desk, events) = Desk::recover(&mut self.store);
         self.desk = desk;
+        self.emitter.emit_all(events);
+        // An operator's heartbeat kept in state_dir goes on: the first check-in reports it.
+        let events = self.rapid.restore(Instant::now().into_std(), self.host.wall_clock(), &mut self.store);
         self.emitter.emit_all(events);
         loop {
             // A recovery probe the strategy asks for may come due before the attempt.
@@ -59,23 +66,28 @@ impl<IO: Parts, P: Strategy> CheckinLoop<IO, P> {
             let result = tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
-                r = self.attempt_with_results() => r,
+                r = self.attempt() => r,
             };
-            let (decision, at_once) = self.after_attempt(result);
+            let decision = self.after_attempt(result);
             next_due = Instant::from_std(decision.next_attempt_at);
             let checked_in = decision.verdict == Verdict::Success;
             if checked_in {
                 let events = self.desk.checkin_succeeded(&mut self.store);
                 self.emitter.emit_all(events);
             }
-            if self.desk.has_work(checked_in) {
-                let retry_at = tokio::select! {
+            // Commands, then results, in the time before the next check-in is due.
+            if self.has_work(checked_in, Instant::now()) {
+                tokio::select! {
                     biased;
                     _ = &mut shutdown => break,
-                    r = self.run_commands_then_deliver(checked_in, at_once) => r,
-                };
-                if let Some(at) = retry_at {
-                    next_due = at;
+                    _ = self.work(checked_in, next_due) => {}
+                }
+            }
+            if checked_in {
+                tokio::select! {
+                    biased;
+                    _ = &mut shutdown => break,
+                    _ = self.report_system_info(next_due) => {}
                 }
             }
         }
@@ -100,21 +112,18 @@ impl<IO: Parts, P: Strategy> CheckinLoop<IO, P> {
 
     /// Everything that follows an attempt: the answer taken in (its rapid polling already
     /// shortens the delay decided now), the next attempt decided, the attempt reported and the
-    /// status saved. Returns the decision and whether it was "at once".
-    fn after_attempt(&mut self, result: AttemptResult) -> (Decision, bool) {
+    /// status saved.
+    fn after_attempt(&mut self, result: AttemptResult) -> Decision {
         let now = Instant::now();
-        let answer_events = match (&result.answer, result.verdict) {
+        let (answer_events, heartbeat) = match (&result.answer, result.verdict) {
             (Some(answer), Verdict::Success) => self.take_answer(answer, self.host.wall_clock()),
-            _ => Vec::new(),
+            _ => (Vec::new(), false),
         };
-        let heartbeat = result
-            .answer
-            .as_ref()
-            .is_some_and(|a| a.commands.iter().any(|c| matches!(kinds::decide(c), Action::RapidPolling(_))));
+        // Only a heartbeat that was journaled (it will run) makes the next check-in immediate.
         let at_once = self.rapid.choose_at_once(heartbeat);
         let decision = self.decide(now, (result.verdict, result.retry_after, result.outcome), at_once);
         self.report(&result, &decision, answer_events);
-        (decision, at_once)
+        decision
     }
 
     /// Asks the strategy when the next attempt is due after one that ended at `now` as
@@ -131,28 +140,25 @@ impl<IO: Parts, P: Strategy> CheckinLoop<IO, P> {
     }
 
     /// Takes in a check-in answer: its commands into the desk (journaled, not yet run), its
-    /// rapid polling on. Returns the events that say so, to be reported after `checkin_ok`.
-    fn take_answer(&mut self, answer: &CheckinAnswer, wall: SystemTime) -> Vec<Event> {
+    /// rapid polling on. Returns the events that say so, to be reported after `checkin_ok`, and
+    /// whether a heartbeat command was journaled.
+    fn take_answer(&mut self, answer: &CheckinAnswer, wall: SystemTime) -> (Vec<Event>, bool) {
         let mut events = Vec::new();
+        if answer.cut_short {
+            let taken = (answer.commands.len() + answer.refused.len()) as u32;
+            events.push(Event::AnswerCutShort { commands: taken, limit_bytes: RESPONSE_BODY_MAX_BYTES as u64 });
+        }
         for reason in &answer.invalid_commands {
             events.push(Event::CommandSkipped { id: String::new(), kind: String::new(), reason: reason.clone() });
         }
-        if answer.deferred_commands > 0 {
-            events.push(Event::CommandSkipped {
-                id: String::new(),
-                kind: String::new(),
-                reason: format!("{} more commands than handled per check-in; left for the next one", answer.deferred_commands),
-            });
-        }
-        for cmd in &answer.commands {
-            events.extend(self.desk.take(cmd, &mut self.store));
-        }
+        let taken = self.desk.take_answer(answer, &mut self.store);
+        events.extend(taken.events);
         if let Some(until) = answer.rapid_polling_until {
             if let Ok(window) = until.duration_since(wall) {
                 events.extend(self.rapid.extend(Instant::now().into_std(), window));
             }
         }
-        events
+        (events, taken.heartbeat)
     }
 
     /// Reports an attempt's end (transition, then `checkin_ok` and the answer's events, or

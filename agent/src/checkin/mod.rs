@@ -2,18 +2,22 @@
 //! the components that do the agent's work.
 //!
 //! One loop per agent. It waits until the next attempt is due, asks its [`Strategy`] (in
-//! production the [`Policy`]: backoff, breaker, Retry-After) whether it may go, posts waiting
-//! results, checks in, renews the token on 401, takes the
-//! answer in, asks the strategy when the next attempt is due, reports and records the attempt,
-//! runs the commands it was sent, and goes round again. While it waits, the strategy may ask
-//! for one `GET /health` probe, whose healthy answer can only bring the next attempt forward.
-//! It returns only when its shutdown future completes. Who does what:
+//! production the [`Policy`]: backoff, breaker, Retry-After) whether it may go, checks in,
+//! renews the token on 401, takes the answer in, asks the strategy when the next attempt is due,
+//! reports and records the attempt, then runs the commands it was sent and posts results (on
+//! their own schedule) until the next check-in is due, and goes round again. While it waits, the
+//! strategy may ask for one `GET /health` probe, whose healthy answer can only bring the next
+//! attempt forward. It returns only when its shutdown future completes. Who does what:
 //!
 //! * `driver.rs`: the loop itself: awaiting, asking the strategy, handing answers on;
-//! * `attempt.rs`: the requests of one admitted attempt (results, check-in, renewal), and the
-//!   recovery probe;
-//! * `work.rs`: running journaled commands, and delivering their fresh results;
+//! * `attempt.rs`: the requests of one admitted attempt (check-in, renewal), and the recovery
+//!   probe;
+//! * `work.rs`: running journaled commands and posting results, in the time before the next
+//!   check-in is due;
+//! * `result_lane.rs`: when results are posted (after a check-in, on their own backoff);
 //! * `status.rs`: what an attempt's end is reported as, and the status file's bookkeeping;
+//! * `system_info.rs`: `POST /system-info` at start and hourly, after a successful check-in and
+//!   never in the way of the next one (its schedule is pure);
 //! * the components it drives: the command desk (`commands::desk`), the rapid-polling window
 //!   (`commands::heartbeat`), the exchange and its answer rules (`server::exchange`,
 //!   `server::answers`), and the emitter with its log budget (`log::emitter`).
@@ -24,7 +28,9 @@
 
 mod attempt;
 mod driver;
+pub mod result_lane;
 pub mod status;
+pub mod system_info;
 mod work;
 
 use std::time::Duration;
@@ -45,7 +51,9 @@ use crate::store::Store;
 
 pub use crate::host::{Host, SystemHost};
 
+use result_lane::ResultLane;
 use status::StatusBook;
+use system_info::SystemInfoSchedule;
 
 /// What the loop needs from the config.
 #[derive(Debug, Clone)]
@@ -119,7 +127,11 @@ pub struct CheckinLoop<IO: Parts, P = Policy> {
     /// Journal, outbox and acknowledgements (loaded when the loop starts).
     desk: Desk,
     rapid: RapidPolling,
+    /// When results may be posted (their own schedule, apart from the check-ins').
+    results: ResultLane,
     status: StatusBook,
+    /// When the next `POST /system-info` is due (`system_info.rs`).
+    system_info: SystemInfoSchedule,
     /// Bare 404s on the check-in route in a row (see `server::answers`).
     bare_404_streak: u32,
 }
@@ -150,7 +162,9 @@ impl<IO: Parts, P: Strategy> CheckinLoop<IO, P> {
             rng,
             desk: Desk::default(),
             rapid: RapidPolling::default(),
+            results: ResultLane::new(settings.policy.backoff, settings.policy.retry_after_max),
             status: StatusBook::default(),
+            system_info: SystemInfoSchedule::default(),
             bare_404_streak: 0,
         }
     }

@@ -2,7 +2,10 @@
 //!
 //! `POST {server}/api/v1/agents/register` with the registration token as Bearer and RedFlag's
 //! `{hostname, os_type, os_version, os_architecture, agent_version, metadata}` (metadata is a
-//! map of *strings*: the server binds `map[string]string`). The answer's `agent_id`, `token` and
+//! map of *strings*: the server binds `map[string]string`). The metadata carries what the Go
+//! agent sends, which the server's agent card shows (`cpu_model`, `cpu_cores`, `memory_total`,
+//! `processes`, `uptime`, `disk_mount`, `disk_total`, `disk_used`, `installation_time`: see
+//! `host/system_info.rs`), and this agent's implementation and build. The answer's `agent_id`, `token` and
 //! `refresh_token` go into the config file, written atomically with mode 0600.
 //!
 //! Rules, each for a reason:
@@ -33,14 +36,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::config::{CONFIG_FILE_MAX_BYTES, Config, limits};
+use crate::host::system_info::{self, SystemInfo};
 use crate::host::{self, Identity};
 use crate::server::protocol::{
-    AGENT_VERSION, BUILD_VERSION_KEY, HEALTH_PATH, IMPLEMENTATION, IMPLEMENTATION_KEY, PROTOCOL_VERSION, health_not_ready,
-    json_kind,
+    AGENT_VERSION, BUILD_VERSION_KEY, HEALTH_PATH, IMPLEMENTATION, IMPLEMENTATION_KEY, PROTOCOL_VERSION, RESPONSE_BODY_MAX_BYTES,
+    health_not_ready, json_kind,
 };
 use crate::server::secret::Secret;
 use crate::store::write_atomic;
-use crate::server::transport::{Method, ReqwestTransport, Request, Response, Transport};
+use crate::server::transport::{Method, ReqwestTransport, Request, Response, Transport, TransportError};
 
 pub const REGISTER_PATH: &str = "/api/v1/agents/register";
 
@@ -78,12 +82,11 @@ pub struct RegisterRequest {
 }
 
 impl RegisterRequest {
-    pub fn new(identity: &Identity, now: SystemTime) -> Self {
-        let metadata = BTreeMap::from([
-            (IMPLEMENTATION_KEY.to_string(), IMPLEMENTATION.to_string()),
-            (BUILD_VERSION_KEY.to_string(), AGENT_VERSION.to_string()),
-            ("installation_time".to_string(), humantime::format_rfc3339_seconds(now).to_string()),
-        ]);
+    /// The request for this machine (`identity`, `system`), registering `now`.
+    pub fn new(identity: &Identity, system: &SystemInfo, now: SystemTime) -> Self {
+        let mut metadata = system.registration_metadata(now);
+        metadata.insert(IMPLEMENTATION_KEY.to_string(), IMPLEMENTATION.to_string());
+        metadata.insert(BUILD_VERSION_KEY.to_string(), AGENT_VERSION.to_string());
         RegisterRequest {
             hostname: identity.hostname.clone(),
             os_type: identity.os_type.clone(),
@@ -116,11 +119,12 @@ struct RawAnswer {
 
 /// Registers, then writes the config. `Err` is the sentence to show the operator.
 pub fn register(opts: &RegisterOptions) -> Result<Registered, String> {
-    let path = &opts.config_path;
+    // A config path that is a symlink (into a configuration repository, say) keeps being one:
+    // the file written is the link's target, as the token write-back does.
+    let path = &resolve_symlinks(&opts.config_path)?;
     let server_url = opts.server.trim().to_string();
-    if opts.registration_token.is_empty() {
-        return Err("the registration token is empty; copy it from the RedFlag dashboard".into());
-    }
+    refuse_url_credentials(&server_url)?;
+    let registration_token = checked_registration_token(&opts.registration_token)?;
 
     // Everything checkable before a seat is used: the existing file, the URL and TLS/proxy
     // settings (validated as the config the agent will run with), the directory.
@@ -134,14 +138,14 @@ pub fn register(opts: &RegisterOptions) -> Result<Registered, String> {
     prepare_directory(path)?;
     let mut transport = config.transport_options().and_then(|o| ReqwestTransport::new(&o)).map_err(|e| format!("cannot register: {e}"))?;
 
-    let request = RegisterRequest::new(&host::identity(), SystemTime::now());
+    let request = RegisterRequest::new(&host::identity(), &system_info::collect(), SystemTime::now());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     let timeout = config.resilience.request_timeout;
     let credentials = runtime.block_on(async {
-        let answer = send(&mut transport, register_request(&request, &opts.registration_token), timeout).await?;
+        let answer = send(&mut transport, register_request(&request, &registration_token), timeout).await?;
         match interpret_answer(answer.status, &answer.body, answer.retry_after.as_deref()) {
             Ok(c) => Ok(c),
             // A 404 from an unconfigured server: say so rather than "wrong URL".
@@ -159,29 +163,107 @@ pub fn register(opts: &RegisterOptions) -> Result<Registered, String> {
         }
     })?;
 
+    write_config(path, base, &server_url, &credentials, &origin)?;
+    Ok(Registered { agent_id: credentials.agent_id, server_url, config_path: opts.config_path.clone() })
+}
+
+/// Writes the registered config to `path` (the link's target, already resolved): the operator's
+/// keys in `base`, the URL given, and the answer's identity. Every error says a seat was used.
+fn write_config(path: &Path, base: Map<String, Value>, server_url: &str, credentials: &Credentials, origin: &str) -> Result<(), String> {
     let mut out = base;
-    out.insert("server_url".into(), Value::String(server_url.clone()));
+    out.insert("server_url".into(), Value::String(server_url.to_string()));
     out.insert("agent_id".into(), Value::String(credentials.agent_id.clone()));
     out.insert("token".into(), Value::String(credentials.token.expose().to_string()));
     out.insert("refresh_token".into(), Value::String(credentials.refresh_token.expose().to_string()));
     if !out.contains_key("check_in_interval") {
-        if let Some(interval) = credentials.check_in_interval {
-            out.insert("check_in_interval".into(), Value::Number(interval));
+        if let Some(interval) = &credentials.check_in_interval {
+            out.insert("check_in_interval".into(), Value::Number(interval.clone()));
         }
     }
+    // The agent id is the server's text: escaped, as everything the server says is.
+    let agent_id = escape(&credentials.agent_id);
     let seat_used = |what: String| {
         format!(
-            "registered with {server_url} as agent {}, but {what}. The registration used a seat of the token: fix this, \
-             run register again (with --force if the file was written), and remove agent {} in the RedFlag dashboard",
-            credentials.agent_id, credentials.agent_id
+            "registered with {server_url} as agent \"{agent_id}\", but {what}. The registration used a seat of the token: \
+             fix this, run register again (with --force if the file was written), and remove agent \"{agent_id}\" in the \
+             RedFlag dashboard"
         )
     };
     let value = Value::Object(out);
-    Config::from_value(value.clone(), &origin).map_err(|e| seat_used(format!("the result is not a valid config ({e})")))?;
+    Config::from_value(value.clone(), origin).map_err(|e| seat_used(format!("the result is not a valid config ({e})")))?;
     let mut bytes = serde_json::to_vec_pretty(&value).map_err(|e| seat_used(e.to_string()))?;
     bytes.push(b'\n');
-    write_atomic(path, &bytes, 0o600).map_err(seat_used)?;
-    Ok(Registered { agent_id: credentials.agent_id, server_url, config_path: path.clone() })
+    write_atomic(path, &bytes, 0o600).map_err(seat_used)
+}
+
+/// Symlinks followed at most, as Linux's own limit (ELOOP).
+const SYMLINK_HOPS_MAX: usize = 40;
+
+/// `path` with every symlink in its last component followed, even to a target that does not
+/// exist yet (a dangling link is where the operator wants the file).
+fn resolve_symlinks(path: &Path) -> Result<PathBuf, String> {
+    let mut current = path.to_path_buf();
+    for _ in 0..SYMLINK_HOPS_MAX {
+        match std::fs::symlink_metadata(&current) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let target = std::fs::read_link(&current)
+                    .map_err(|e| format!("cannot read the symlink {}: {e}", current.display()))?;
+                current = match target.is_absolute() {
+                    true => target,
+                    false => current.parent().unwrap_or(Path::new(".")).join(target),
+                };
+            }
+            _ => return Ok(current),
+        }
+    }
+    Err(format!(
+        "{} is a chain of more than {SYMLINK_HOPS_MAX} symlinks (a loop?); point --config at the file itself",
+        path.display()
+    ))
+}
+
+/// A user name or password in `--server` is refused before anything is sent: RedFlag
+/// authenticates agents by token, and the agent never sends URL credentials (they would be a
+/// second `Authorization` header; see `config::strip_userinfo`). At the prompt, an error beats
+/// a silently edited URL.
+fn refuse_url_credentials(server_url: &str) -> Result<(), String> {
+    let Ok(url) = reqwest::Url::parse(server_url) else { return Ok(()) }; // the config check says why
+    if url.username().is_empty() && url.password().is_none() {
+        return Ok(());
+    }
+    let (stripped, _) = crate::config::strip_userinfo(url);
+    Err(format!(
+        "--server {} carries a user name or password; RedFlag authenticates agents by their token and this agent \
+         never sends URL credentials: give the URL without them ({})",
+        crate::server::secret::redact_userinfo(server_url),
+        stripped.as_str().trim_end_matches('/')
+    ))
+}
+
+/// The registration token, trimmed, or why it cannot be one: a token is one word, and a newline
+/// or space inside it (a copy from a wrapped line, a file read with its line break) cannot go in
+/// an HTTP header.
+fn checked_registration_token(token: &Secret) -> Result<Secret, String> {
+    let trimmed = token.expose().trim();
+    if trimmed.is_empty() {
+        return Err("the registration token is empty; copy it from the RedFlag dashboard".into());
+    }
+    if let Some((at, ch)) = trimmed.chars().enumerate().find(|(_, c)| c.is_control() || c.is_whitespace()) {
+        let what = match ch {
+            '\n' | '\r' => "a line break".to_string(),
+            ' ' => "a space".to_string(),
+            c => format!("the character {:?}", c),
+        };
+        return Err(format!(
+            "the registration token contains {what} (at character {}); a token is one word: copy it again from the \
+             RedFlag dashboard",
+            at + 1
+        ));
+    }
+    if trimmed.len() > limits::TOKEN_MAX_LEN {
+        return Err(format!("the registration token is longer than {} bytes; copy it again from the RedFlag dashboard", limits::TOKEN_MAX_LEN));
+    }
+    Ok(Secret::new(trimmed))
 }
 
 /// The registration request, Bearer registration token.
@@ -200,8 +282,14 @@ fn health_request() -> Request {
 
 async fn send<T: Transport>(transport: &mut T, request: Request, timeout: Duration) -> Result<Response, String> {
     let target = request.path.clone();
-    match tokio::time::timeout(timeout, transport.send(&request)).await {
+    match tokio::time::timeout(timeout, transport.send(&request)).await.map(|r| r.and_then(Response::whole)) {
         Ok(Ok(resp)) => Ok(resp),
+        // The server answered, at length: not a network problem, and not RedFlag.
+        Ok(Err(TransportError::BodyTooLarge)) => Err(format!(
+            "the server's answer to {target} is larger than {} KiB, which no RedFlag answer is; check that --server is \
+             the RedFlag server's URL (for example http://HOST:8080)",
+            RESPONSE_BODY_MAX_BYTES / 1024
+        )),
         Ok(Err(e)) => Err(format!("cannot reach the server ({target}): {e}; check --server and that the server is running")),
         Err(_) => Err(format!("no answer from the server ({target}) within {}s; check --server", timeout.as_secs_f64())),
     }
@@ -430,10 +518,34 @@ mod tests {
     #[test]
     fn the_request_is_what_the_server_binds() {
         let id = Identity { hostname: "h".into(), os_type: "linux".into(), os_version: "Debian".into(), os_architecture: "amd64".into() };
-        let req = RegisterRequest::new(&id, SystemTime::UNIX_EPOCH);
+        let system = SystemInfo {
+            cpu_model: Some("AMD EPYC".into()),
+            cpu_cores: Some(2),
+            memory_total_bytes: Some(25_276_182_528),
+            disk_total_bytes: Some(270_582_939_648),
+            disk_used_bytes: Some(31_138_512_896),
+            processes: Some(97),
+            uptime: Some("up 41 minutes".into()),
+            ..SystemInfo::default()
+        };
+        let req = RegisterRequest::new(&id, &system, SystemTime::UNIX_EPOCH);
         let v = serde_json::to_value(&req).unwrap();
         assert_eq!(v["agent_version"], PROTOCOL_VERSION);
         assert_eq!(v["metadata"][BUILD_VERSION_KEY], AGENT_VERSION);
+        // The Go agent's keys, each a string (what the real Go agent sent, from the server's table).
+        for (key, want) in [
+            ("cpu_model", "AMD EPYC"),
+            ("cpu_cores", "2"),
+            ("memory_total", "25276182528"),
+            ("processes", "97"),
+            ("uptime", "up 41 minutes"),
+            ("disk_mount", "/"),
+            ("disk_total", "270582939648"),
+            ("disk_used", "31138512896"),
+            ("installation_time", "1970-01-01T00:00:00Z"),
+        ] {
+            assert_eq!(v["metadata"][key], want, "{key}: {v}");
+        }
         assert!(v["metadata"].as_object().unwrap().values().all(Value::is_string), "metadata must be strings: {v}");
         let r = register_request(&req, &Secret::new("reg"));
         assert_eq!((r.method, r.path.as_str(), r.bearer.as_ref().map(Secret::expose)), (Method::Post, REGISTER_PATH, Some("reg")));

@@ -24,7 +24,7 @@ use crate::log::format::LogFormat;
 use crate::log::setup;
 use crate::commands::runner::{ProductionRunner, TEST_COMMAND_DELAY_ENV};
 use crate::cli::signals::{self, Received, Signals};
-use crate::store::FileStore;
+use crate::store::{FileStore, STATE_DIR_UNUSABLE};
 use crate::server::transport::ReqwestTransport;
 
 /// `run` could not start because of its config (EX_CONFIG).
@@ -101,7 +101,7 @@ fn log_warnings(config: &Config) {
         tracing::warn!(event = "config_warning", "config: {w}");
     }
     if let Err(e) = FileStore::prepare(&config.state_dir) {
-        tracing::warn!(event = "state_dir_unavailable", "{e}; `redflag-agent status` will have nothing to show");
+        tracing::warn!(event = "state_dir_unavailable", "{e}: {STATE_DIR_UNUSABLE}");
     }
 }
 

@@ -106,6 +106,27 @@ struct JournalFile {
     entries: Vec<Entry>,
 }
 
+/// A command for [`Journal::receive_all`]: to be `received`, or `done` at once with `result`
+/// (refused before it could run: it is answered, never started).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEntry {
+    pub command: Command,
+    pub result: Option<UpdateLogRequest>,
+}
+
+impl NewEntry {
+    fn into_entry(self) -> Entry {
+        let done = self.result.is_some();
+        Entry {
+            command: self.command,
+            state: if done { CommandState::Done } else { CommandState::Received },
+            ack_pending: true,
+            delivery: done.then_some(Delivery::Pending),
+            result: self.result,
+        }
+    }
+}
+
 /// What a save wrote, for the `state_saved` event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Saved {
@@ -243,6 +264,50 @@ impl Journal {
         self.commit(store, before)
     }
 
+    /// Records the new commands of one check-in answer with **one** write (an answer of
+    /// thousands costs one write, not thousands). Each [`NewEntry`] is `received`, or `done` at
+    /// once when it carries a result (a command refused before it could run). The answer's
+    /// order is kept. Per entry, `Ok` (journaled) or `Err` with why not: beyond
+    /// [`JOURNAL_ENTRIES_MAX`] or [`JOURNAL_BYTES_MAX`], or the write failed. A refused entry is
+    /// neither acknowledged nor run; the server sends it again.
+    pub fn receive_all<S: Store + ?Sized>(&mut self, new: Vec<NewEntry>, store: &mut S) -> (Vec<Result<(), String>>, Result<Saved, String>) {
+        let before = self.clone();
+        self.forget_old();
+        let mut bytes = self.encode().len();
+        let mut ids: std::collections::BTreeSet<String> = self.entries.iter().map(|e| e.command.id.clone()).collect();
+        let mut outcomes = Vec::with_capacity(new.len());
+        for n in new {
+            if ids.contains(&n.command.id) {
+                outcomes.push(Err("it came twice in one answer".to_string()));
+                continue;
+            }
+            let entry = n.into_entry();
+            // Its size in the file: the entry and a comma.
+            let size = serde_json::to_vec(&entry).map_or(usize::MAX, |v| v.len() + 1);
+            if self.entries.len() >= JOURNAL_ENTRIES_MAX {
+                outcomes.push(Err(format!("the journal is full ({JOURNAL_ENTRIES_MAX} entries)")));
+            } else if bytes.saturating_add(size) > JOURNAL_BYTES_MAX {
+                outcomes.push(Err(format!("the journal is full ({JOURNAL_BYTES_MAX} bytes)")));
+            } else {
+                bytes += size;
+                ids.insert(entry.command.id.clone());
+                self.entries.push_back(entry);
+                outcomes.push(Ok(()));
+            }
+        }
+        if !outcomes.iter().any(Result::is_ok) {
+            *self = before;
+            return (outcomes, Ok(Saved { entries: self.entries.len() as u32, bytes: 0 }));
+        }
+        match self.commit(store, before) {
+            Ok(saved) => (outcomes, Ok(saved)),
+            Err(e) => {
+                let outcomes = outcomes.into_iter().map(|o| o.and(Err(format!("not written ({e})")))).collect();
+                (outcomes, Err(e))
+            }
+        }
+    }
+
     /// A known command came again: the server has not seen our acknowledgement, so send it again.
     pub fn redelivered<S: Store + ?Sized>(&mut self, id: &str, store: &mut S) -> Result<Saved, String> {
         let before = self.clone();
@@ -258,18 +323,24 @@ impl Journal {
         self.entries.iter().filter(|e| e.ack_pending).take(max).map(|e| e.command.id.clone()).collect()
     }
 
-    /// A check-in carrying `ids` succeeded: the server has them.
+    /// A check-in carrying `ids` succeeded: the server has them. Unlike every other change,
+    /// this one stays in memory when the write fails: the server *has* them, and sending them
+    /// again in every check-in while the disk refuses would say nothing new. The disk catches up
+    /// with the next write that succeeds; after a restart first, they are acknowledged once more.
     pub fn acknowledged<S: Store + ?Sized>(&mut self, ids: &[String], store: &mut S) -> Result<Saved, String> {
-        let before = self.clone();
+        let ids: std::collections::BTreeSet<&str> = ids.iter().map(String::as_str).collect();
         let mut changed = false;
-        for e in self.entries.iter_mut().filter(|e| e.ack_pending && ids.contains(&e.command.id)) {
+        for e in self.entries.iter_mut().filter(|e| e.ack_pending && ids.contains(e.command.id.as_str())) {
             e.ack_pending = false;
             changed = true;
         }
         if !changed {
             return Ok(Saved { entries: self.entries.len() as u32, bytes: 0 });
         }
-        self.commit(store, before)
+        let kept = self.clone();
+        let outcome = self.commit(store, Journal::default());
+        *self = kept;
+        outcome
     }
 
     /// The oldest command received and not yet started.
@@ -295,6 +366,13 @@ impl Journal {
 
     /// -> `done` with its result (delivery pending).
     pub fn finish<S: Store + ?Sized>(&mut self, result: &UpdateLogRequest, store: &mut S) -> Result<Saved, String> {
+        self.finish_then_start(result, None, store)
+    }
+
+    /// -> `done` with its result, and `next` (a received command) -> `running`, in **one**
+    /// write: a queue of commands costs one write per command, not two. On `Err` neither
+    /// changed: the result is not journaled and `next` must not start.
+    pub fn finish_then_start<S: Store + ?Sized>(&mut self, result: &UpdateLogRequest, next: Option<&str>, store: &mut S) -> Result<Saved, String> {
         let before = self.clone();
         let Some(e) = self.get_mut(&result.command_id) else {
             return Err(format!("command {} is not in the journal", result.command_id));
@@ -302,8 +380,38 @@ impl Journal {
         e.state = CommandState::Done;
         e.result = Some(result.clone());
         e.delivery = Some(Delivery::Pending);
+        if let Some(id) = next {
+            match self.get_mut(id) {
+                Some(n) if n.state == CommandState::Received => n.state = CommandState::Running,
+                _ => {
+                    *self = before;
+                    return Err(format!("command {id} is not a received command; not starting it"));
+                }
+            }
+        }
         self.forget_old();
         self.commit(store, before)
+    }
+
+    /// Records that the server got the results of `ids`, with one write for a whole delivery
+    /// round. On `Err` memory keeps them delivered (they are: the server said so); the disk
+    /// catches up with the next write, and after a crash first they are sent once more.
+    pub fn delivered_all<S: Store + ?Sized>(&mut self, ids: &[String], store: &mut S) -> Result<Saved, String> {
+        let ids: std::collections::BTreeSet<&str> = ids.iter().map(String::as_str).collect();
+        let mut changed = false;
+        for e in self.entries.iter_mut().filter(|e| e.state == CommandState::Done && ids.contains(e.command.id.as_str())) {
+            if e.delivery != Some(Delivery::Delivered) {
+                e.delivery = Some(Delivery::Delivered);
+                changed = true;
+            }
+        }
+        if !changed {
+            return Ok(Saved { entries: self.entries.len() as u32, bytes: 0 });
+        }
+        let kept = self.clone();
+        let outcome = self.commit(store, Journal::default());
+        *self = kept;
+        outcome
     }
 
     /// Records whether the server got a finished command's result.
@@ -453,6 +561,91 @@ mod tests {
         }
         assert!(j.get("c10").is_none(), "the oldest acknowledged entries go first");
         assert!(j.get(&format!("c{}", n - 1)).is_some());
+    }
+
+    #[test]
+    fn a_whole_answer_is_journaled_with_one_write_up_to_the_limit() {
+        #[derive(Default)]
+        struct Counting(MemoryStore, usize);
+        impl Store for Counting {
+            fn save_token(&mut self, t: &crate::server::secret::Secret) -> Result<(), String> {
+                self.0.save_token(t)
+            }
+            fn save_status(&mut self, s: &crate::store::Status) -> Result<(), String> {
+                self.0.save_status(s)
+            }
+            fn load_state(&mut self, name: &str) -> Result<Option<Vec<u8>>, String> {
+                self.0.load_state(name)
+            }
+            fn save_state(&mut self, name: &str, bytes: &[u8]) -> Result<(), String> {
+                self.1 += 1;
+                self.0.save_state(name, bytes)
+            }
+            fn quarantine_state(&mut self, name: &str) -> Result<String, String> {
+                self.0.quarantine_state(name)
+            }
+        }
+        let mut store = Counting::default();
+        let mut j = Journal::default();
+        let n = JOURNAL_ENTRIES_MAX + 10;
+        let mut new: Vec<NewEntry> = (0..n).map(|i| NewEntry { command: cmd(&format!("c{i}")), result: None }).collect();
+        new.insert(1, NewEntry { command: cmd("c0"), result: None });
+        new[5].result = Some(result("c4"));
+        let (outcomes, saved) = j.receive_all(new, &mut store);
+        assert_eq!(store.1, 1, "one write for the whole answer");
+        assert_eq!(saved.unwrap().entries as usize, JOURNAL_ENTRIES_MAX);
+        assert!(outcomes[1].as_ref().unwrap_err().contains("twice"));
+        let refused: Vec<&String> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();
+        assert_eq!(refused.len(), 11, "ten beyond the limit and the duplicate");
+        assert!(refused[1].contains("full (4096 entries)"), "{refused:?}");
+        assert_eq!(j.get("c4").unwrap().state, CommandState::Done, "a refused command is done at once");
+        assert_eq!(j.next_to_run().unwrap().id, "c0");
+        assert_eq!(Journal::load(&mut store).0, j);
+        // A failed write journals nothing and says so for each.
+        let mut flaky = Flaky { fail: true, ..Flaky::default() };
+        let mut j = Journal::default();
+        let (outcomes, saved) = j.receive_all(vec![NewEntry { command: cmd("x"), result: None }], &mut flaky);
+        assert!(saved.is_err() && outcomes[0].as_ref().unwrap_err().contains("not written") && j.is_empty());
+        // The byte bound holds too.
+        let big = Command { id: "big".into(), kind: "x".into(), params: serde_json::json!("y".repeat(JOURNAL_BYTES_MAX)) };
+        let (outcomes, _) = Journal::default().receive_all(vec![NewEntry { command: big, result: None }], &mut MemoryStore::default());
+        assert!(outcomes[0].as_ref().unwrap_err().contains("bytes"), "{outcomes:?}");
+    }
+
+    #[test]
+    fn finishing_and_starting_the_next_is_one_write() {
+        let mut store = Flaky::default();
+        let mut j = Journal::default();
+        let new = ["a", "b"].map(|id| NewEntry { command: cmd(id), result: None }).to_vec();
+        j.receive_all(new, &mut store).1.unwrap();
+        j.start("a", &mut store).unwrap();
+        j.finish_then_start(&result("a"), Some("b"), &mut store).unwrap();
+        let (again, _) = Journal::load(&mut store);
+        assert_eq!((again.get("a").unwrap().state, again.get("b").unwrap().state), (CommandState::Done, CommandState::Running));
+        assert!(j.finish_then_start(&result("b"), Some("a"), &mut store).is_err(), "a is done: it cannot start again");
+        assert_eq!(j.get("b").unwrap().state, CommandState::Running, "nothing changed");
+        store.fail = true;
+        assert!(j.finish_then_start(&result("b"), None, &mut store).is_err());
+        assert_eq!(j.get("b").unwrap().state, CommandState::Running);
+    }
+
+    #[test]
+    fn acknowledgements_and_deliveries_stay_known_while_the_disk_refuses() {
+        let mut store = Flaky::default();
+        let mut j = Journal::default();
+        j.receive(&cmd("a"), &mut store).unwrap();
+        j.start("a", &mut store).unwrap();
+        j.finish(&result("a"), &mut store).unwrap();
+        store.fail = true;
+        assert!(j.acknowledged(&["a".into()], &mut store).is_err());
+        assert!(j.acks(10).is_empty(), "acknowledged once, not again in every check-in");
+        assert!(j.delivered_all(&["a".into()], &mut store).is_err());
+        assert!(j.undelivered().is_empty());
+        assert_eq!(Journal::load(&mut store).0.acks(10), ["a"], "the disk still says unacknowledged");
+        store.fail = false;
+        j.receive(&cmd("b"), &mut store).unwrap();
+        let (again, _) = Journal::load(&mut store);
+        assert_eq!((again.acks(10), again.undelivered()), (vec!["b".to_string()], vec![]), "the disk caught up");
     }
 
     #[test]

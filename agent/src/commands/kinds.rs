@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::server::protocol::Command;
+use crate::server::protocol::{Command, truncate_output};
 
 use super::heartbeat::RAPID_POLLING_MAX;
 
@@ -25,24 +25,44 @@ pub enum Action {
     RapidPolling(Duration),
     /// Back to the regular interval.
     StopRapidPolling,
-    /// Not something this agent runs; log and move on.
+    /// Not run: the command gets a `failed` result with this reason (a type this agent does not
+    /// run, or parameters it cannot use).
     Skip { reason: String },
 }
 
 pub fn decide(cmd: &Command) -> Action {
     match cmd.kind.as_str() {
-        "enable_heartbeat" => {
-            let minutes = cmd.params.get("duration_minutes").and_then(Value::as_f64);
-            let window = match minutes {
-                Some(m) if m.is_finite() && m > 0.0 => Duration::from_secs_f64((m * 60.0).min(RAPID_POLLING_MAX.as_secs_f64())),
-                _ => HEARTBEAT_DEFAULT,
-            };
-            Action::RapidPolling(window)
-        }
+        "enable_heartbeat" => match heartbeat_window(&cmd.params) {
+            Ok(window) => Action::RapidPolling(window),
+            Err(reason) => Action::Skip { reason },
+        },
         "disable_heartbeat" => Action::StopRapidPolling,
-        other => Action::Skip { reason: format!("command type {other:?} is not supported by this agent") },
+        other => Action::Skip { reason: format!("command type {other:?} is not implemented by this agent") },
     }
 }
+
+/// `enable_heartbeat`'s window from its `params`: `duration_minutes` (RedFlag's server allows 1
+/// to 60), clamped to [`RAPID_POLLING_MAX`]; [`HEARTBEAT_DEFAULT`] when it is absent or null.
+/// A value that is not a number of minutes above 0 is refused with the reason: −5 or 0 minutes
+/// is a mistake to report, not a request for the default.
+fn heartbeat_window(params: &Value) -> Result<Duration, String> {
+    let minutes = match params.get("duration_minutes") {
+        None | Some(Value::Null) => return Ok(HEARTBEAT_DEFAULT),
+        Some(value) => value,
+    };
+    match minutes.as_f64() {
+        Some(m) if m.is_finite() && m > 0.0 => Ok(Duration::from_secs_f64((m * 60.0).min(RAPID_POLLING_MAX.as_secs_f64()))),
+        _ => Err(format!(
+            "enable_heartbeat: duration_minutes must be a number of minutes above 0 (at most {} is used), got {}; \
+             rapid polling was not changed",
+            RAPID_POLLING_MAX.as_secs() / 60,
+            truncate_output(&minutes.to_string(), PARAM_QUOTE_MAX_BYTES)
+        )),
+    }
+}
+
+/// The longest parameter value quoted in a reason.
+const PARAM_QUOTE_MAX_BYTES: usize = 64;
 
 #[cfg(test)]
 mod tests {
@@ -57,8 +77,23 @@ mod tests {
     fn heartbeat_is_bounded() {
         assert_eq!(decide(&cmd("enable_heartbeat", json!({"duration_minutes": 2}))), Action::RapidPolling(Duration::from_secs(120)));
         assert_eq!(decide(&cmd("enable_heartbeat", json!({"duration_minutes": 1e9}))), Action::RapidPolling(RAPID_POLLING_MAX));
-        assert_eq!(decide(&cmd("enable_heartbeat", json!({"duration_minutes": "x"}))), Action::RapidPolling(HEARTBEAT_DEFAULT));
+        assert_eq!(decide(&cmd("enable_heartbeat", json!({}))), Action::RapidPolling(HEARTBEAT_DEFAULT));
+        assert_eq!(decide(&cmd("enable_heartbeat", json!({"duration_minutes": null}))), Action::RapidPolling(HEARTBEAT_DEFAULT));
+        assert_eq!(decide(&cmd("enable_heartbeat", Value::Null)), Action::RapidPolling(HEARTBEAT_DEFAULT));
         assert_eq!(decide(&cmd("disable_heartbeat", Value::Null)), Action::StopRapidPolling);
         assert!(matches!(decide(&cmd("reboot", Value::Null)), Action::Skip { .. }));
+    }
+
+    #[test]
+    fn an_unusable_heartbeat_duration_is_refused_with_the_reason() {
+        for bad in [json!(-5), json!(0), json!(-0.0), json!("x"), json!("10"), json!(true), json!([1]), json!({"m": 1})] {
+            let Action::Skip { reason } = decide(&cmd("enable_heartbeat", json!({ "duration_minutes": bad }))) else {
+                panic!("{bad} was accepted");
+            };
+            assert!(reason.contains("duration_minutes") && reason.contains(&bad.to_string()), "{reason}");
+        }
+        let long = "y".repeat(10_000);
+        let Action::Skip { reason } = decide(&cmd("enable_heartbeat", json!({ "duration_minutes": long }))) else { panic!() };
+        assert!(reason.len() < 400, "{reason}");
     }
 }

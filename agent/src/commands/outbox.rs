@@ -19,7 +19,7 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 
 use crate::commands::journal::{Corrupt, Saved};
-use crate::server::protocol::UpdateLogRequest;
+use crate::server::protocol::{RESULT_OUTPUT_MAX_BYTES, UpdateLogRequest};
 use crate::store::Store;
 
 /// The outbox's file name in `state_dir`.
@@ -28,6 +28,10 @@ pub const OUTBOX_FILE: &str = "outbox.json";
 pub const OUTBOX_RESULTS_MAX: usize = 1000;
 /// Bytes of results (as sent) the outbox holds at most.
 pub const OUTBOX_BYTES_MAX: usize = 1024 * 1024;
+/// The largest result a command can produce, as sent: `stdout` and `stderr` cut to
+/// [`RESULT_OUTPUT_MAX_BYTES`] each (JSON escaping can at most sextuple a byte, `\u0000`), an
+/// id and a type of at most 256 bytes each, and the rest of the object.
+pub const RESULT_ENCODED_MAX_BYTES: usize = 2 * 6 * RESULT_OUTPUT_MAX_BYTES + 2 * 6 * 256 + 256;
 
 const FORMAT: &str = "redflag-agent-outbox/1";
 
@@ -124,8 +128,18 @@ impl Outbox {
     /// Returns the ids of the oldest results dropped to make room, and the save's outcome (on
     /// `Err` the result is still held in memory).
     pub fn push<S: Store + ?Sized>(&mut self, result: UpdateLogRequest, store: &mut S) -> (Vec<String>, Result<Saved, String>) {
+        let dropped = self.push_unsaved(result);
+        let saved = self.save(store);
+        (dropped, saved)
+    }
+
+    /// [`Outbox::push`] without the write, for a run of results written once with
+    /// [`Outbox::save_now`]. Safe only for results the journal already holds as `done` and
+    /// undelivered: a crash before the write loses nothing, since start-up puts every such
+    /// result back in the outbox.
+    pub fn push_unsaved(&mut self, result: UpdateLogRequest) -> Vec<String> {
         if self.contains(&result.command_id) {
-            return (Vec::new(), Ok(Saved { entries: self.results.len() as u32, bytes: 0 }));
+            return Vec::new();
         }
         self.bytes += result.encoded_len();
         self.results.push_back(result);
@@ -136,8 +150,53 @@ impl Outbox {
                 dropped.push(old.command_id);
             }
         }
-        let saved = self.save(store);
-        (dropped, saved)
+        dropped
+    }
+
+    /// Writes the outbox as it is in memory.
+    pub fn save_now<S: Store + ?Sized>(&self, store: &mut S) -> Result<Saved, String> {
+        self.save(store)
+    }
+
+    /// Whether one more result of the largest size a command can produce fits without dropping
+    /// the oldest: a command is not started when its result would push another one out.
+    pub fn has_room(&self) -> bool {
+        self.has_room_for(1)
+    }
+
+    /// Whether `n` more results of the largest size fit without dropping the oldest.
+    pub fn has_room_for(&self, n: usize) -> bool {
+        self.results.len().saturating_add(n) <= OUTBOX_RESULTS_MAX
+            && self.bytes.saturating_add(n.saturating_mul(RESULT_ENCODED_MAX_BYTES)) <= OUTBOX_BYTES_MAX
+    }
+
+    /// Removes the result of `id` without the write (a delivery round writes once at its end,
+    /// with [`Outbox::save_now`]). `true` when it was there.
+    pub fn remove_unsaved(&mut self, id: &str) -> bool {
+        let Some(i) = self.results.iter().position(|r| r.command_id == id) else { return false };
+        if let Some(r) = self.results.remove(i) {
+            self.bytes -= r.encoded_len();
+        }
+        true
+    }
+
+    /// Removes the results of `ids` (a delivery round's) with one write.
+    pub fn remove_all<S: Store + ?Sized>(&mut self, ids: &[String], store: &mut S) -> Result<Saved, String> {
+        let ids: std::collections::BTreeSet<&str> = ids.iter().map(String::as_str).collect();
+        let before = self.results.len();
+        let mut bytes = self.bytes;
+        self.results.retain(|r| {
+            let keep = !ids.contains(r.command_id.as_str());
+            if !keep {
+                bytes -= r.encoded_len();
+            }
+            keep
+        });
+        self.bytes = bytes;
+        if self.results.len() == before {
+            return Ok(Saved { entries: before as u32, bytes: 0 });
+        }
+        self.save(store)
     }
 
     /// Removes the result of command `id` (delivered, or refused for good) and writes the outbox.
@@ -210,6 +269,36 @@ mod tests {
         assert!(o.bytes() <= OUTBOX_BYTES_MAX, "{} bytes", o.bytes());
         assert!(dropped > 0 && o.len() + dropped == 300);
         assert_eq!(Outbox::load(&mut store).0.bytes(), o.bytes());
+    }
+
+    #[test]
+    fn a_run_of_results_is_written_once_and_room_is_kept_for_the_largest() {
+        let mut store = MemoryStore::default();
+        let mut o = Outbox::default();
+        for i in 0..10 {
+            assert!(o.push_unsaved(result(&format!("c{i}"), 0)).is_empty());
+        }
+        assert!(!store.files.contains_key(OUTBOX_FILE));
+        o.save_now(&mut store).unwrap();
+        assert_eq!(Outbox::load(&mut store).0.len(), 10);
+        o.remove_all(&["c1".into(), "c5".into(), "nope".into()], &mut store).unwrap();
+        assert_eq!(Outbox::load(&mut store).0, o);
+        assert_eq!((o.len(), o.bytes()), (8, (0..8).map(|_| result("c0", 0).encoded_len()).sum()));
+        // Room: while the largest result would not push another out.
+        let biggest = UpdateLogRequest {
+            command_id: "i".repeat(256),
+            action: "\u{0}".repeat(256),
+            stderr: "\u{0}".repeat(RESULT_OUTPUT_MAX_BYTES),
+            ..result("big", RESULT_OUTPUT_MAX_BYTES)
+        };
+        assert!(biggest.encoded_len() <= RESULT_ENCODED_MAX_BYTES, "{}", biggest.encoded_len());
+        let mut full = Outbox::default();
+        while full.has_room() {
+            let mut probe = full.clone();
+            assert!(probe.push_unsaved(biggest.clone()).is_empty(), "the largest result pushed another out although there was room");
+            assert!(full.push_unsaved(result(&format!("r{}", full.len()), RESULT_OUTPUT_MAX_BYTES)).is_empty());
+        }
+        assert!(full.len() > 50, "room ran out after {} results", full.len());
     }
 
     #[test]

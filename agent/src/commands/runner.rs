@@ -95,7 +95,7 @@ impl CommandRunner for ProductionRunner {
                 Execution::success(format!("rapid polling on for {}s", window.as_secs()), Some(Action::RapidPolling(window)))
             }
             Action::StopRapidPolling => Execution::success("rapid polling off", Some(Action::StopRapidPolling)),
-            Action::Skip { .. } => Execution::failed(format!("command type {:?} is not implemented by this agent", command.kind)),
+            Action::Skip { reason } => Execution::failed(reason),
         }
     }
 }

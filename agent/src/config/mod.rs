@@ -13,9 +13,10 @@
 //! back lives in `store/config_rewrite.rs`.
 
 pub mod file_read;
+pub mod go_agent;
+pub mod server_address;
 
 use std::fmt;
-use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -25,6 +26,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use file_read::ReadError;
+use go_agent::{GoAgentKeys, RawGoAgentKeys};
+pub use server_address::{AddressScope, address_scope, is_loopback};
 use crate::resilience::{BackoffConfig, BreakerConfig, Jitter, PolicyConfig};
 use crate::server::secret::{Secret, redact_userinfo};
 pub use crate::server::transport::Proxy;
@@ -112,8 +115,11 @@ pub struct Config {
     pub resilience: Resilience,
     pub tls: Tls,
     pub proxy: Option<Proxy>,
-    /// `allow_insecure_http`: plain `http://` to a host off loopback is allowed (with a warning).
+    /// `allow_insecure_http`: plain `http://` to any host is allowed (with a warning). Without
+    /// it, only to this machine and (with a warning) to a private or link-local address.
     pub allow_insecure_http: bool,
+    /// What the RedFlag 0.1.18 Go agent wrote into the file and this agent does not act on.
+    pub go_agent: GoAgentKeys,
     /// Legal but questionable settings, to be logged at start-up and shown by `check-config`.
     pub warnings: Vec<String>,
 }
@@ -131,6 +137,7 @@ impl fmt::Debug for Config {
             .field("tls", &self.tls)
             .field("proxy", &self.proxy.as_ref().map(Proxy::redacted))
             .field("allow_insecure_http", &self.allow_insecure_http)
+            .field("go_agent", &self.go_agent)
             .field("warnings", &self.warnings)
             .finish()
     }
@@ -252,6 +259,16 @@ struct RawConfig {
     tls: Option<RawTls>,
     proxy: Option<RawProxy>,
     allow_insecure_http: Option<bool>,
+    // The Go agent's own keys (`go_agent.rs`): read leniently, never refused.
+    registration_token: Option<Value>,
+    rapid_polling_enabled: Option<Value>,
+    rapid_polling_until: Option<Value>,
+    network: Option<Value>,
+    logging: Option<Value>,
+    tags: Option<Value>,
+    metadata: Option<Value>,
+    display_name: Option<Value>,
+    organization: Option<Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -274,6 +291,9 @@ struct RawTls {
     ca_file: Option<String>,
     #[serde(default)]
     insecure_skip_verify: bool,
+    /// The Go agent's client-certificate keys: never used by it, not implemented here.
+    cert_file: Option<String>,
+    key_file: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -283,6 +303,10 @@ struct RawProxy {
     http: Option<String>,
     https: Option<String>,
     no_proxy: Option<String>,
+    /// The Go agent's proxy credentials keys: never used by it, not implemented here (a proxy
+    /// URL carries its own: `http://user:password@proxy:3128`).
+    username: Option<String>,
+    password: Option<String>,
 }
 
 // ---- loading -------------------------------------------------------------------------------
@@ -412,6 +436,9 @@ impl Config {
         line("tls.insecure_skip_verify", self.tls.insecure_skip_verify.to_string());
         line("proxy", self.proxy.as_ref().map_or("(none)".into(), Proxy::redacted));
         line(ALLOW_INSECURE_HTTP_KEY, self.allow_insecure_http.to_string());
+        for (key, what) in self.go_agent.describe(r.request_timeout) {
+            line(&key, what);
+        }
         line("worst-case recovery", format!("{} (target {})", secs(self.worst_case_recovery()), secs(RECOVERY_TARGET)));
         line("outage request rate", self.outage_rate_text());
         out
@@ -460,19 +487,6 @@ fn file_warnings(path: &Path) -> Vec<String> {
         ));
     }
     out
-}
-
-/// Whether `url` points at this machine (plain http there never crosses a network).
-pub fn is_loopback(url: &Url) -> bool {
-    let Some(host) = url.host_str() else { return false };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    match host.parse::<IpAddr>() {
-        Ok(ip) => ip.is_loopback(),
-        Err(_) => {
-            let h = host.to_ascii_lowercase();
-            h == "localhost" || h.ends_with(".localhost")
-        }
-    }
 }
 
 /// Serde's message for a bad token would quote the value (`invalid type: integer `12345``):
@@ -581,8 +595,114 @@ impl Check<'_> {
     }
 }
 
-fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
+/// Plain `http://`: silent to this machine; a warning to a private or link-local address; to
+/// anything else, a warning when `allow_insecure_http` is set and an error naming the way out
+/// when it is not.
+fn plain_http_rule(c: &Check, url: &Url, allow_insecure_http: bool) -> Result<Option<String>, ConfigError> {
+    let host = url.host_str().unwrap_or("");
+    let scope = address_scope(url);
+    match scope {
+        AddressScope::Loopback => Ok(None),
+        AddressScope::Private | AddressScope::LinkLocal => Ok(Some(format!(
+            "INSECURE: server_url is plain http:// to {host}, {}: the agent's tokens travel in clear on that network; put RedFlag behind TLS and use https://",
+            scope.describe()
+        ))),
+        AddressScope::Other if allow_insecure_http => Ok(Some(format!(
+            "INSECURE: server_url is plain http:// to {host} ({ALLOW_INSECURE_HTTP_KEY} is true): the agent's tokens travel in clear; use https://"
+        ))),
+        AddressScope::Other => Err(c.err(
+            "server_url",
+            format!(
+                "is plain http:// to {host}, which is {}: the agent's tokens would travel in clear. Use https://{host}/... (RedFlag behind a TLS proxy); or, on a network you trust, give the server's private IP address (http://192.168.1.10:8080 is allowed, with a warning) or set \"{ALLOW_INSECURE_HTTP_KEY}\": true",
+                scope.describe()
+            ),
+        )),
+    }
+}
+
+impl RawConfig {
+    /// The Go agent's own keys (`go_agent.rs`), taken out of the file as read.
+    fn take_go_agent_keys(&mut self) -> RawGoAgentKeys {
+        RawGoAgentKeys {
+            registration_token: self.registration_token.take(),
+            rapid_polling_enabled: self.rapid_polling_enabled.take(),
+            rapid_polling_until: self.rapid_polling_until.take(),
+            network: self.network.take(),
+            logging: self.logging.take(),
+            tags: self.tags.take(),
+            metadata: self.metadata.take(),
+            display_name: self.display_name.take(),
+            organization: self.organization.take(),
+        }
+    }
+}
+
+/// `tls`: the CA file and verification switch; warnings for skipped verification and for the
+/// Go agent's client-certificate keys, which nothing implements.
+fn validate_tls(raw: Option<RawTls>, warnings: &mut Vec<String>) -> Tls {
+    let Some(t) = raw else { return Tls::default() };
+    let ca_file = t.ca_file.filter(|s| !s.trim().is_empty()).map(PathBuf::from);
+    if t.insecure_skip_verify {
+        warnings.push("tls.insecure_skip_verify is true: the server's certificate is not checked".into());
+    }
+    let client_cert: Vec<&str> = [("tls.cert_file", &t.cert_file), ("tls.key_file", &t.key_file)]
+        .into_iter()
+        .filter(|(_, v)| v.as_deref().is_some_and(|v| !v.trim().is_empty()))
+        .map(|(k, _)| k)
+        .collect();
+    if !client_cert.is_empty() {
+        warnings.push(format!(
+            "{} set, but client certificates are not implemented (RedFlag 0.1.18's Go agent did not use them either): no certificate is sent",
+            client_cert.join(" and ")
+        ));
+    }
+    Tls { ca_file, insecure_skip_verify: t.insecure_skip_verify }
+}
+
+/// `proxy` when enabled: its URLs checked; a warning for the Go agent's credential keys.
+fn validate_proxy(c: &Check, raw: Option<RawProxy>, warnings: &mut Vec<String>) -> Result<Option<Proxy>, ConfigError> {
+    let Some(p) = raw.filter(|p| p.enabled) else { return Ok(None) };
+    if [&p.username, &p.password].iter().any(|v| v.as_deref().is_some_and(|v| !v.is_empty())) {
+        warnings.push(
+            "proxy.username and proxy.password are not used (RedFlag 0.1.18's Go agent did not use them either); put the credentials in the proxy URL instead: http://user:password@proxy:3128".into(),
+        );
+    }
+    for (field, v) in [("proxy.http", &p.http), ("proxy.https", &p.https)] {
+        if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
+            Url::parse(v).map_err(|e| c.err(field, format!("is not a valid URL ({e}), got {v:?}")))?;
+        }
+    }
+    Ok(Some(Proxy { http: p.http.filter(|s| !s.is_empty()), https: p.https.filter(|s| !s.is_empty()), no_proxy: p.no_proxy }))
+}
+
+/// `url` without a user name or password, and the warning that says they were removed.
+///
+/// RedFlag authenticates agents by their token (`Authorization: Bearer`). Credentials in the URL
+/// would go out as a *second* `Authorization` header (`Basic`, added by the HTTP client), and a
+/// server or proxy that reads the first one refuses every request. They can never help, so they
+/// are not sent. Stripped with a warning rather than refused: an agent already deployed with
+/// such a URL keeps checking in (`register` refuses them instead: an operator is at the prompt).
+pub fn strip_userinfo(mut url: Url) -> (Url, Option<String>) {
+    if url.username().is_empty() && url.password().is_none() {
+        return (url, None);
+    }
+    let what = match url.password() {
+        Some(_) => format!("a user name ({:?}) and a password", url.username()),
+        None => format!("a user name ({:?})", url.username()),
+    };
+    // Both only fail for URLs that cannot have credentials (no host), refused before.
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    let warning = format!(
+        "server_url carries {what}; RedFlag authenticates this agent by its token, so they are not sent (they would \
+         be a second Authorization header): remove them from server_url"
+    );
+    (url, Some(warning))
+}
+
+fn validate(mut raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
     use limits::*;
+    let go_agent = GoAgentKeys::read(raw.take_go_agent_keys());
     let c = Check { origin };
     let mut warnings = Vec::new();
 
@@ -598,21 +718,14 @@ fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
     if server_url.query().is_some() || server_url.fragment().is_some() {
         return Err(c.err("server_url", format!("must not have a query or fragment, got {url_text:?}")));
     }
-    // The Bearer token and the refresh token travel with every request: over plain http to
-    // another machine, anyone on the path reads them.
-    if server_url.scheme() == "http" && !is_loopback(&server_url) {
-        let host = server_url.host_str().unwrap_or("");
-        if !allow_insecure_http {
-            return Err(c.err(
-                "server_url",
-                format!(
-                    "is plain http:// to {host}, which is not this machine: the agent's tokens would travel in clear. Use https://{host}/... (RedFlag behind a TLS proxy), or, on a network you trust, set \"{ALLOW_INSECURE_HTTP_KEY}\": true"
-                ),
-            ));
+    let (server_url, userinfo_warning) = strip_userinfo(server_url);
+    warnings.extend(userinfo_warning);
+    // The Bearer token and the refresh token travel with every request: over plain http, anyone
+    // on the path reads them (`server_address.rs` says which addresses pass and why).
+    if server_url.scheme() == "http" {
+        if let Some(warning) = plain_http_rule(&c, &server_url, allow_insecure_http)? {
+            warnings.push(warning);
         }
-        warnings.push(format!(
-            "INSECURE: server_url is plain http:// to {host} ({ALLOW_INSECURE_HTTP_KEY} is true): the agent's tokens travel in clear; use https://"
-        ));
     }
 
     let agent_id = c.required_string("agent_id", raw.agent_id)?;
@@ -658,28 +771,8 @@ fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
     }
 
     let resilience = validate_resilience(&c, raw.resilience.unwrap_or_default())?;
-
-    let tls = match raw.tls {
-        None => Tls::default(),
-        Some(t) => {
-            let ca_file = t.ca_file.filter(|s| !s.trim().is_empty()).map(PathBuf::from);
-            if t.insecure_skip_verify {
-                warnings.push("tls.insecure_skip_verify is true: the server's certificate is not checked".into());
-            }
-            Tls { ca_file, insecure_skip_verify: t.insecure_skip_verify }
-        }
-    };
-    let proxy = match raw.proxy {
-        Some(p) if p.enabled => {
-            for (field, v) in [("proxy.http", &p.http), ("proxy.https", &p.https)] {
-                if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
-                    Url::parse(v).map_err(|e| c.err(field, format!("is not a valid URL ({e}), got {v:?}")))?;
-                }
-            }
-            Some(Proxy { http: p.http.filter(|s| !s.is_empty()), https: p.https.filter(|s| !s.is_empty()), no_proxy: p.no_proxy })
-        }
-        _ => None,
-    };
+    let tls = validate_tls(raw.tls, &mut warnings);
+    let proxy = validate_proxy(&c, raw.proxy, &mut warnings)?;
 
     let config = Config {
         server_url,
@@ -692,6 +785,7 @@ fn validate(raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
         tls,
         proxy,
         allow_insecure_http,
+        go_agent,
         warnings,
     };
     let worst = config.worst_case_recovery();
@@ -914,20 +1008,69 @@ mod tests {
     }
 
     #[test]
-    fn plain_http_off_loopback_is_refused_unless_allowed() {
-        let remote = r#"{"server_url":"http://redflag.example.com:8080","agent_id":"a","token":"t","refresh_token":"r"}"#;
-        let e = err(remote);
-        assert!(e.contains("server_url is plain http:// to redflag.example.com") && e.contains("https://"), "{e}");
-        assert!(e.contains("\"allow_insecure_http\": true"), "{e}");
-        let allowed = remote.replace(r#""agent_id""#, r#""allow_insecure_http":true,"agent_id""#);
-        let c = Config::from_json_str(&allowed, "x").unwrap();
-        assert!(c.allow_insecure_http);
-        assert!(c.warnings.iter().any(|w| w.starts_with("INSECURE") && w.contains("https://")), "{:?}", c.warnings);
-        for ok in ["http://127.0.0.1:8080", "http://localhost:1", "http://[::1]:8080", "https://redflag.example.com"] {
+    fn plain_http_to_a_public_address_or_a_name_is_refused_unless_allowed() {
+        for host in ["redflag.example.com", "203.0.113.5", "[2001:db8::5]"] {
+            let remote = format!(r#"{{"server_url":"http://{host}:8080","agent_id":"a","token":"t","refresh_token":"r"}}"#);
+            let e = err(&remote);
+            assert!(e.contains(&format!("server_url is plain http:// to {host}")) && e.contains("https://"), "{e}");
+            assert!(e.contains("\"allow_insecure_http\": true") && e.contains("private IP address"), "{e}");
+            let allowed = remote.replace(r#""agent_id""#, r#""allow_insecure_http":true,"agent_id""#);
+            let c = Config::from_json_str(&allowed, "x").unwrap();
+            assert!(c.allow_insecure_http);
+            assert!(c.warnings.iter().any(|w| w.starts_with("INSECURE") && w.contains("https://")), "{:?}", c.warnings);
+        }
+        for ok in ["http://127.0.0.1:8080", "http://localhost:1", "http://[::1]:8080", "https://redflag.example.com", "https://192.168.1.10"] {
             let text = format!(r#"{{"server_url":"{ok}","agent_id":"a","token":"t","refresh_token":"r"}}"#);
             let c = Config::from_json_str(&text, "x").unwrap_or_else(|e| panic!("{ok}: {e}"));
             assert!(c.warnings.is_empty(), "{ok}: {:?}", c.warnings);
         }
+    }
+
+    #[test]
+    fn plain_http_to_a_private_or_link_local_address_runs_with_a_warning() {
+        for (url, scope) in [
+            ("http://192.168.1.10:8080", "a private address"),
+            ("http://10.0.0.5:8080", "a private address"),
+            ("http://172.20.1.1:8080", "a private address"),
+            ("http://[fd00::5]:8080", "a private address"),
+            ("http://169.254.10.10:8080", "a link-local address"),
+            ("http://[fe80::1]:8080", "a link-local address"),
+        ] {
+            let text = format!(r#"{{"server_url":"{url}","agent_id":"a","token":"t","refresh_token":"r"}}"#);
+            let c = Config::from_json_str(&text, "x").unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert!(!c.allow_insecure_http);
+            let warning = c.warnings.iter().find(|w| w.starts_with("INSECURE")).unwrap_or_else(|| panic!("{url}: {:?}", c.warnings));
+            assert!(warning.contains(scope) && warning.contains("in clear") && warning.contains("https://"), "{url}: {warning}");
+        }
+    }
+
+    #[test]
+    fn a_config_the_go_agent_wrote_is_valid_as_it_stands() {
+        let text = include_str!("../../tests/fixtures/go-agent-config.json");
+        let c = Config::from_json_str(text, "go.json").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.check_in_interval, Duration::from_secs(300));
+        assert_eq!(c.agent_id, "937f725a-e7e5-41c0-adf1-73cb93642408");
+        assert_eq!(c.go_agent.network_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(c.go_agent.rapid_polling_until, None);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let text = include_str!("../../tests/fixtures/go-agent-config-flags.json");
+        let c = Config::from_json_str(text, "go.json").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.go_agent.descriptive_keys, ["tags", "display_name", "organization"]);
+        assert_eq!(c.go_agent.logging_level.as_deref(), Some("debug"));
+        let shown = c.describe();
+        assert!(shown.contains("network.timeout (Go agent)") && shown.contains("tags, display_name, organization"), "{shown}");
+        assert!(!shown.contains(c.go_agent.registration_token.as_ref().unwrap().expose()), "{shown}");
+    }
+
+    #[test]
+    fn go_keys_the_agent_cannot_honour_are_warned_about() {
+        let text = r#"{"server_url":"https://h","agent_id":"a","token":"t","refresh_token":"r",
+            "tls":{"insecure_skip_verify":false,"cert_file":"/etc/c.pem","key_file":"/etc/k.pem"},
+            "proxy":{"enabled":true,"http":"http://p:3128","username":"u","password":"PASSWORD9"}}"#;
+        let c = Config::from_json_str(text, "x").unwrap();
+        assert!(c.warnings.iter().any(|w| w.contains("tls.cert_file and tls.key_file") && w.contains("not implemented")), "{:?}", c.warnings);
+        assert!(c.warnings.iter().any(|w| w.contains("proxy.username") && w.contains("http://user:password@")), "{:?}", c.warnings);
+        assert!(!format!("{:?}{}", c.warnings, c.describe()).contains("PASSWORD9"));
     }
 
     #[test]
@@ -937,7 +1080,15 @@ mod tests {
         let c = Config::from_json_str(text, "x").unwrap();
         let shown = format!("{}\n{c:?}", c.describe());
         assert!(!shown.contains("PASSWORD"), "{shown}");
-        assert!(shown.contains("https://bob:[redacted]@h.example"), "{shown}");
+        assert!(shown.contains("http://u:[redacted]@p:3128"), "{shown}");
+        // The server URL's credentials are not kept at all (see `strip_userinfo`).
+        assert_eq!(c.server_url.as_str(), "https://h.example/");
+        assert_eq!(c.transport_options().unwrap().base_url, "https://h.example");
+        let warned = c.warnings.iter().find(|w| w.contains("server_url carries")).expect("a warning");
+        assert!(warned.contains("\"bob\"") && warned.contains("password") && !warned.contains("PASSWORD1"), "{warned}");
+        let user_only = Config::from_json_str(&text.replace("bob:PASSWORD1@", "bob@"), "x").unwrap();
+        assert_eq!(user_only.server_url.as_str(), "https://h.example/");
+        assert!(user_only.warnings.iter().any(|w| w.contains("a user name (\"bob\");")), "{:?}", user_only.warnings);
         let e = err(r#"{"server_url":"https://bob:PASSWORD4@h.example:99999","agent_id":"a","token":"t"}"#);
         assert!(e.contains("server_url") && !e.contains("PASSWORD"), "{e}");
         let e = err(r#"{"server_url":"https://h","agent_id":"a","token":123456789}"#);

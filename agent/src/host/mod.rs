@@ -1,6 +1,7 @@
 //! The machine the agent runs on: the [`Host`] trait the check-in loop asks for wall-clock time
-//! and system metrics, [`SystemHost`] (production: `/proc` and `statvfs`), and the [`Identity`]
-//! that `redflag-agent register` reports.
+//! and system metrics, [`SystemHost`] (production: `/proc` and `statvfs`), the [`Identity`]
+//! that `redflag-agent register` reports, and (`system_info.rs`) the description of the machine
+//! that registration and `POST /system-info` send.
 //!
 //! Metrics are what RedFlag 0.1.18's server stores and shows for an agent, in the units its Go
 //! agent sends: CPU, memory and root-disk use (percent, and used/total in GiB), and the system
@@ -11,11 +12,13 @@
 //! The text parsers are pure functions over the file contents, so they are unit-tested on
 //! fixed inputs; only [`SystemHost`] and [`identity`] read the real files.
 
+pub mod system_info;
+
 use std::ffi::CString;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use crate::server::protocol::Metrics;
+use crate::server::protocol::{Metrics, SystemInfoReport};
 
 /// The machine the agent runs on, as far as the loop cares.
 pub trait Host {
@@ -27,6 +30,11 @@ pub trait Host {
     /// Log lines that could not be written (a closed stderr), for the status file.
     fn log_lines_dropped(&self) -> u64 {
         0
+    }
+    /// The `POST /system-info` body describing this machine, collected `now`; `None` when this
+    /// host has nothing to describe (the simulation's hosts).
+    fn system_info(&self, _now: SystemTime) -> Option<SystemInfoReport> {
+        None
     }
 }
 
@@ -52,6 +60,10 @@ impl Host for SystemHost {
 
     fn log_lines_dropped(&self) -> u64 {
         crate::log::writer::dropped_lines()
+    }
+
+    fn system_info(&self, now: SystemTime) -> Option<SystemInfoReport> {
+        Some(system_info::collect().report(&identity(), now))
     }
 
     fn metrics(&self, into: &mut Metrics) {
@@ -81,10 +93,15 @@ impl Host for SystemHost {
 const PROC_FILE_MAX_BYTES: u64 = 256 * 1024;
 
 fn read_bounded(path: &str) -> Option<String> {
+    read_bounded_up_to(path, PROC_FILE_MAX_BYTES)
+}
+
+/// At most `max_bytes` of the text file at `path`; `None` when it cannot be read.
+fn read_bounded_up_to(path: &str, max_bytes: u64) -> Option<String> {
     use std::io::Read;
-    let mut text = String::new();
-    std::fs::File::open(path).ok()?.take(PROC_FILE_MAX_BYTES).read_to_string(&mut text).ok()?;
-    Some(text)
+    let mut bytes = Vec::new();
+    std::fs::File::open(path).ok()?.take(max_bytes).read_to_end(&mut bytes).ok()?;
+    Some(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 const GIB: f64 = 1024.0 * 1024.0 * 1024.0;

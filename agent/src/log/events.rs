@@ -20,6 +20,8 @@ pub enum RequestKind {
     Renew,
     /// `POST /api/v1/agents/{id}/logs`: a command's result.
     Result,
+    /// `POST /api/v1/agents/{id}/system-info`: the machine's description.
+    SystemInfo,
 }
 
 impl RequestKind {
@@ -29,6 +31,7 @@ impl RequestKind {
             RequestKind::Checkin => "checkin",
             RequestKind::Renew => "renew",
             RequestKind::Result => "result",
+            RequestKind::SystemInfo => "system_info",
         }
     }
 }
@@ -86,7 +89,13 @@ pub enum Event {
     /// The server refused the refresh token: the agent must be re-registered.
     RenewalRejected { class: String },
     CommandReceived { id: String, kind: String },
+    /// A command of an answer was not taken (not journaled, so not acknowledged: the server
+    /// sends it again), or an entry of the answer was no command at all (`id` empty: it has
+    /// none, and cannot be answered).
     CommandSkipped { id: String, kind: String, reason: String },
+    /// A check-in answer passed `limit_bytes`: the `commands` complete within them were taken,
+    /// the rest was not read (a server that redelivers sends those again).
+    AnswerCutShort { commands: u32, limit_bytes: u64 },
     /// Rapid polling was switched on (by the server's answer or a command) for `for_ms`.
     RapidPolling { for_ms: u64 },
     /// Saving the token or the status failed; the loop goes on.
@@ -107,13 +116,19 @@ pub enum Event {
     /// A result was given up: the outbox was full (the oldest goes), or the server refused it
     /// for good (400, 413, 422).
     ResultDropped { id: String, reason: String },
-    /// Posting results failed; `pending` results wait `delay_ms` (the strategy's wait).
+    /// Posting results failed; `pending` results wait `delay_ms` on their own schedule (the
+    /// check-ins go on at their pace).
     ResultsHeld { pending: u32, class: String, delay_ms: u64 },
     /// A state file (journal, outbox) was unreadable: moved aside to `moved_to`, and the agent
     /// goes on with an empty one.
     StateCorrupt { file: String, error: String, moved_to: String },
     /// A state file was written (atomically, fsync'd): its entries and size.
     StateSaved { file: String, entries: u32, bytes: u64 },
+    /// The server stored the machine's description (`POST /system-info`).
+    SystemInfoReported,
+    /// The machine's description was not stored (`class`; `abandoned` when the next check-in
+    /// came first); the next try is in `retry_in_ms`. Check-ins are not affected.
+    SystemInfoFailed { class: String, retry_in_ms: u64 },
 }
 
 impl Event {
@@ -132,6 +147,7 @@ impl Event {
             Event::RenewalRejected { .. } => "renewal_rejected",
             Event::CommandReceived { .. } => "command_received",
             Event::CommandSkipped { .. } => "command_skipped",
+            Event::AnswerCutShort { .. } => "answer_cut_short",
             Event::RapidPolling { .. } => "rapid_polling",
             Event::StoreFailed { .. } => "store_failed",
             Event::Stopped => "stopped",
@@ -144,6 +160,8 @@ impl Event {
             Event::ResultsHeld { .. } => "results_held",
             Event::StateCorrupt { .. } => "state_corrupt",
             Event::StateSaved { .. } => "state_saved",
+            Event::SystemInfoReported => "system_info_reported",
+            Event::SystemInfoFailed { .. } => "system_info_failed",
         }
     }
 }
@@ -269,8 +287,10 @@ pub fn log_event(agent: &str, e: &Event) {
             warn!(event, agent, what, error, "could not save {what}: {}", Untrusted(error))
         }
         Event::Stopped => info!(event, agent, "check-in loop stopped"),
+        Event::SystemInfoReported | Event::SystemInfoFailed { .. } => log_system_info_event(agent, e),
         Event::AttemptFailed { .. } => log_attempt_failed(agent, e),
         Event::CommandReceived { .. }
+        | Event::AnswerCutShort { .. }
         | Event::CommandSkipped { .. }
         | Event::CommandDuplicate { .. }
         | Event::CommandStarted { .. }
@@ -284,6 +304,24 @@ pub fn log_event(agent: &str, e: &Event) {
     }
 }
 
+/// `POST /system-info`: stored, or not and when it is tried again.
+fn log_system_info_event(agent: &str, e: &Event) {
+    use tracing::{info, warn};
+    let event = e.name();
+    match e {
+        Event::SystemInfoReported => info!(event, agent, "system information reported to the server"),
+        Event::SystemInfoFailed { class, retry_in_ms } => warn!(
+            event,
+            agent,
+            class,
+            retry_in_ms,
+            "system information not reported ({class}); next try in {}s (check-ins go on as usual)",
+            secs(*retry_in_ms)
+        ),
+        _ => {}
+    }
+}
+
 /// `attempt_failed`: which request failed, why, and when the next attempt goes.
 fn log_attempt_failed(agent: &str, e: &Event) {
     use tracing::warn;
@@ -293,6 +331,7 @@ fn log_attempt_failed(agent: &str, e: &Event) {
             Some(RequestKind::Health) => "health probe failed, so no check-in was sent",
             Some(RequestKind::Renew) => "token renewal failed",
             Some(RequestKind::Result) => "result delivery failed, so no check-in was sent",
+            Some(RequestKind::SystemInfo) => "system information report failed",
             Some(RequestKind::Checkin) | None => "check-in failed",
         };
         let then = match request {
@@ -325,6 +364,16 @@ fn log_command_event(agent: &str, e: &Event) {
     match e {
         Event::CommandReceived { id, kind } => {
             info!(event, agent, id, kind, "received command {} ({})", Untrusted(id), Untrusted(kind))
+        }
+        Event::AnswerCutShort { commands, limit_bytes } => warn!(
+            event,
+            agent,
+            commands,
+            limit_bytes,
+            "the check-in answer is longer than {limit_bytes} bytes: took the {commands} command(s) complete within them; the rest was not read (a server that redelivers sends them again)"
+        ),
+        Event::CommandSkipped { id, kind, reason } if id.is_empty() => {
+            warn!(event, agent, id, kind, reason, "skipped an entry of the check-in answer that is not a command: {}", Untrusted(reason))
         }
         Event::CommandSkipped { id, kind, reason } => {
             warn!(event, agent, id, kind, reason, "skipped command {} ({}): {}", Untrusted(id), Untrusted(kind), Untrusted(reason))
@@ -373,7 +422,7 @@ fn log_state_event(agent: &str, e: &Event) {
             pending,
             class,
             delay_ms,
-            "{pending} result(s) not delivered ({class}); next attempt in {}s",
+            "{pending} result(s) not delivered ({class}); they are posted again in {}s, check-ins go on",
             secs(*delay_ms)
         ),
         Event::StateCorrupt { file, error, moved_to } => error!(
@@ -454,6 +503,9 @@ mod tests {
             Event::StateCorrupt { file: "journal.json".into(), error: "e".into(), moved_to: "journal.json.corrupt".into() },
             Event::StateSaved { file: "outbox.json".into(), entries: 1, bytes: 2 },
             Event::RequestStarted { kind: RequestKind::Result },
+            Event::SystemInfoReported,
+            Event::SystemInfoFailed { class: "http_500".into(), retry_in_ms: 60_000 },
+            Event::RequestStarted { kind: RequestKind::SystemInfo },
         ];
         for e in samples {
             let v = serde_json::to_value(&e).unwrap();

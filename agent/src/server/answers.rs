@@ -13,13 +13,16 @@
 //!   helps), or a failure.
 //! * **Result delivery** ([`result_answer`]): delivered, renew once on 401, refused for good
 //!   (400, 413, 422), the server failing (the attempt ends), or "not now" (keep it, go on).
+//! * **System information** ([`system_info_answer`]): stored (2xx), or not, with the outcome
+//!   and the server's `Retry-After`; it never decides anything about check-ins.
 
 use std::time::{Duration, SystemTime};
 
 use crate::log::events::RequestKind;
 use crate::resilience::{Outcome, Verdict, classify, classify_status, honours_retry_after, parse_http_date, parse_retry_after};
 
-use super::protocol::{self, CheckinAnswer, RESPONSE_BODY_MAX_BYTES};
+use super::checkin_answer::{BodyEnd, CheckinAnswer, read_checkin_answer};
+use super::protocol::{self, RESPONSE_BODY_MAX_BYTES};
 use super::transport::{Response, TransportError};
 
 /// Bare 404s (no RedFlag JSON body) retried with backoff in a row; beyond this a 404 is taken
@@ -142,19 +145,37 @@ pub fn probe_healthy(sent: &Result<Response, TransportError>) -> bool {
     matches!(sent, Ok(resp) if health_outcome(resp) == Outcome::Success)
 }
 
+/// Which answers may be read cut at [`RESPONSE_BODY_MAX_BYTES`]: only the check-in's, whose
+/// first MiB holds commands worth taking. Any other 2xx cut short is
+/// [`TransportError::BodyTooLarge`] ([`Response::whole`]).
+pub fn cut_body_rule(kind: RequestKind, result: Result<Response, TransportError>) -> Result<Response, TransportError> {
+    match kind {
+        RequestKind::Checkin => result,
+        _ => result.and_then(Response::whole),
+    }
+}
+
 /// A check-in's answer, given how many bare 404s came in a row before it; also returns the new
 /// count (a transport error resets it: see [`checkin_failed`]).
+///
+/// A 2xx is read command by command (`checkin_answer.rs`): one poisoned command does not spoil
+/// the answer, and a body cut at the read limit is an answer of the commands complete within
+/// it. A cut body that does not even begin like an answer is `body_too_large`.
 pub fn checkin_answer(resp: &Response, bare_404_streak: u32, wall: impl FnOnce() -> SystemTime) -> (AttemptResult, u32) {
     let bare_404 = resp.status == 404 && !is_json_object(&resp.body);
     let streak = if bare_404 { bare_404_streak.saturating_add(1) } else { 0 };
     if (200..300).contains(&resp.status) {
         // 204 No Content (or an empty 200) is "no commands", not a malformed answer.
-        if resp.body.iter().all(u8::is_ascii_whitespace) {
+        if !resp.body_truncated && resp.body.iter().all(u8::is_ascii_whitespace) {
             return (AttemptResult::ok(CheckinAnswer::default()), streak);
         }
-        let result = match protocol::parse_checkin_answer(&resp.body) {
-            Ok(answer) => AttemptResult::ok(answer),
-            Err(why) => AttemptResult::failed(RequestKind::Checkin, Outcome::Malformed, Verdict::Retry, None)
+        let end = if resp.body_truncated { BodyEnd::CutAtLimit } else { BodyEnd::Complete };
+        let result = match (read_checkin_answer(&resp.body, end), resp.body_truncated) {
+            (Ok(answer), _) => AttemptResult::ok(answer),
+            (Err(why), true) => AttemptResult::failed(RequestKind::Checkin, Outcome::BodyTooLarge, Verdict::Retry, None).caused_by(
+                Some(format!("the answer passed the {RESPONSE_BODY_MAX_BYTES}-byte limit, and what was read is not a RedFlag check-in answer: {why}")),
+            ),
+            (Err(why), false) => AttemptResult::failed(RequestKind::Checkin, Outcome::Malformed, Verdict::Retry, None)
                 .caused_by(Some(format!("the {} answer is not a RedFlag check-in answer: {why}", resp.status))),
         };
         return (result, streak);
@@ -248,12 +269,27 @@ pub fn result_answer(resp: &Response, renewed: bool, wall: impl FnOnce() -> Syst
     }
 }
 
+/// The answer to a `POST /system-info` (or the transport's error): `Ok` when the server stored
+/// it, else the outcome and the `Retry-After` the server sent (honoured for 429 and 503).
+pub fn system_info_answer(
+    result: &Result<Response, TransportError>,
+    wall: impl FnOnce() -> SystemTime,
+) -> Result<(), (Outcome, Option<Duration>)> {
+    match result {
+        Ok(resp) => match status_outcome(resp.status) {
+            Outcome::Success => Ok(()),
+            outcome => Err((outcome, retry_after(outcome, resp, wall))),
+        },
+        Err(e) => Err((e.outcome(), None)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn resp(status: u16, body: &str) -> Response {
-        Response { status, retry_after: None, date: None, body: body.as_bytes().to_vec() }
+        Response { status, body: body.as_bytes().to_vec(), ..Response::default() }
     }
 
     /// For answers that carry no Retry-After: the wall clock is not read.
@@ -293,6 +329,25 @@ mod tests {
     }
 
     #[test]
+    fn a_cut_check_in_answer_gives_its_commands_and_other_cut_answers_are_too_large() {
+        let entry = r#"{"id":"c1","type":"scan_updates","params":{}},"#;
+        let cut = Response { body: format!(r#"{{"commands":[{entry}{entry}{{"id":"c"#).into_bytes(), body_truncated: true, ..resp(200, "")};
+        let (r, _) = checkin_answer(&cut, 0, never);
+        let answer = r.answer.expect("an answer");
+        assert!(answer.cut_short && answer.commands.len() == 2);
+        let garbage = Response { body: vec![b'x'; 100], body_truncated: true, ..resp(200, "") };
+        let (r, _) = checkin_answer(&garbage, 0, never);
+        assert_eq!((r.outcome, r.verdict), (Outcome::BodyTooLarge, Verdict::Retry));
+        assert!(r.cause.unwrap().contains("limit"));
+        let blank = Response { body: vec![b' '; 100], body_truncated: true, ..resp(200, "") };
+        assert_eq!(checkin_answer(&blank, 0, never).0.outcome, Outcome::BodyTooLarge, "a cut body is never \"empty\"");
+        assert_eq!(cut_body_rule(RequestKind::Renew, Ok(cut.clone())), Err(TransportError::BodyTooLarge));
+        assert_eq!(cut_body_rule(RequestKind::Checkin, Ok(cut.clone())), Ok(cut));
+        let not_ok = Response { body: vec![b'x'; 10], body_truncated: true, ..resp(502, "") };
+        assert_eq!(cut_body_rule(RequestKind::Result, Ok(not_ok)).unwrap().body, b"");
+    }
+
+    #[test]
     fn retry_after_is_read_only_where_honoured() {
         let mut r = resp(503, "");
         r.retry_after = Some("7".into());
@@ -313,5 +368,17 @@ mod tests {
         assert_eq!(result_answer(&resp(422, ""), false, never), ResultAnswer::Refused(422));
         assert!(matches!(result_answer(&resp(502, ""), false, never), ResultAnswer::Failed(_)));
         assert_eq!(result_answer(&resp(404, ""), false, never), ResultAnswer::NotNow);
+    }
+
+    #[test]
+    fn a_system_info_answer_is_stored_or_says_why_not() {
+        assert_eq!(system_info_answer(&Ok(resp(200, r#"{"message":"system info updated successfully"}"#)), never), Ok(()));
+        assert_eq!(system_info_answer(&Ok(resp(500, "")), never), Err((Outcome::Status(500), None)));
+        assert_eq!(system_info_answer(&Ok(resp(401, "")), never), Err((Outcome::Status(401), None)));
+        let throttled = Response { retry_after: Some("30".into()), ..resp(429, "") };
+        let (outcome, wait) = system_info_answer(&Ok(throttled), || SystemTime::UNIX_EPOCH).unwrap_err();
+        assert_eq!(outcome, Outcome::Status(429));
+        assert!(wait.is_some_and(|w| w >= Duration::from_secs(30) && w <= Duration::from_secs(32)), "{wait:?}");
+        assert_eq!(system_info_answer(&Err(TransportError::Timeout), never), Err((Outcome::Timeout, None)));
     }
 }

@@ -11,8 +11,8 @@ use tokio::time::{Instant, timeout};
 use crate::log::emitter::Emitter;
 use crate::log::events::{Event, Observer, RequestKind, ms};
 
-use super::answers::{request_outcome, retry_after, status_outcome};
-use super::protocol::{HEALTH_PATH, RENEW_PATH, RenewRequest, commands_path, logs_path};
+use super::answers::{cut_body_rule, request_outcome, retry_after, status_outcome};
+use super::protocol::{HEALTH_PATH, RENEW_PATH, RenewRequest, commands_path, logs_path, system_info_path};
 use super::secret::Secret;
 use super::transport::{Method, Request, Response, Transport, TransportError};
 
@@ -62,6 +62,9 @@ impl<T: Transport> Exchange<T> {
             RequestKind::Result => {
                 Request { method: Method::Post, path: logs_path(&c.agent_id), bearer: Some(c.token.clone()), json_body: body }
             }
+            RequestKind::SystemInfo => {
+                Request { method: Method::Post, path: system_info_path(&c.agent_id), bearer: Some(c.token.clone()), json_body: body }
+            }
             RequestKind::Renew => {
                 let renew = RenewRequest { agent_id: c.agent_id.clone(), refresh_token: c.refresh_token.expose().to_string() };
                 let json_body = Some(serde_json::to_vec(&renew).unwrap_or_default());
@@ -79,25 +82,35 @@ impl<T: Transport> Exchange<T> {
         emitter: &mut Emitter<O>,
         wall: impl Fn() -> SystemTime,
     ) -> Result<Response, TransportError> {
-        self.send_within(kind, body, self.request_timeout, emitter, wall).await
+        let within = self.request_timeout;
+        self.send_within(kind, body, within, emitter, wall).await
     }
 
-    /// [`Exchange::send`], given at most `limit` (and never more than the request timeout).
+    /// The request timeout: the longest any request may take.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    /// [`Exchange::send`] under `within` instead of the request timeout (never longer): a
+    /// result posted between check-ins gets the time left before the next one is due, and a
+    /// recovery probe the time left before the attempt it may bring forward.
     pub async fn send_within<O: Observer>(
         &mut self,
         kind: RequestKind,
         body: Option<Vec<u8>>,
-        limit: Duration,
+        within: Duration,
         emitter: &mut Emitter<O>,
         wall: impl Fn() -> SystemTime,
     ) -> Result<Response, TransportError> {
         let request = self.request(kind, body);
         emitter.emit(Event::RequestStarted { kind });
         let started = Instant::now();
-        let result = match timeout(self.request_timeout.min(limit), self.transport.send(&request)).await {
+        let sent = match timeout(within.min(self.request_timeout), self.transport.send(&request)).await {
             Ok(r) => r,
             Err(_) => Err(TransportError::Timeout),
         };
+        // Only a check-in answer may be read cut at the limit (its first MiB's commands).
+        let result = cut_body_rule(kind, sent);
         let outcome = request_outcome(kind, &result);
         let (class, ok) = (outcome.class().to_string(), outcome == crate::resilience::Outcome::Success);
         // The Retry-After as given (before the clamp), so the trace can judge how it was honoured.

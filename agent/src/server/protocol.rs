@@ -7,18 +7,21 @@
 //!   mode) answers 200 `{"status":"waiting for configuration"}`, which [`health_not_ready`] spots
 //! * `POST /api/v1/agents/{agent_id}/logs`, Bearer token, [`UpdateLogRequest`]: a command's
 //!   result (RedFlag's own route and field types)
+//! * `POST /api/v1/agents/{agent_id}/system-info`, Bearer token, [`SystemInfoReport`]: the
+//!   machine's CPU, memory, disk, processes and address, which the server merges into the
+//!   agent's metadata for its agent card
 //!
 //! The check-in body is RedFlag's metrics object plus one field RedFlag 0.1.18 does not know and
 //! ignores, as its JSON binding ignores every unknown field: `acknowledged_commands`, the ids
 //! of the commands the agent has durably recorded in its journal ([`CheckinBody`]).
 //!
-//! Parsing is deliberately forgiving *inside* a valid answer (one bad command is skipped, an
-//! odd `rapid_polling` is ignored) and strict about the answer's shape (a body that is not a
-//! JSON object is a malformed answer, which the loop retries). The shared server model in the
+//! Reading is deliberately forgiving *inside* a valid answer (each command stands alone: one
+//! with unreadable params is refused with a reason and the rest run; an odd `rapid_polling` is
+//! ignored) and strict about the answer's shape (a body that is not a JSON object is a
+//! malformed answer, which the loop retries): `checkin_answer.rs` reads it. The shared server model in the
 //! simulation harness uses these same types, so both sides agree by construction.
 
 use std::collections::BTreeMap;
-use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -32,8 +35,6 @@ pub const AGENTS_PREFIX: &str = "/api/v1/agents/";
 pub const RESPONSE_BODY_MAX_BYTES: usize = 1024 * 1024;
 /// The longest access or refresh token accepted, from the config or from the server.
 pub const TOKEN_MAX_LEN: usize = 16 * 1024;
-/// Commands handled from one check-in; the rest wait for the next one.
-pub const MAX_COMMANDS_PER_CHECKIN: usize = 256;
 
 /// This build's own version (the crate's): logs, the status file, the `User-Agent` header, and
 /// `metadata.agent_build_version` towards the server.
@@ -61,6 +62,11 @@ pub fn commands_path(agent_id: &str) -> String {
 /// `POST` a command's result here ([`UpdateLogRequest`]).
 pub fn logs_path(agent_id: &str) -> String {
     format!("{AGENTS_PREFIX}{agent_id}/logs")
+}
+
+/// `POST` the machine's description here ([`SystemInfoReport`]).
+pub fn system_info_path(agent_id: &str) -> String {
+    format!("{AGENTS_PREFIX}{agent_id}/system-info")
 }
 
 /// Acknowledgements carried by one check-in, at most. More wait for the next check-in.
@@ -155,6 +161,47 @@ pub struct Metrics {
     pub metadata: BTreeMap<String, Value>,
 }
 
+/// RedFlag 0.1.18's system-info request, field for field as its `ReportSystemInfo` handler binds
+/// it and its Go agent sends it (`SystemInfoReport` in the Go agent's `client.go`). What the
+/// server does with it: each field that is set (non-empty, above zero) is written into the
+/// agent's `metadata` under the same name (`cpu_cores` etc. become numbers there, where
+/// registration left strings), `system_info_updated_at` is set, and every `metadata` key is
+/// merged in as it is. Types are not a matter of taste: one wrong type and the handler answers
+/// 400 for the whole body. Fields the Go agent leaves out when zero (`omitempty`) are `None`.
+///
+/// Sizes are bytes (the Go agent's `uint64`s); `cpu_cores` and `cpu_threads` are logical CPUs
+/// (the Go agent counts `processor` lines of `/proc/cpuinfo` for both).
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+pub struct SystemInfoReport {
+    /// When it was collected, RFC 3339 (Go's `time.Time` binds RFC 3339 and nothing else).
+    pub timestamp: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_cores: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_threads: Option<u32>,
+    #[serde(rename = "memory_total", default, skip_serializing_if = "Option::is_none")]
+    pub memory_total_bytes: Option<u64>,
+    /// The root filesystem's size (`metadata.disk_mount` says which).
+    #[serde(rename = "disk_total", default, skip_serializing_if = "Option::is_none")]
+    pub disk_total_bytes: Option<u64>,
+    #[serde(rename = "disk_used", default, skip_serializing_if = "Option::is_none")]
+    pub disk_used_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processes: Option<u64>,
+    /// `uptime -p` text, as in the check-in metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime: Option<String>,
+    /// The Go agent sends `disk_mount`, `disk_filesystem`, `collected_at`, `hostname`,
+    /// `os_type`, `os_version` and `os_architecture` here; this agent adds its
+    /// [`BUILD_VERSION_KEY`] and [`IMPLEMENTATION_KEY`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, Value>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RenewRequest {
     pub agent_id: String,
@@ -189,52 +236,6 @@ pub struct RapidPolling {
 pub struct CommandsResponse {
     pub commands: Vec<Command>,
     pub rapid_polling: Option<RapidPolling>,
-}
-
-/// A check-in answer as the agent understood it.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct CheckinAnswer {
-    pub commands: Vec<Command>,
-    /// Entries of `commands` that were not valid commands, as short descriptions.
-    pub invalid_commands: Vec<String>,
-    /// Entries beyond [`MAX_COMMANDS_PER_CHECKIN`], left for the next check-in.
-    pub deferred_commands: usize,
-    /// The end of a rapid-polling window the server asked for, if any.
-    pub rapid_polling_until: Option<SystemTime>,
-}
-
-/// Parses a 200 check-in body. `Err` means the body is not a RedFlag answer at all (the loop
-/// treats that as a retryable malformed response); problems inside a valid answer are reported
-/// in the returned value instead.
-pub fn parse_checkin_answer(body: &[u8]) -> Result<CheckinAnswer, String> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
-    let Value::Object(mut map) = value else {
-        return Err(format!("expected a JSON object, got {}", json_kind(&value)));
-    };
-    let mut answer = CheckinAnswer::default();
-    match map.remove("commands") {
-        None | Some(Value::Null) => {}
-        Some(Value::Array(items)) => {
-            let total = items.len();
-            for (i, item) in items.into_iter().take(MAX_COMMANDS_PER_CHECKIN).enumerate() {
-                match serde_json::from_value::<Command>(item) {
-                    Ok(cmd) => answer.commands.push(cmd),
-                    Err(e) => answer.invalid_commands.push(format!("commands[{i}]: {e}")),
-                }
-            }
-            answer.deferred_commands = total.saturating_sub(MAX_COMMANDS_PER_CHECKIN);
-        }
-        Some(other) => return Err(format!("\"commands\" must be an array, got {}", json_kind(&other))),
-    }
-    if let Some(Value::Object(rp)) = map.remove("rapid_polling") {
-        let enabled = rp.get("enabled").and_then(Value::as_bool).unwrap_or(false);
-        // Any RFC 3339 offset (a Go server writes its local time), or a bare UTC time.
-        let until = rp.get("until").and_then(Value::as_str).and_then(|s| crate::server::rfc3339::parse(s).or_else(|| humantime::parse_rfc3339_weak(s).ok()));
-        if enabled {
-            answer.rapid_polling_until = until;
-        }
-    }
-    Ok(answer)
 }
 
 /// Parses a 200 renewal body: a JSON object with a non-empty string `token`.
@@ -281,40 +282,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_a_redflag_answer() {
-        let a = parse_checkin_answer(
-            br#"{"commands":[{"id":"c1","type":"scan_updates","params":{}},{"id":7}],"rapid_polling":{"enabled":true,"until":"2030-01-01T00:00:00Z"}}"#,
-        )
-        .unwrap();
-        assert_eq!(a.commands.len(), 1);
-        assert_eq!(a.commands[0].kind, "scan_updates");
-        assert_eq!(a.invalid_commands.len(), 1);
-        assert!(a.rapid_polling_until.is_some());
-    }
-
-    #[test]
-    fn empty_and_null_commands() {
-        assert_eq!(parse_checkin_answer(br#"{"commands":[],"rapid_polling":null}"#).unwrap(), CheckinAnswer::default());
-        assert_eq!(parse_checkin_answer(br#"{}"#).unwrap(), CheckinAnswer::default());
-    }
-
-    #[test]
-    fn rejects_what_is_not_an_answer() {
-        for body in [&b"<html>502 Bad Gateway</html>"[..], b"[]", b"\"x\"", br#"{"commands":"x"}"#, b""] {
-            assert!(parse_checkin_answer(body).is_err(), "{:?}", String::from_utf8_lossy(body));
-        }
-    }
-
-    #[test]
-    fn bounds_the_commands_handled() {
-        let cmds: Vec<String> = (0..300).map(|i| format!(r#"{{"id":"{i}","type":"x"}}"#)).collect();
-        let body = format!(r#"{{"commands":[{}]}}"#, cmds.join(","));
-        let a = parse_checkin_answer(body.as_bytes()).unwrap();
-        assert_eq!(a.commands.len(), MAX_COMMANDS_PER_CHECKIN);
-        assert_eq!(a.deferred_commands, 300 - MAX_COMMANDS_PER_CHECKIN);
-    }
-
-    #[test]
     fn checkin_body_adds_acknowledgements_to_the_metrics() {
         let body = CheckinBody { metrics: Metrics { version: "1".into(), ..Metrics::default() }, acknowledged_commands: vec![] };
         assert_eq!(serde_json::to_string(&body).unwrap(), r#"{"version":"1"}"#);
@@ -346,16 +313,6 @@ mod tests {
     }
 
     #[test]
-    fn rapid_polling_until_in_the_servers_local_time() {
-        // What a Go server with TZ=Etc/GMT+5 writes: 17:40 at -05:00 is 22:40 UTC.
-        let a = parse_checkin_answer(br#"{"commands":[],"rapid_polling":{"enabled":true,"until":"2026-11-28T17:40:23-05:00"}}"#)
-            .unwrap();
-        assert_eq!(a.rapid_polling_until, humantime::parse_rfc3339("2026-11-28T22:40:23Z").ok());
-        let a = parse_checkin_answer(br#"{"rapid_polling":{"enabled":true,"until":"2026-11-29T04:10:23+05:30"}}"#).unwrap();
-        assert_eq!(a.rapid_polling_until, humantime::parse_rfc3339("2026-11-28T22:40:23Z").ok());
-    }
-
-    #[test]
     fn health_answers() {
         assert!(health_not_ready(br#"{"status":"waiting for configuration"}"#));
         assert!(health_not_ready(br#"{"status":" Waiting for configuration "}"#));
@@ -369,6 +326,35 @@ mod tests {
         let m = Metrics { uptime: Some("up 5 minutes".into()), disk_total_gb: Some(10.5), version: PROTOCOL_VERSION.into(), ..Metrics::default() };
         let v: Value = serde_json::to_value(&m).unwrap();
         assert_eq!(v, serde_json::json!({"uptime": "up 5 minutes", "disk_total_gb": 10.5, "version": "0.1.18"}));
+    }
+
+    #[test]
+    fn system_info_report_has_the_go_agents_names_and_types() {
+        let r = SystemInfoReport {
+            timestamp: "2026-12-06T18:06:54Z".into(),
+            cpu_model: Some("AMD EPYC".into()),
+            cpu_cores: Some(2),
+            cpu_threads: Some(2),
+            memory_total_bytes: Some(25_276_182_528),
+            disk_total_bytes: Some(270_582_939_648),
+            disk_used_bytes: Some(31_138_512_896),
+            ip_address: Some("192.0.2.2".into()),
+            processes: Some(95),
+            uptime: Some("up 42 minutes".into()),
+            metadata: BTreeMap::from([("disk_mount".to_string(), Value::from("/"))]),
+        };
+        assert_eq!(
+            serde_json::to_value(&r).unwrap(),
+            serde_json::json!({
+                "timestamp": "2026-12-06T18:06:54Z", "cpu_model": "AMD EPYC", "cpu_cores": 2, "cpu_threads": 2,
+                "memory_total": 25_276_182_528u64, "disk_total": 270_582_939_648u64, "disk_used": 31_138_512_896u64,
+                "ip_address": "192.0.2.2", "processes": 95, "uptime": "up 42 minutes", "metadata": {"disk_mount": "/"}
+            })
+        );
+        // What is not known is left out, as the Go agent's omitempty does.
+        let bare = SystemInfoReport { timestamp: "2026-12-06T18:06:54Z".into(), ..SystemInfoReport::default() };
+        assert_eq!(serde_json::to_string(&bare).unwrap(), r#"{"timestamp":"2026-12-06T18:06:54Z"}"#);
+        assert_eq!(system_info_path("a-1"), "/api/v1/agents/a-1/system-info");
     }
 
     #[test]

@@ -2,9 +2,12 @@
 //! production implementation.
 //!
 //! A transport does HTTP and nothing else: it sends one [`Request`], reads at most
-//! [`RESPONSE_BODY_MAX_BYTES`] of the answer *while* reading (a 64 MiB answer is abandoned at
-//! 1 MiB, never buffered), and maps every failure to a [`TransportError`] whose
-//! [`TransportError::outcome`] is the shared vocabulary of `resilience::classify`. The request
+//! [`RESPONSE_BODY_MAX_BYTES`] of the answer *while* reading (a 64 MiB answer is cut at 1 MiB
+//! and the rest never read, never buffered: the [`Response`] says `body_truncated`), and maps
+//! every failure to a [`TransportError`] whose [`TransportError::outcome`] is the shared
+//! vocabulary of `resilience::classify`. Whether a cut body is still an answer is the caller's
+//! rule, not the transport's: a check-in answer's first MiB holds commands worth taking, a
+//! renewal cut short is nothing ([`Response::whole`]). The request
 //! timeout is *not* the transport's job: the check-in loop wraps every call in
 //! `tokio::time::timeout`, so both transports (this one and the simulation's hyper-over-turmoil
 //! one) time out identically.
@@ -57,8 +60,8 @@ impl fmt::Debug for Request {
     }
 }
 
-/// A complete answer. For non-2xx answers a body over the limit is dropped (the status is what
-/// matters); for 2xx answers it is an error, see [`TransportError::BodyTooLarge`].
+/// An answer: its status, the headers the agent reads, and its body, read up to
+/// [`RESPONSE_BODY_MAX_BYTES`].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Response {
     pub status: u16,
@@ -66,7 +69,24 @@ pub struct Response {
     pub retry_after: Option<String>,
     /// The raw `Date` header, if any (the reference for HTTP-date Retry-After values).
     pub date: Option<String>,
+    /// The body, or its first [`RESPONSE_BODY_MAX_BYTES`] when `body_truncated`.
     pub body: Vec<u8>,
+    /// The body went on past [`RESPONSE_BODY_MAX_BYTES`]; the rest was not read (the
+    /// connection is closed, not drained).
+    pub body_truncated: bool,
+}
+
+impl Response {
+    /// This answer if its body is whole. A 2xx whose body was cut is
+    /// [`TransportError::BodyTooLarge`] (no RedFlag answer but a check-in's is that long); a
+    /// non-2xx keeps its status and loses the cut body (the status is what matters).
+    pub fn whole(self) -> Result<Response, TransportError> {
+        match (self.body_truncated, (200..300).contains(&self.status)) {
+            (false, _) => Ok(self),
+            (true, true) => Err(TransportError::BodyTooLarge),
+            (true, false) => Ok(Response { body: Vec::new(), body_truncated: false, ..self }),
+        }
+    }
 }
 
 /// Why no complete answer arrived.
@@ -75,7 +95,8 @@ pub enum TransportError {
     Refused,
     Reset,
     Timeout,
-    /// A 2xx answer's body passed [`RESPONSE_BODY_MAX_BYTES`]; reading stopped there.
+    /// A 2xx answer's body passed [`RESPONSE_BODY_MAX_BYTES`] where a whole one was needed
+    /// ([`Response::whole`]). Transports never return it themselves: they return the cut body.
     BodyTooLarge,
     /// DNS, TLS, protocol errors: anything else, with a description for the log.
     Other(String),
@@ -162,36 +183,49 @@ pub fn find_source<'a, E: StdError + 'static>(e: &'a (dyn StdError + 'static)) -
 /// Sends requests to the RedFlag server. Implementations: [`ReqwestTransport`] (production) and
 /// the simulation harness's hyper-over-turmoil transport.
 pub trait Transport {
-    /// Sends one request and reads its answer (body bounded by [`RESPONSE_BODY_MAX_BYTES`]).
-    /// Must be cancel-safe: the loop drops the future on timeout or shutdown.
+    /// Sends one request and reads its answer, the body up to [`RESPONSE_BODY_MAX_BYTES`]
+    /// (beyond it: cut there, `body_truncated`, the rest unread). Must be cancel-safe: the loop
+    /// drops the future on timeout or shutdown.
     fn send(&mut self, request: &Request) -> impl Future<Output = Result<Response, TransportError>>;
 }
 
-/// Accumulates a response body and refuses to grow past a limit, so that transports can stop
-/// reading (and drop the connection) the moment an answer is too large.
+/// Accumulates a response body up to a limit, so that transports stop reading (and drop the
+/// connection) the moment an answer passes it, keeping exactly its first `limit` bytes.
 #[derive(Debug)]
 pub struct BoundedBody {
     buf: Vec<u8>,
     limit: usize,
+    truncated: bool,
 }
 
 impl BoundedBody {
     pub fn new(limit: usize) -> Self {
-        BoundedBody { buf: Vec::new(), limit }
+        BoundedBody { buf: Vec::new(), limit, truncated: false }
     }
 
-    /// Appends a chunk; `false` (and nothing appended) when it would pass the limit.
+    /// Appends what fits of a chunk; `false` once the body passed the limit (stop reading).
     #[must_use]
     pub fn push(&mut self, chunk: &[u8]) -> bool {
-        if self.buf.len() + chunk.len() > self.limit {
+        let room = self.limit - self.buf.len();
+        if chunk.len() > room {
+            self.buf.extend_from_slice(&chunk[..room]);
+            self.truncated = true;
             return false;
         }
         self.buf.extend_from_slice(chunk);
         true
     }
 
-    pub fn into_inner(self) -> Vec<u8> {
-        self.buf
+    /// A body announced longer than the limit (`Content-Length`): it will be cut.
+    pub fn announced(&mut self, length: u64) {
+        if length > self.limit as u64 {
+            self.truncated = true;
+        }
+    }
+
+    /// The response with this body: status and headers as read.
+    pub fn into_response(self, status: u16, retry_after: Option<String>, date: Option<String>) -> Response {
+        Response { status, retry_after, date, body: self.buf, body_truncated: self.truncated }
     }
 }
 
@@ -338,20 +372,16 @@ impl Transport for ReqwestTransport {
         };
         let retry_after = header(reqwest::header::RETRY_AFTER);
         let date = header(reqwest::header::DATE);
-        let success = (200..300).contains(&status);
-        if success && resp.content_length().is_some_and(|n| n > RESPONSE_BODY_MAX_BYTES as u64) {
-            return Err(TransportError::BodyTooLarge);
-        }
         let mut body = BoundedBody::new(RESPONSE_BODY_MAX_BYTES);
+        if let Some(n) = resp.content_length() {
+            body.announced(n);
+        }
         while let Some(chunk) = resp.chunk().await.map_err(Self::map_error)? {
             if !body.push(&chunk) {
                 // Stop reading; dropping `resp` closes the connection.
-                return match success {
-                    true => Err(TransportError::BodyTooLarge),
-                    false => Ok(Response { status, retry_after, date, body: Vec::new() }),
-                };
+                break;
             }
         }
-        Ok(Response { status, retry_after, date, body: body.into_inner() })
+        Ok(body.into_response(status, retry_after, date))
     }
 }

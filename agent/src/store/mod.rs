@@ -81,12 +81,44 @@ impl FileStore {
         }
     }
 
-    /// Creates `state_dir` if needed. An error is reported, not fatal: the agent runs without a
-    /// status file rather than not at all.
+    /// Creates `state_dir` if needed and proves it writable (a probe file, written and removed:
+    /// permission bits do not tell root about a read-only file system). An error is reported,
+    /// not fatal: the agent keeps checking in rather than stop; see [`STATE_DIR_UNUSABLE`].
     pub fn prepare(state_dir: &Path) -> Result<(), String> {
-        fs::create_dir_all(state_dir).map_err(|e| format!("cannot create state_dir {}: {e}", state_dir.display()))
+        fs::create_dir_all(state_dir).map_err(|e| format!("cannot create state_dir {}: {e}", state_dir.display()))?;
+        let probe = state_dir.join(format!(".redflag-agent-probe-{}", std::process::id()));
+        fs::write(&probe, b"").map_err(|e| format!("cannot write in state_dir {}: {e}", state_dir.display()))?;
+        let _ = fs::remove_file(&probe);
+        Ok(())
     }
 }
+
+impl FileStore {
+    /// Writes a file in `state_dir`, recreating the folder first if it has gone (removed while
+    /// the agent runs: an operator cleaning up, a tmpfs remounted), as start-up creates it. The
+    /// journal and outbox are whole in memory and each write replaces the whole file, so nothing
+    /// is lost; the next write of each file puts it back.
+    fn write_in_state_dir(&mut self, path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
+        match write_atomic(path, bytes, mode) {
+            Err(e) if !self.state_dir.is_dir() => {
+                FileStore::prepare(&self.state_dir).map_err(|again| format!("{e}; {again}"))?;
+                tracing::warn!(
+                    event = "state_dir_recreated",
+                    "state_dir {} had gone; created it again (journal, outbox and status are written anew from memory)",
+                    self.state_dir.display()
+                );
+                write_atomic(path, bytes, mode)
+            }
+            other => other,
+        }
+    }
+}
+
+/// What an unusable `state_dir` costs, said wherever one is reported (start-up, SIGHUP,
+/// `check-config`): every command is journaled before it is acknowledged or run.
+pub const STATE_DIR_UNUSABLE: &str = "no command can be journaled, so none is acknowledged or run (the server keeps \
+     them and sends them again), no result can be kept for delivery, and `redflag-agent status` has nothing to show; \
+     make state_dir a directory this user can write (the agent keeps checking in and takes commands again once it can)";
 
 /// What `run` would find wrong with `state_dir`, checked without creating anything (for
 /// `check-config`): not a directory, or not writable (nor creatable).
@@ -108,7 +140,7 @@ pub fn state_dir_problem(state_dir: &Path) -> Option<String> {
             }
         }
     }
-    .map(|p| format!("{p}: `redflag-agent status` will have nothing to show"))
+    .map(|p| format!("{p}: {STATE_DIR_UNUSABLE}"))
 }
 
 impl Store for FileStore {
@@ -119,7 +151,8 @@ impl Store for FileStore {
     fn save_status(&mut self, status: &Status) -> Result<(), String> {
         let mut bytes = serde_json::to_vec_pretty(status).map_err(|e| e.to_string())?;
         bytes.push(b'\n');
-        write_atomic(&self.status_path, &bytes, 0o644)
+        let path = self.status_path.clone();
+        self.write_in_state_dir(&path, &bytes, 0o644)
     }
 
     fn load_state(&mut self, name: &str) -> Result<Option<Vec<u8>>, String> {
@@ -136,7 +169,7 @@ impl Store for FileStore {
     }
 
     fn save_state(&mut self, name: &str, bytes: &[u8]) -> Result<(), String> {
-        write_atomic(&self.state_dir.join(name), bytes, 0o600)
+        self.write_in_state_dir(&self.state_dir.join(name), bytes, 0o600)
     }
 
     fn quarantine_state(&mut self, name: &str) -> Result<String, String> {
@@ -229,6 +262,25 @@ mod tests {
         let file = dir.path().join("file");
         fs::write(&file, "x").unwrap();
         assert!(state_dir_problem(&file).unwrap().contains("is not a directory"));
+    }
+
+    #[test]
+    fn a_state_dir_removed_while_running_is_created_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        FileStore::prepare(&state).unwrap();
+        let mut store = FileStore::new(&dir.path().join("c.json"), &state);
+        fs::remove_dir_all(&state).unwrap();
+        store.save_state("journal.json", b"{}").unwrap();
+        assert_eq!(fs::read(state.join("journal.json")).unwrap(), b"{}");
+        fs::remove_dir_all(&state).unwrap();
+        store.save_status(&Status::default()).unwrap();
+        assert!(state.join(STATUS_FILE_NAME).is_file());
+        // A state_dir that cannot be made is still an error, not a loop.
+        let file = dir.path().join("file");
+        fs::write(&file, "x").unwrap();
+        let mut blocked = FileStore::new(&dir.path().join("c.json"), &file.join("state"));
+        assert!(blocked.save_state("journal.json", b"{}").is_err());
     }
 
     #[test]

@@ -120,6 +120,7 @@ pub(super) struct RawServer {
     /// How commands are delivered (read by `commands.rs`).
     pub(super) delivery: Option<Spanned<String>>,
     pub(super) redeliver_after: Option<Spanned<String>>,
+    pub(super) commands_per_answer: Option<Spanned<i64>>,
     capacity_per_second: Option<Spanned<f64>>,
     queue_max: Option<Spanned<i64>>,
     shed_retry_after: Option<Spanned<toml::Value>>,

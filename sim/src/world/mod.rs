@@ -81,14 +81,6 @@ pub const START_SPREAD_MAX: Duration = Duration::from_secs(10);
 /// Every port above the well-known ones is ephemeral (see the module comment on leaks).
 pub const EPHEMERAL_PORTS: std::ops::RangeInclusive<u16> = 1024..=65535;
 
-/// What a run produced.
-pub struct RunOutput {
-    /// The trace, ordered by time.
-    pub records: Vec<Record>,
-    pub steps: u64,
-}
-
-
 /// The tick a scenario runs with.
 pub fn tick_for(scenario: &Scenario) -> Duration {
     scenario.tick.unwrap_or(if scenario.duration > LONG_RUN { LONG_RUN_TICK } else { DEFAULT_TICK })
@@ -121,8 +113,10 @@ pub fn start_delay_within(seed: u64, index: u32, spread: Duration) -> Duration {
     spread.mul_f64(seed::start_fraction(seed, index))
 }
 
-/// Runs `scenario` with `seed` to its end and returns the trace.
-pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutput, String> {
+/// Runs `scenario` with `seed` to its end, handing every line of the trace to `on_line` in
+/// trace order as the run goes (see [`TraceSink::drain_before`]): after each step, the lines
+/// older than the simulation's time. Returns the number of steps.
+pub fn run(scenario: &Scenario, seed: u64, on_line: &mut dyn FnMut(Record)) -> Result<u64, String> {
     let tick = tick_for(scenario);
     let mut sim = turmoil_builder(scenario.duration, tick, seed).build();
 
@@ -147,6 +141,8 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutput, String> {
     let mut next_command = 0;
     let mut next = 0;
     let mut steps = 0u64;
+    let mut lines = Vec::new();
+    let end_ms = ms(scenario.duration);
     while sim.elapsed() < scenario.duration {
         let now = sim.elapsed();
         while next_command < commands.len() && commands[next_command].at <= now {
@@ -165,14 +161,21 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutput, String> {
         }
         sim.step().map_err(|e| format!("simulation error at {}ms: {e}", ms(sim.elapsed())))?;
         steps += 1;
+        // Every later line is at least this old: hosts' clocks start the next step here, the
+        // world records faults and commands at it, and the run's end line at `end_ms`.
+        trace.drain_before(ms(sim.elapsed()).min(end_ms), &mut lines);
+        lines.drain(..).for_each(&mut *on_line);
     }
-    trace.record_at(ms(scenario.duration), &world.names.harness, None, TraceEvent::Sim(SimEvent::RunEnded));
+    trace.record_at(end_ms, &world.names.harness, None, TraceEvent::Sim(SimEvent::RunEnded));
     drop(sim);
-    let mut records = trace.take();
-    // Hosts run one after another within a step, each through its whole tick, so lines from
-    // one step can be out of time order. A stable sort keeps same-time lines in run order.
-    records.sort_by_key(|r| r.t_ms);
-    Ok(RunOutput { records, steps })
+    trace.drain_before(u64::MAX, &mut lines);
+    lines.drain(..).for_each(&mut *on_line);
+    match trace.late() {
+        0 => Ok(steps),
+        late => Err(format!(
+            "{late} trace line(s) arrived after newer lines had been written (a harness bug: the trace would not be in time order)"
+        )),
+    }
 }
 
 fn ms(d: Duration) -> u64 {
@@ -408,7 +411,10 @@ fn register_hosts(shared: &Rc<Shared>, sim: &mut Sim<'_>) {
                 if world.is_down(&host_name) {
                     return dead_process(None).await;
                 }
-                for slot in world.agents.iter().filter(|s| world.fleet.host_of(s.index) == h) {
+                // Agent i runs on host i % hosts (`Fleet::host_of`): this host's agents are
+                // h, h + hosts, ... (not a scan of the whole fleet per host).
+                for slot in world.agents.iter().skip(h as usize).step_by(world.fleet.hosts as usize) {
+                    debug_assert_eq!(world.fleet.host_of(slot.index), h);
                     spawn_agent(&world, slot.clone(), host_name.clone());
                 }
                 idle().await
