@@ -701,14 +701,48 @@ pub fn strip_userinfo(mut url: Url) -> (Url, Option<String>) {
 }
 
 fn validate(mut raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
-    use limits::*;
     let go_agent = GoAgentKeys::read(raw.take_go_agent_keys());
     let c = Check { origin };
     let mut warnings = Vec::new();
 
-    let url_text = c.required_string("server_url", raw.server_url)?;
-    let server_url = Url::parse(&url_text).map_err(|e| c.err("server_url", format!("is not a valid URL ({e}), got {url_text:?}")))?;
     let allow_insecure_http = raw.allow_insecure_http.unwrap_or(false);
+    let server_url = validate_server_url(&c, raw.server_url.take(), allow_insecure_http, &mut warnings)?;
+    let agent_id = validate_agent_id(&c, raw.agent_id.take())?;
+    let (token, refresh_token) = validate_tokens(&c, raw.token.take(), raw.refresh_token.take(), &mut warnings)?;
+    let interval = validate_interval(&c, raw.check_in_interval, &mut warnings)?;
+    let state_dir = PathBuf::from(raw.state_dir.take().unwrap_or_else(|| DEFAULT_STATE_DIR.to_string()));
+    if state_dir.as_os_str().is_empty() {
+        return Err(c.err("state_dir", "must not be empty"));
+    }
+
+    let resilience = validate_resilience(&c, raw.resilience.take().unwrap_or_default())?;
+    let tls = validate_tls(raw.tls.take(), &mut warnings);
+    let proxy = validate_proxy(&c, raw.proxy.take(), &mut warnings)?;
+
+    let mut config = Config {
+        server_url,
+        agent_id,
+        token,
+        refresh_token,
+        check_in_interval: Duration::from_secs_f64(interval),
+        state_dir,
+        resilience,
+        tls,
+        proxy,
+        allow_insecure_http,
+        go_agent,
+        warnings,
+    };
+    let warnings = recovery_warnings(&config);
+    config.warnings.extend(warnings);
+    Ok(config)
+}
+
+/// `server_url`: an http(s) URL with a host and no query; credentials stripped with a warning;
+/// plain http only where `server_address.rs` allows it.
+fn validate_server_url(c: &Check, raw: Option<String>, allow_insecure_http: bool, warnings: &mut Vec<String>) -> Result<Url, ConfigError> {
+    let url_text = c.required_string("server_url", raw)?;
+    let server_url = Url::parse(&url_text).map_err(|e| c.err("server_url", format!("is not a valid URL ({e}), got {url_text:?}")))?;
     if !matches!(server_url.scheme(), "http" | "https") {
         return Err(c.err("server_url", format!("must start with http:// or https://, got {url_text:?}")));
     }
@@ -723,21 +757,36 @@ fn validate(mut raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
     // The Bearer token and the refresh token travel with every request: over plain http, anyone
     // on the path reads them (`server_address.rs` says which addresses pass and why).
     if server_url.scheme() == "http" {
-        if let Some(warning) = plain_http_rule(&c, &server_url, allow_insecure_http)? {
+        if let Some(warning) = plain_http_rule(c, &server_url, allow_insecure_http)? {
             warnings.push(warning);
         }
     }
+    Ok(server_url)
+}
 
-    let agent_id = c.required_string("agent_id", raw.agent_id)?;
+/// `agent_id`: the server's id for this agent, short and made of safe characters.
+fn validate_agent_id(c: &Check, raw: Option<String>) -> Result<String, ConfigError> {
+    use limits::AGENT_ID_MAX_LEN;
+    let agent_id = c.required_string("agent_id", raw)?;
     if agent_id.len() > AGENT_ID_MAX_LEN {
         return Err(c.err("agent_id", format!("is {} characters long; at most {AGENT_ID_MAX_LEN}", agent_id.len())));
     }
     if let Some(bad) = agent_id.chars().find(|ch| !(ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))) {
         return Err(c.err("agent_id", format!("contains {bad:?}; use letters, digits, '-', '_' and '.' only")));
     }
+    Ok(agent_id)
+}
 
-    let token = Secret::new(raw.token.unwrap_or_default().trim());
-    let refresh_token = Secret::new(raw.refresh_token.unwrap_or_default().trim());
+/// `token` and `refresh_token`: at least one, each bounded and free of spaces and controls.
+fn validate_tokens(
+    c: &Check,
+    token: Option<String>,
+    refresh_token: Option<String>,
+    warnings: &mut Vec<String>,
+) -> Result<(Secret, Secret), ConfigError> {
+    use limits::TOKEN_MAX_LEN;
+    let token = Secret::new(token.unwrap_or_default().trim());
+    let refresh_token = Secret::new(refresh_token.unwrap_or_default().trim());
     for (field, s) in [("token", &token), ("refresh_token", &refresh_token)] {
         if s.expose().len() > TOKEN_MAX_LEN {
             return Err(c.err(field, format!("is longer than {TOKEN_MAX_LEN} bytes")));
@@ -752,10 +801,16 @@ fn validate(mut raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
     if refresh_token.is_empty() {
         warnings.push("refresh_token is empty: an expired token cannot be renewed and the agent will need re-registration".into());
     }
+    Ok((token, refresh_token))
+}
 
+/// `check_in_interval`, in seconds: within its bounds, with a warning below the fleet-friendly
+/// minimum.
+fn validate_interval(c: &Check, raw: Option<f64>, warnings: &mut Vec<String>) -> Result<f64, ConfigError> {
+    use limits::*;
     let interval = c.number(
         "check_in_interval",
-        raw.check_in_interval.unwrap_or(defaults::CHECK_IN_INTERVAL_SECONDS),
+        raw.unwrap_or(defaults::CHECK_IN_INTERVAL_SECONDS),
         CHECK_IN_INTERVAL_MIN_SECONDS,
         CHECK_IN_INTERVAL_MAX_SECONDS,
     )?;
@@ -764,79 +819,31 @@ fn validate(mut raw: RawConfig, origin: &str) -> Result<Config, ConfigError> {
             "check_in_interval is {interval}s; below {CHECK_IN_INTERVAL_WARN_BELOW_SECONDS}s a large fleet loads the server heavily"
         ));
     }
+    Ok(interval)
+}
 
-    let state_dir = PathBuf::from(raw.state_dir.unwrap_or_else(|| DEFAULT_STATE_DIR.to_string()));
-    if state_dir.as_os_str().is_empty() {
-        return Err(c.err("state_dir", "must not be empty"));
-    }
-
-    let resilience = validate_resilience(&c, raw.resilience.unwrap_or_default())?;
-    let tls = validate_tls(raw.tls, &mut warnings);
-    let proxy = validate_proxy(&c, raw.proxy, &mut warnings)?;
-
-    let config = Config {
-        server_url,
-        agent_id,
-        token,
-        refresh_token,
-        check_in_interval: Duration::from_secs_f64(interval),
-        state_dir,
-        resilience,
-        tls,
-        proxy,
-        allow_insecure_http,
-        go_agent,
-        warnings,
-    };
+/// Warnings about the resilience settings as a whole: a worst-case recovery beyond the target,
+/// and waits short enough to load a fleet's server.
+fn recovery_warnings(config: &Config) -> Vec<String> {
+    use limits::OUTAGE_RETRY_WARN_BELOW_SECONDS;
+    let mut warnings = Vec::new();
     let worst = config.worst_case_recovery();
-    let mut config = config;
     if worst > RECOVERY_TARGET {
-        config.warnings.push(format!(
+        warnings.push(format!(
             "with these resilience settings recovery after an outage can take up to {}s (request_timeout_seconds + max(max_delay, circuit_breaker_timeout)); the target is {}s",
             worst.as_secs_f64(),
             RECOVERY_TARGET.as_secs()
         ));
     }
     if config.outage_retry_period().as_secs_f64() < OUTAGE_RETRY_WARN_BELOW_SECONDS {
-        config.warnings.push(format!(
-            "short waits: {}; the defaults (15 s) keep a fleet's load low",
-            config.outage_rate_text()
-        ));
+        warnings.push(format!("short waits: {}; the defaults (15 s) keep a fleet's load low", config.outage_rate_text()));
     }
-    Ok(config)
+    warnings
 }
 
 fn validate_resilience(c: &Check, r: RawResilience) -> Result<Resilience, ConfigError> {
     use limits::*;
-    let max_retries =
-        c.whole("resilience.max_retries", r.max_retries.unwrap_or(defaults::MAX_RETRIES.into()), 1.0, MAX_RETRIES_MAX)?;
-    let initial = c.number(
-        "resilience.initial_delay_seconds",
-        r.initial_delay_seconds.unwrap_or(defaults::INITIAL_DELAY_SECONDS),
-        INITIAL_DELAY_MIN_SECONDS,
-        INITIAL_DELAY_MAX_SECONDS,
-    )?;
-    let max_delay_minutes = c.minutes(
-        "resilience.max_delay_minutes",
-        r.max_delay_minutes.unwrap_or(defaults::MAX_DELAY_MINUTES),
-        MAX_DELAY_MIN_SECONDS,
-        MAX_DELAY_MAX_MINUTES,
-    )?;
-    if initial > max_delay_minutes * 60.0 {
-        return Err(c.err(
-            "resilience.initial_delay_seconds",
-            format!(
-                "must not exceed resilience.max_delay_minutes ({max_delay_minutes} min = {}s), got {initial}",
-                max_delay_minutes * 60.0
-            ),
-        ));
-    }
-    let factor = c.number(
-        "resilience.backoff_factor",
-        r.backoff_factor.unwrap_or(defaults::BACKOFF_FACTOR),
-        1.0,
-        BACKOFF_FACTOR_MAX,
-    )?;
+    let (max_retries, initial_delay, max_delay, backoff_factor) = validate_backoff(c, &r)?;
     let threshold = c.whole(
         "resilience.circuit_breaker_threshold",
         r.circuit_breaker_threshold.unwrap_or(defaults::CIRCUIT_BREAKER_THRESHOLD.into()),
@@ -867,9 +874,9 @@ fn validate_resilience(c: &Check, r: RawResilience) -> Result<Resilience, Config
     )?;
     Ok(Resilience {
         max_retries,
-        initial_delay: Duration::from_secs_f64(initial),
-        max_delay: Duration::from_secs_f64(max_delay_minutes * 60.0),
-        backoff_factor: factor,
+        initial_delay,
+        max_delay,
+        backoff_factor,
         circuit_breaker_threshold: threshold,
         circuit_breaker_timeout: Duration::from_secs_f64(breaker_minutes * 60.0),
         jitter,
@@ -877,6 +884,42 @@ fn validate_resilience(c: &Check, r: RawResilience) -> Result<Resilience, Config
         retry_after_max: Duration::from_secs_f64(retry_after_max),
         health_check: r.health_check.unwrap_or(defaults::HEALTH_CHECK),
     })
+}
+
+/// The backoff keys: `max_retries`, `initial_delay_seconds` (never above the maximum),
+/// `max_delay_minutes` and `backoff_factor`, as (retries, initial delay, maximum delay, factor).
+fn validate_backoff(c: &Check, r: &RawResilience) -> Result<(u32, Duration, Duration, f64), ConfigError> {
+    use limits::*;
+    let max_retries =
+        c.whole("resilience.max_retries", r.max_retries.unwrap_or(defaults::MAX_RETRIES.into()), 1.0, MAX_RETRIES_MAX)?;
+    let initial = c.number(
+        "resilience.initial_delay_seconds",
+        r.initial_delay_seconds.unwrap_or(defaults::INITIAL_DELAY_SECONDS),
+        INITIAL_DELAY_MIN_SECONDS,
+        INITIAL_DELAY_MAX_SECONDS,
+    )?;
+    let max_delay_minutes = c.minutes(
+        "resilience.max_delay_minutes",
+        r.max_delay_minutes.unwrap_or(defaults::MAX_DELAY_MINUTES),
+        MAX_DELAY_MIN_SECONDS,
+        MAX_DELAY_MAX_MINUTES,
+    )?;
+    if initial > max_delay_minutes * 60.0 {
+        return Err(c.err(
+            "resilience.initial_delay_seconds",
+            format!(
+                "must not exceed resilience.max_delay_minutes ({max_delay_minutes} min = {}s), got {initial}",
+                max_delay_minutes * 60.0
+            ),
+        ));
+    }
+    let factor = c.number(
+        "resilience.backoff_factor",
+        r.backoff_factor.unwrap_or(defaults::BACKOFF_FACTOR),
+        1.0,
+        BACKOFF_FACTOR_MAX,
+    )?;
+    Ok((max_retries, Duration::from_secs_f64(initial), Duration::from_secs_f64(max_delay_minutes * 60.0), factor))
 }
 
 #[cfg(test)]
