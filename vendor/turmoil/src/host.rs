@@ -492,12 +492,9 @@ impl Tcp {
         (rx, bidi)
     }
 
-    pub(crate) fn flow_control(&self, pair: SocketPair) -> BidiFlowControl {
-        self.sockets
-            .get(&pair)
-            .expect("missing stream socket")
-            .flow_control
-            .clone()
+    /// redflag patch: `None` when the socket is gone (upstream panics: see `accept`).
+    pub(crate) fn flow_control(&self, pair: SocketPair) -> Option<BidiFlowControl> {
+        self.sockets.get(&pair).map(|sock| sock.flow_control.clone())
     }
 
     pub(crate) fn stream_count(&self) -> usize {
@@ -545,11 +542,10 @@ impl Tcp {
                 None => return Err(Protocol::Tcp(Segment::Rst)),
             },
             Segment::Rst => {
-                if self.sockets.get(&SocketPair::new(dst, src)).is_some() {
-                    self.sockets
-                        .swap_remove(&SocketPair::new(dst, src))
-                        .unwrap();
-                }
+                // redflag patch: through `reset_stream`, so that `local_ports` forgets the
+                // socket too (a RST'd socket's port must become free again, as upstream's scan
+                // of `sockets` found it).
+                self.reset_stream(SocketPair::new(dst, src));
             }
         };
 

@@ -64,6 +64,9 @@ impl TcpListener {
     /// established, the corresponding [`TcpStream`] and the remote peer’s
     /// address will be returned.
     pub async fn accept(&self) -> Result<(TcpStream, SocketAddr)> {
+        // redflag patch: an outer loop, so that a handshake whose client socket is gone (see
+        // below) is skipped like one whose client stopped waiting.
+        loop {
         let origin = loop {
             let maybe_accept = World::current(|world| {
                 let host = world.current_host_mut();
@@ -108,17 +111,29 @@ impl TcpListener {
                 origin.ip()
             };
             let client_pair = SocketPair::new(origin, pair.local);
+            // redflag patch: the client's socket can be gone although its connect still
+            // waits (a RST for an earlier connection on the same ports removed it). Upstream
+            // panics ("missing stream socket"); the handshake fails instead: the server side's
+            // socket is removed, and the client's first segment is answered with a RST.
             let bidi = world
                 .hosts
                 .get(&client_ip)
                 .expect("client host missing")
                 .tcp
                 .flow_control(client_pair);
-            TcpStream::new(pair, rx, bidi.invert())
+            match bidi {
+                Some(bidi) => Some(TcpStream::new(pair, rx, bidi.invert())),
+                None => {
+                    world.current_host_mut().tcp.reset_stream(pair);
+                    None
+                }
+            }
         });
+        let Some(stream) = stream else { continue };
 
         tracing::trace!(target: TRACING_TARGET, src = ?self.local_addr, dst = ?origin, "Accepted");
-        Ok((stream, origin))
+        return Ok((stream, origin));
+        }
     }
 
     /// Returns the local address that this listener is bound to.
