@@ -22,8 +22,7 @@ use redflag_agent::commands::journal::{JOURNAL_FILE, Journal};
 use redflag_agent::commands::outbox::OUTBOX_FILE;
 use redflag_agent::server::protocol::{Command, UpdateLogRequest};
 use redflag_agent::commands::runner::{CommandRunner, Execution};
-use redflag_agent::server::secret::Secret;
-use redflag_agent::store::{MemoryStore, Status, Store};
+use redflag_agent::store::MemoryStore;
 use redflag_agent::server::transport::{Method, Request, Response, Transport, TransportError};
 use serde_json::{Value, json};
 
@@ -81,31 +80,11 @@ impl Transport for Fake {
 }
 
 /// The loop's disk, shared with the test.
-#[derive(Clone, Default)]
-struct Disk(Rc<RefCell<MemoryStore>>);
+type Disk = Rc<RefCell<MemoryStore>>;
 
-impl Store for Disk {
-    fn save_token(&mut self, token: &Secret) -> Result<(), String> {
-        self.0.borrow_mut().save_token(token)
-    }
-    fn save_status(&mut self, status: &Status) -> Result<(), String> {
-        self.0.borrow_mut().save_status(status)
-    }
-    fn load_state(&mut self, name: &str) -> Result<Option<Vec<u8>>, String> {
-        self.0.borrow_mut().load_state(name)
-    }
-    fn save_state(&mut self, name: &str, bytes: &[u8]) -> Result<(), String> {
-        self.0.borrow_mut().save_state(name, bytes)
-    }
-    fn quarantine_state(&mut self, name: &str) -> Result<String, String> {
-        self.0.borrow_mut().quarantine_state(name)
-    }
-}
-
-impl Disk {
-    fn files(&self) -> BTreeMap<String, Vec<u8>> {
-        self.0.borrow().files.clone()
-    }
+/// The disk's files as they are now.
+fn files(disk: &Disk) -> BTreeMap<String, Vec<u8>> {
+    disk.borrow().files.clone()
 }
 
 #[derive(Clone, Default)]
@@ -191,10 +170,10 @@ async fn a_command_is_journaled_acknowledged_run_once_and_its_result_delivered()
     assert_eq!(s.checkins[1]["acknowledged_commands"], json!(["c1"]), "{}", s.checkins[1]);
     assert!(s.checkins[2..].iter().all(|c| c.get("acknowledged_commands").is_none()));
     // Journaled as done and delivered; the outbox is empty again.
-    let journal = Journal::parse(&disk.files()[JOURNAL_FILE]).unwrap();
+    let journal = Journal::parse(&files(&disk)[JOURNAL_FILE]).unwrap();
     assert_eq!(journal.get("c1").unwrap().state.as_str(), "done");
     assert!(journal.undelivered().is_empty());
-    assert!(String::from_utf8_lossy(&disk.files()[OUTBOX_FILE]).contains("\"results\":[]"));
+    assert!(String::from_utf8_lossy(&files(&disk)[OUTBOX_FILE]).contains("\"results\":[]"));
     assert_eq!(events.named("command_started").len(), 1);
     assert_eq!(events.named("result_delivered").len(), 1);
 }
@@ -265,7 +244,7 @@ async fn results_wait_on_their_own_schedule_while_the_server_fails_them_and_chec
     }
     assert!(!events.named("results_held").is_empty());
     assert!(events.named("breaker").is_empty(), "a failing /logs moved the check-in breaker");
-    let outbox = String::from_utf8_lossy(&disk.files()[OUTBOX_FILE]).to_string();
+    let outbox = String::from_utf8_lossy(&files(&disk)[OUTBOX_FILE]).to_string();
     assert!(outbox.contains("c1") && outbox.contains("c2"), "written before sending: {outbox}");
     // The server recovers: both results go out, oldest first, and check-ins go on.
     fake.0.borrow_mut().logs_status = None;
@@ -286,8 +265,8 @@ async fn corrupt_state_files_are_moved_aside_and_the_agent_keeps_checking_in() {
         (&b"{\"format\":\"redflag-agent-journal/1\",\"entries\":[]}"[..], &b"{\"format\":\"redflag-agent-outbox/1\",\"results\":[{\"command_id\":\"x\"}]}"[..]),
     ] {
         let (fake, disk, events, runner) = (Fake::default(), Disk::default(), Events::default(), Counting::default());
-        disk.0.borrow_mut().files.insert(JOURNAL_FILE.into(), journal.to_vec());
-        disk.0.borrow_mut().files.insert(OUTBOX_FILE.into(), outbox.to_vec());
+        disk.borrow_mut().files.insert(JOURNAL_FILE.into(), journal.to_vec());
+        disk.borrow_mut().files.insert(OUTBOX_FILE.into(), outbox.to_vec());
         fake.0.borrow_mut().commands = vec![cmd("c1")];
         fake.0.borrow_mut().honour_acks = true;
         run(&fake, &disk, &events, runner.clone(), Duration::from_secs(40)).await;
@@ -295,7 +274,7 @@ async fn corrupt_state_files_are_moved_aside_and_the_agent_keeps_checking_in() {
         assert_eq!(corrupt.len(), 1, "{corrupt:?}");
         let Event::StateCorrupt { file, moved_to, .. } = &corrupt[0] else { unreachable!() };
         assert_eq!(moved_to, &format!("{file}.corrupt"));
-        let files = disk.files();
+        let files = files(&disk);
         assert_eq!(files.get(moved_to.as_str()).map(Vec::as_slice), Some(if file == JOURNAL_FILE { journal } else { outbox }));
         // It kept working: checked in, ran the command once, delivered its result.
         assert!(fake.0.borrow().checkins.len() >= 3);

@@ -32,7 +32,7 @@ use redflag_agent::commands::runner::ProductionRunner;
 use redflag_agent::log::events::{Event, Observer, RequestKind};
 use redflag_agent::resilience::{BackoffConfig, BreakerConfig, Jitter, PolicyConfig};
 use redflag_agent::server::secret::Secret;
-use redflag_agent::store::{MemoryStore, Status, Store};
+use redflag_agent::store::MemoryStore;
 use redflag_agent::server::transport::{Request, Response, Transport, TransportError};
 
 const INTERVAL: Duration = Duration::from_secs(300);
@@ -95,26 +95,7 @@ impl Host for PausedWall {
 }
 
 /// State files that outlive one run of the loop (a restart), shared with the test.
-#[derive(Clone, Default)]
-struct SharedStore(Rc<RefCell<MemoryStore>>);
-
-impl Store for SharedStore {
-    fn save_token(&mut self, token: &Secret) -> Result<(), String> {
-        self.0.borrow_mut().save_token(token)
-    }
-    fn save_status(&mut self, status: &Status) -> Result<(), String> {
-        self.0.borrow_mut().save_status(status)
-    }
-    fn load_state(&mut self, name: &str) -> Result<Option<Vec<u8>>, String> {
-        self.0.borrow_mut().load_state(name)
-    }
-    fn save_state(&mut self, name: &str, bytes: &[u8]) -> Result<(), String> {
-        self.0.borrow_mut().save_state(name, bytes)
-    }
-    fn quarantine_state(&mut self, name: &str) -> Result<String, String> {
-        self.0.borrow_mut().quarantine_state(name)
-    }
-}
+type SharedStore = Rc<RefCell<MemoryStore>>;
 
 #[derive(Clone, Default)]
 struct Events(Rc<RefCell<Vec<(Instant, Event)>>>);
@@ -377,7 +358,7 @@ fn an_operators_heartbeat_survives_a_restart() {
         },
         Duration::from_secs(120),
     );
-    assert!(store.0.borrow().files.contains_key("heartbeat.json"), "the heartbeat was not kept in state_dir");
+    assert!(store.borrow().files.contains_key("heartbeat.json"), "the heartbeat was not kept in state_dir");
     // Second run, 3 minutes after the first started (1 minute down): the first check-in
     // already reports the heartbeat, with the same end, and the agent polls rapidly.
     let restart = Duration::from_secs(180);

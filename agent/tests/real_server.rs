@@ -129,36 +129,10 @@ impl RealServer {
         };
         let port = free_port_pair();
         say(&format!("starting the real server from {} on port {port}", scripts.display()));
-        let mut child = Command::new("bash")
-            .arg(scripts.join("up.sh"))
-            .arg(port.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run up.sh");
-        let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-        let out = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = out.read_to_string(&mut s);
-            s
-        });
-        let err = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = err.read_to_string(&mut s);
-            s
-        });
-        let mut status = None;
-        if !wait_until(UP_TIMEOUT, || {
-            status = child.try_wait().unwrap();
-            status.is_some()
-        }) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("up.sh did not finish within {UP_TIMEOUT:?}");
-        }
-        let (stdout, stderr) = (out.join().unwrap(), err.join().unwrap());
-        match status.unwrap().code() {
+        let mut up = Command::new("bash");
+        up.arg(scripts.join("up.sh")).arg(port.to_string());
+        let (code, stdout, stderr) = output_within(&mut up, UP_TIMEOUT, "up.sh");
+        match code {
             Some(0) => {}
             Some(3) => return Start::Skip(format!("up.sh cannot run here: {}", stderr.trim())),
             other => panic!("up.sh failed ({other:?}):\n{stderr}"),

@@ -356,7 +356,7 @@ impl Desk {
 mod tests {
     use super::*;
     use crate::server::protocol::RESULT_SUCCESS;
-    use crate::store::MemoryStore;
+    use crate::store::{CountingStore, MemoryStore};
     use serde_json::json;
 
     fn cmd(id: &str) -> Command {
@@ -369,29 +369,6 @@ mod tests {
 
     fn names(events: &[Event]) -> Vec<&'static str> {
         events.iter().map(Event::name).collect()
-    }
-
-    /// Counts the writes of each state file.
-    #[derive(Default)]
-    struct Counting(MemoryStore, std::collections::BTreeMap<String, usize>);
-
-    impl Store for Counting {
-        fn save_token(&mut self, t: &crate::server::secret::Secret) -> Result<(), String> {
-            self.0.save_token(t)
-        }
-        fn save_status(&mut self, s: &crate::store::Status) -> Result<(), String> {
-            self.0.save_status(s)
-        }
-        fn load_state(&mut self, name: &str) -> Result<Option<Vec<u8>>, String> {
-            self.0.load_state(name)
-        }
-        fn save_state(&mut self, name: &str, bytes: &[u8]) -> Result<(), String> {
-            *self.1.entry(name.to_string()).or_default() += 1;
-            self.0.save_state(name, bytes)
-        }
-        fn quarantine_state(&mut self, name: &str) -> Result<String, String> {
-            self.0.quarantine_state(name)
-        }
     }
 
     #[test]
@@ -416,11 +393,11 @@ mod tests {
 
     #[test]
     fn a_whole_answer_costs_one_write_and_each_refusal_is_named() {
-        let mut store = Counting::default();
+        let mut store = CountingStore::default();
         let mut desk = Desk::default();
         let commands: Vec<Command> = (0..super::super::journal::JOURNAL_ENTRIES_MAX + 3).map(|i| cmd(&format!("c{i}"))).collect();
         let taken = desk.take_answer(&answer(commands), &mut store);
-        assert_eq!(store.1.get(JOURNAL_FILE), Some(&1), "one journal write for the answer");
+        assert_eq!(store.writes(JOURNAL_FILE), 1, "one journal write for the answer");
         let skipped: Vec<&str> = taken
             .events
             .iter()
@@ -481,7 +458,7 @@ mod tests {
 
     #[test]
     fn a_run_of_commands_costs_one_journal_write_each_and_one_outbox_write() {
-        let mut store = Counting::default();
+        let mut store = CountingStore::default();
         let mut desk = Desk::default();
         desk.take_answer(&answer(vec![cmd("a"), cmd("b"), cmd("c")]), &mut store);
         let exec = Execution::success("ok", None);
@@ -507,7 +484,7 @@ mod tests {
 
     #[test]
     fn a_delivery_round_is_written_once_at_its_end() {
-        let mut store = Counting::default();
+        let mut store = CountingStore::default();
         let mut desk = Desk::default();
         desk.take_answer(&answer(vec![cmd("a"), cmd("b")]), &mut store);
         for id in ["a", "b"] {

@@ -565,34 +565,14 @@ mod tests {
 
     #[test]
     fn a_whole_answer_is_journaled_with_one_write_up_to_the_limit() {
-        #[derive(Default)]
-        struct Counting(MemoryStore, usize);
-        impl Store for Counting {
-            fn save_token(&mut self, t: &crate::server::secret::Secret) -> Result<(), String> {
-                self.0.save_token(t)
-            }
-            fn save_status(&mut self, s: &crate::store::Status) -> Result<(), String> {
-                self.0.save_status(s)
-            }
-            fn load_state(&mut self, name: &str) -> Result<Option<Vec<u8>>, String> {
-                self.0.load_state(name)
-            }
-            fn save_state(&mut self, name: &str, bytes: &[u8]) -> Result<(), String> {
-                self.1 += 1;
-                self.0.save_state(name, bytes)
-            }
-            fn quarantine_state(&mut self, name: &str) -> Result<String, String> {
-                self.0.quarantine_state(name)
-            }
-        }
-        let mut store = Counting::default();
+        let mut store = crate::store::CountingStore::default();
         let mut j = Journal::default();
         let n = JOURNAL_ENTRIES_MAX + 10;
         let mut new: Vec<NewEntry> = (0..n).map(|i| NewEntry { command: cmd(&format!("c{i}")), result: None }).collect();
         new.insert(1, NewEntry { command: cmd("c0"), result: None });
         new[5].result = Some(result("c4"));
         let (outcomes, saved) = j.receive_all(new, &mut store);
-        assert_eq!(store.1, 1, "one write for the whole answer");
+        assert_eq!(store.all_writes(), 1, "one write for the whole answer");
         assert_eq!(saved.unwrap().entries as usize, JOURNAL_ENTRIES_MAX);
         assert!(outcomes[1].as_ref().unwrap_err().contains("twice"));
         let refused: Vec<&String> = outcomes.iter().filter_map(|o| o.as_ref().err()).collect();

@@ -180,6 +180,26 @@ impl Store for FileStore {
     }
 }
 
+/// A store shared between its user and whoever looks at it (a test, a restarted loop): every
+/// call borrows it for its own length.
+impl<S: Store + ?Sized> Store for std::rc::Rc<std::cell::RefCell<S>> {
+    fn save_token(&mut self, token: &Secret) -> Result<(), String> {
+        self.borrow_mut().save_token(token)
+    }
+    fn save_status(&mut self, status: &Status) -> Result<(), String> {
+        self.borrow_mut().save_status(status)
+    }
+    fn load_state(&mut self, name: &str) -> Result<Option<Vec<u8>>, String> {
+        self.borrow_mut().load_state(name)
+    }
+    fn save_state(&mut self, name: &str, bytes: &[u8]) -> Result<(), String> {
+        self.borrow_mut().save_state(name, bytes)
+    }
+    fn quarantine_state(&mut self, name: &str) -> Result<String, String> {
+        self.borrow_mut().quarantine_state(name)
+    }
+}
+
 /// Tests and the simulation: the latest token and status, in memory.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStore {
@@ -309,5 +329,43 @@ mod tests {
         let big = fs::File::create(dir.path().join("outbox.json")).unwrap();
         big.set_len(STATE_FILE_MAX_BYTES + 1).unwrap();
         assert!(store.load_state("outbox.json").unwrap_err().contains("more than"));
+    }
+}
+
+/// Unit tests: a [`MemoryStore`] that counts the writes of each state file.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct CountingStore(pub MemoryStore, pub std::collections::BTreeMap<String, usize>);
+
+#[cfg(test)]
+impl CountingStore {
+    /// Writes of state file `name` so far.
+    pub(crate) fn writes(&self, name: &str) -> usize {
+        self.1.get(name).copied().unwrap_or(0)
+    }
+
+    /// Writes of every state file so far.
+    pub(crate) fn all_writes(&self) -> usize {
+        self.1.values().sum()
+    }
+}
+
+#[cfg(test)]
+impl Store for CountingStore {
+    fn save_token(&mut self, t: &Secret) -> Result<(), String> {
+        self.0.save_token(t)
+    }
+    fn save_status(&mut self, s: &Status) -> Result<(), String> {
+        self.0.save_status(s)
+    }
+    fn load_state(&mut self, name: &str) -> Result<Option<Vec<u8>>, String> {
+        self.0.load_state(name)
+    }
+    fn save_state(&mut self, name: &str, bytes: &[u8]) -> Result<(), String> {
+        *self.1.entry(name.to_string()).or_default() += 1;
+        self.0.save_state(name, bytes)
+    }
+    fn quarantine_state(&mut self, name: &str) -> Result<String, String> {
+        self.0.quarantine_state(name)
     }
 }
