@@ -323,6 +323,18 @@ impl Journal {
         self.entries.iter().filter(|e| e.ack_pending).take(max).map(|e| e.command.id.clone()).collect()
     }
 
+    /// Writes marks just set in memory (`changed`), and keeps them in memory even when the disk
+    /// refuses them, so that what the server already knows is not sent again (issue 19 item 10).
+    fn save_marks<S: Store + ?Sized>(&mut self, changed: bool, store: &mut S) -> Result<Saved, String> {
+        if !changed {
+            return Ok(Saved { entries: self.entries.len() as u32, bytes: 0 });
+        }
+        let kept = self.clone();
+        let outcome = self.commit(store, Journal::default());
+        *self = kept;
+        outcome
+    }
+
     /// A check-in carrying `ids` succeeded: the server has them. Unlike every other change,
     /// this one stays in memory when the write fails: the server *has* them, and sending them
     /// again in every check-in while the disk refuses would say nothing new. The disk catches up
@@ -334,13 +346,7 @@ impl Journal {
             e.ack_pending = false;
             changed = true;
         }
-        if !changed {
-            return Ok(Saved { entries: self.entries.len() as u32, bytes: 0 });
-        }
-        let kept = self.clone();
-        let outcome = self.commit(store, Journal::default());
-        *self = kept;
-        outcome
+        self.save_marks(changed, store)
     }
 
     /// The oldest command received and not yet started.
@@ -405,13 +411,7 @@ impl Journal {
                 changed = true;
             }
         }
-        if !changed {
-            return Ok(Saved { entries: self.entries.len() as u32, bytes: 0 });
-        }
-        let kept = self.clone();
-        let outcome = self.commit(store, Journal::default());
-        *self = kept;
-        outcome
+        self.save_marks(changed, store)
     }
 
     /// Records whether the server got a finished command's result.
