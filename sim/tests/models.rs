@@ -269,7 +269,7 @@ fn a_broken_route_fails_alone_while_the_rest_of_the_api_works() {
         assert_eq!(status(&send(&mut t, &health_req(), T).await), Ok(503));
         assert_eq!(status(&send(&mut t, &checkin_req(TOKEN), T).await), Ok(200));
         // Slow: the work is done and the answer held; a short timeout gives up on it.
-        modes.set_broken(ApiRoute::Logs, Some(Broken::slow(Duration::from_secs(3))));
+        modes.set_broken(ApiRoute::Logs, Some(Broken { status: None, delay: Some(Duration::from_secs(3)) }));
         assert_eq!(status(&send(&mut t, &logs, Duration::from_secs(1)).await), Err(TransportError::Timeout));
         assert!(db.result(AGENT, "c1").is_some(), "a slow route does the work");
         let started = Instant::now();

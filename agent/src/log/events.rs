@@ -68,9 +68,8 @@ pub enum Event {
         delay_ms: u64,
         reason: String,
         consecutive_failures: u32,
-        /// The request that failed the attempt when it was not the check-in: `renew` (traces
-        /// written before issue 17 may say `health`: a probe then gated the check-in; now a
-        /// probe is never an attempt). Absent: the check-in failed.
+        /// The request that failed the attempt when it was not the check-in: `health` (the
+        /// probe failed, so no check-in was sent) or `renew`. Absent: the check-in failed.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         request: Option<RequestKind>,
         /// What went wrong beneath the class (the error chain of a network error, why a body

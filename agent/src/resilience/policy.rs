@@ -25,10 +25,7 @@
 //! time. After a refusal, a reset, a timeout, a gateway's 502/504 or a shed answer there is no
 //! probe: it would tell nothing a check-in would not, at the same cost (a refused check-in
 //! costs the server nothing). So a broken `/health` cannot delay recovery, and a long outage of
-//! a down server costs one request per breaker period, as before. A `/health` that says
-//! "healthy" while the check-in it brought forward fails (a database error behind a live
-//! process, a route-level 500) says nothing about check-ins: no more probes until a check-in
-//! succeeds, so such an outage too costs one request per breaker period after the first.
+//! a down server costs one request per breaker period, as before.
 
 use std::time::{Duration, Instant};
 
@@ -184,11 +181,6 @@ pub struct Policy {
     shedding_since: Option<Instant>,
     /// When the recovery probe of the current wait is due, if this wait has one.
     probe_at: Option<Instant>,
-    /// The attempt now due was brought forward by a healthy probe.
-    probe_brought_forward: bool,
-    /// Since the last success, a check-in a healthy probe brought forward failed: `/health`
-    /// does not tell whether check-ins work, so no more probes until one succeeds.
-    probe_misleads: bool,
 }
 
 impl Policy {
@@ -203,8 +195,6 @@ impl Policy {
             outage_started: None,
             shedding_since: None,
             probe_at: None,
-            probe_brought_forward: false,
-            probe_misleads: false,
         }
     }
 
@@ -252,7 +242,6 @@ impl Policy {
             return None;
         }
         self.breaker.shorten_open(now);
-        self.probe_brought_forward = true;
         Some(now)
     }
 
@@ -267,7 +256,6 @@ impl Policy {
             // help, which is treated the same way.)
             Verdict::FailFast | Verdict::Renew => {
                 self.probe_at = None;
-                self.probe_brought_forward = false;
                 let transition = self.breaker.on_success(now);
                 self.reset_burst();
                 self.consecutive_failures = self.consecutive_failures.saturating_add(1);
@@ -281,7 +269,6 @@ impl Policy {
     /// A success: the breaker closes, an outage (if any) is over, the regular interval applies.
     fn succeeded<R: Rng + ?Sized>(&mut self, now: Instant, report: Report, rng: &mut R) -> Decision {
         self.probe_at = None;
-        (self.probe_brought_forward, self.probe_misleads) = (false, false);
         let transition = self.breaker.on_success(now);
         self.shedding_since = None;
         let recovered = self
@@ -329,12 +316,9 @@ impl Policy {
             }
         }
         // The server said it cannot serve (not "I am full", not "wait this long"): halfway
-        // through the breaker's wait, ask /health whether it is well again, unless /health
-        // already said so during this outage and the check-in it brought forward failed.
-        self.probe_misleads |= std::mem::take(&mut self.probe_brought_forward);
+        // through the breaker's wait, ask /health whether it is well again.
         let unwell = report.outcome.is_some_and(Outcome::server_unwell);
-        let probe = self.config.health_check && unwell && !self.probe_misleads && reason == WaitReason::BreakerOpen;
-        self.probe_at = probe.then(|| now + delay / 2);
+        self.probe_at = (self.config.health_check && unwell && reason == WaitReason::BreakerOpen).then(|| now + delay / 2);
         self.decide(now, report.verdict, delay, reason, attempt, transition, None)
     }
 
@@ -490,41 +474,6 @@ mod tests {
         // A success clears any probe; a later failure of another kind plans none.
         p.complete(probe, Report::of(Verdict::Success), &mut rng);
         assert_eq!(p.probe_at(), None);
-    }
-
-    #[test]
-    fn a_healthy_probe_whose_check_in_fails_is_not_asked_again_until_a_success() {
-        let now = Instant::now();
-        let mut rng = StdRng::seed_from_u64(4);
-        let mut p = Policy::new(config());
-        let unwell = Report { outcome: Some(Outcome::Status(500)), ..Report::of(Verdict::Retry) };
-        open_with(&mut p, now, Outcome::Status(500), None, &mut rng);
-        let probe = p.probe_at().unwrap();
-        assert_eq!(p.probe_answered(probe, true), Some(probe));
-        assert_eq!(p.admit(probe).0, Gate::Go);
-        // /health said healthy, the check-in it brought forward got a 500: /health misleads.
-        let d = p.complete(probe, unwell, &mut rng);
-        assert_eq!(d.reason, WaitReason::BreakerOpen);
-        assert_eq!(p.probe_at(), None, "no probe after a healthy one misled");
-        assert_eq!(p.admit(d.next_attempt_at).0, Gate::Go);
-        let d = p.complete(d.next_attempt_at, unwell, &mut rng);
-        assert_eq!(p.probe_at(), None, "nor in the next wait");
-        // A failed probe misleads nobody: its wait's check-in failing plans the next probe.
-        let mut q = Policy::new(config());
-        open_with(&mut q, now, Outcome::Status(500), None, &mut rng);
-        let probe = q.probe_at().unwrap();
-        q.probe_answered(probe, false);
-        let due = q.admit(probe).0;
-        let Gate::Wait { until } = due else { panic!("{due:?}") };
-        assert_eq!(q.admit(until).0, Gate::Go);
-        q.complete(until, unwell, &mut rng);
-        assert!(q.probe_at().is_some(), "a failed probe does not stop the next");
-        // After a success the probe is trusted again.
-        assert_eq!(p.admit(d.next_attempt_at).0, Gate::Go);
-        p.complete(d.next_attempt_at, Report::of(Verdict::Success), &mut rng);
-        let later = d.next_attempt_at + Duration::from_secs(60);
-        open_with(&mut p, later, Outcome::Status(500), None, &mut rng);
-        assert!(p.probe_at().is_some(), "trusted again after a success");
     }
 
     #[test]

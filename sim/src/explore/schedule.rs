@@ -148,20 +148,12 @@ fn plan(d: &Draw, space: &ExploreSpace, run: Duration) -> Planned {
         "setup_mode" => Action::SetupMode,
         "expire_tokens" => Action::ExpireTokens,
         "revoke_refresh" => Action::RevokeRefresh,
-        "broken_health" => Action::BrokenRoute {
-            route: ApiRoute::Health,
-            status: BROKEN_STATUSES[d.a as usize % 4],
-            delay: None,
-            retry_after_seconds: None,
-            reset: false,
-        },
+        "broken_health" => Action::BrokenRoute { route: ApiRoute::Health, status: BROKEN_STATUSES[d.a as usize % 4], delay: None },
         // Four in five break the route (a status, or a hang); one in five makes it slow.
         "broken_route" => Action::BrokenRoute {
             route: ApiRoute::ALL[d.b as usize % ApiRoute::ALL.len()],
             status: BROKEN_STATUSES.get(d.a as usize % 5).copied().flatten(),
             delay: (d.a % 5 == 4).then(|| log_uniform(d.c, DELAY_MIN, DELAY_MAX)),
-            retry_after_seconds: None,
-            reset: false,
         },
         other => unreachable!("[explore] validated its actions, got {other:?}"),
     };

@@ -50,16 +50,10 @@ fn fault_table(f: &Planned) -> Table {
             }
         }
         Action::Slow { delay } => t["delay"] = value(fmt_duration(*delay)),
-        Action::BrokenRoute { route, status, delay, retry_after_seconds, reset } => {
+        Action::BrokenRoute { route, status, delay } => {
             t["route"] = value(route.name());
             if let Some(s) = status {
                 t["status"] = value(i64::from(*s));
-            }
-            if let Some(s) = retry_after_seconds {
-                t["retry_after"] = value(*s as i64);
-            }
-            if *reset {
-                t["reset"] = value(true);
             }
             if let Some(d) = delay {
                 t["delay"] = value(fmt_duration(*d));

@@ -11,7 +11,7 @@ use crate::scenario::{Action, ApiRoute, Scenario, Target};
 
 /// For a route made slow but working (no status), the agent's request kind on it and the delay.
 fn slowed_route(action: &Action) -> Option<(RequestKind, u64)> {
-    let Action::BrokenRoute { route, status: None, delay: Some(d), reset: false, .. } = action else { return None };
+    let Action::BrokenRoute { route, status: None, delay: Some(d) } = action else { return None };
     let kind = match route {
         ApiRoute::Health => RequestKind::Health,
         ApiRoute::Logs => RequestKind::Result,

@@ -288,13 +288,8 @@ impl LiveFaults {
                 self.revoke.push(idx);
                 self.push_server_modes(&mut out);
             }
-            Action::BrokenRoute { route, status, delay, retry_after_seconds, reset } => {
-                let spec = RouteSpec {
-                    status: *status,
-                    delay_ms: delay.map(|d| d.as_millis() as u64),
-                    retry_after: *retry_after_seconds,
-                    reset: *reset,
-                };
+            Action::BrokenRoute { route, status, delay } => {
+                let spec = RouteSpec { status: *status, delay_ms: delay.map(|d| d.as_millis() as u64) };
                 self.broken_routes.push((idx, *route, spec));
                 self.push_server_modes(&mut out);
             }

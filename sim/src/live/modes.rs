@@ -32,31 +32,15 @@ pub struct RouteSpec {
     pub status: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay_ms: Option<u64>,
-    /// With a status: its `Retry-After`, in seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retry_after: Option<u64>,
-    /// Close the connection unanswered.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub reset: bool,
 }
 
 impl RouteSpec {
     pub fn to_mode(self) -> Broken {
-        Broken {
-            status: self.status,
-            delay: self.delay_ms.map(Duration::from_millis),
-            retry_after_seconds: self.retry_after,
-            reset: self.reset,
-        }
+        Broken { status: self.status, delay: self.delay_ms.map(Duration::from_millis) }
     }
 
     pub fn from_mode(mode: Broken) -> Self {
-        RouteSpec {
-            status: mode.status,
-            delay_ms: mode.delay.map(|d| d.as_millis() as u64),
-            retry_after: mode.retry_after_seconds,
-            reset: mode.reset,
-        }
+        RouteSpec { status: mode.status, delay_ms: mode.delay.map(|d| d.as_millis() as u64) }
     }
 }
 

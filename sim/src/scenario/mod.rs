@@ -212,10 +212,9 @@ pub enum Action {
     ExpireTokens,
     RevokeRefresh,
     /// One route alone misbehaves (`broken_route`, or `broken_health` for `/health`): it answers
-    /// `status` instead of working (with `Retry-After` if given), `delay` late (the work done
-    /// first when there is no status), closes the connection unanswered (`reset`), or, with
-    /// none of these, hangs; every other route works. It opens no fault window.
-    BrokenRoute { route: ApiRoute, status: Option<u16>, delay: Option<Duration>, retry_after_seconds: Option<u64>, reset: bool },
+    /// `status` instead of working, `delay` late (the work done first when there is no status),
+    /// or, with neither, hangs; every other route works. It opens no fault window.
+    BrokenRoute { route: ApiRoute, status: Option<u16>, delay: Option<Duration> },
 }
 
 /// A route of the agent API that a `broken_route` fault can break on its own. The check-in
@@ -322,12 +321,10 @@ impl Fault {
             Action::HttpStatus { status, retry_after_seconds: Some(s) } => format!(" {status} Retry-After {s}"),
             Action::HttpStatus { status, retry_after_seconds: None } => format!(" {status}"),
             Action::Slow { delay } => format!(" +{}", fmt_duration(*delay)),
-            Action::BrokenRoute { route, status, delay, retry_after_seconds, reset } => {
+            Action::BrokenRoute { route, status, delay } => {
                 let late = delay.map(|d| format!(" after {}", fmt_duration(d))).unwrap_or_default();
-                let retry_after = retry_after_seconds.map(|s| format!(" Retry-After {s}")).unwrap_or_default();
                 match status {
-                    _ if *reset => format!(" {} reset{late}", route.name()),
-                    Some(s) => format!(" {} {s}{retry_after}{late}", route.name()),
+                    Some(s) => format!(" {} {s}{late}", route.name()),
                     None if delay.is_some() => format!(" {} slow{late}", route.name()),
                     None => format!(" {} hangs", route.name()),
                 }
@@ -508,7 +505,6 @@ struct RawFault {
     status: Option<Spanned<i64>>,
     retry_after: Option<Spanned<i64>>,
     route: Option<Spanned<String>>,
-    reset: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -922,11 +918,11 @@ impl Parser<'_> {
             "loss" => &["peer", "rate"],
             "http_status" => &["status", "retry_after"],
             "slow" => &["delay"],
-            "broken_health" => &["status", "retry_after", "delay", "reset"],
-            "broken_route" => &["route", "status", "retry_after", "delay", "reset"],
+            "broken_health" => &["status"],
+            "broken_route" => &["route", "status", "delay"],
             _ => &[],
         };
-        let present: [(&str, Option<Range<usize>>); 8] = [
+        let present: [(&str, Option<Range<usize>>); 7] = [
             ("peer", f.peer.as_ref().map(|v| v.span())),
             ("direction", f.direction.as_ref().map(|v| v.span())),
             ("delay", f.delay.as_ref().map(|v| v.span())),
@@ -934,7 +930,6 @@ impl Parser<'_> {
             ("status", f.status.as_ref().map(|v| v.span())),
             ("retry_after", f.retry_after.as_ref().map(|v| v.span())),
             ("route", f.route.as_ref().map(|v| v.span())),
-            ("reset", f.reset.as_ref().map(|v| v.span())),
         ];
         for (key, span) in present {
             if let Some(span) = span {
@@ -1055,19 +1050,7 @@ impl Parser<'_> {
                     None => None,
                     Some(d) => Some(self.duration(d, "delay")?),
                 };
-                let retry_after_seconds = match (&f.retry_after, status) {
-                    (None, _) => None,
-                    (Some(r), None) => return Err(self.at(r.span(), "retry_after needs a status to go with, like status = 503")),
-                    (Some(r), Some(_)) if (0..=limits::RETRY_AFTER_MAX_SECONDS).contains(r.get_ref()) => Some(*r.get_ref() as u64),
-                    (Some(r), Some(_)) => {
-                        return Err(self.at(r.span(), format!("retry_after must be between 0 and {} seconds, got {}", limits::RETRY_AFTER_MAX_SECONDS, r.get_ref())));
-                    }
-                };
-                let reset = f.reset.as_ref().is_some_and(|r| *r.get_ref());
-                if let (true, Some(s)) = (reset, &f.status) {
-                    return Err(self.at(s.span(), "a reset route answers nothing: give either reset = true or a status, not both"));
-                }
-                Action::BrokenRoute { route, status, delay, retry_after_seconds, reset }
+                Action::BrokenRoute { route, status, delay }
             }
             _ => unreachable!("checked against ACTIONS above"),
         };
@@ -1346,12 +1329,12 @@ limit = 50
         let fault = |keys: &str| format!("{GOOD}\n[[faults]]\nat = \"1m\"\naction = \"broken_route\"\ntarget = \"server\"\n{keys}");
         let s = parse(&fault("route = \"logs\"\nstatus = 500\n")).unwrap();
         let f = s.faults.last().unwrap();
-        assert_eq!(f.action, Action::BrokenRoute { route: ApiRoute::Logs, status: Some(500), delay: None, retry_after_seconds: None, reset: false });
+        assert_eq!(f.action, Action::BrokenRoute { route: ApiRoute::Logs, status: Some(500), delay: None });
         assert_eq!(f.describe(), "broken_route server logs 500");
         let s = parse(&fault("route = \"system-info\"\n")).unwrap();
-        assert_eq!(s.faults.last().unwrap().action, Action::BrokenRoute { route: ApiRoute::SystemInfo, status: None, delay: None, retry_after_seconds: None, reset: false });
+        assert_eq!(s.faults.last().unwrap().action, Action::BrokenRoute { route: ApiRoute::SystemInfo, status: None, delay: None });
         let s = parse(&fault("route = \"logs\"\ndelay = \"3s\"\n")).unwrap();
-        let slow = Action::BrokenRoute { route: ApiRoute::Logs, status: None, delay: Some(Duration::from_secs(3)), retry_after_seconds: None, reset: false };
+        let slow = Action::BrokenRoute { route: ApiRoute::Logs, status: None, delay: Some(Duration::from_secs(3)) };
         assert_eq!((&s.faults.last().unwrap().action, s.faults.last().unwrap().describe().as_str()), (&slow, "broken_route server logs slow after 3s"));
         let e = error(&fault(""));
         assert!(e.contains("needs a route") && e.contains("\"logs\""), "{e}");
@@ -1363,23 +1346,9 @@ limit = 50
         assert!(e.contains("its target must be \"server\""), "{e}");
         // broken_health is broken_route for /health, and takes no route.
         let s = parse(&fault("").replace("broken_route", "broken_health")).unwrap();
-        assert_eq!(s.faults.last().unwrap().action, Action::BrokenRoute { route: ApiRoute::Health, status: None, delay: None, retry_after_seconds: None, reset: false });
+        assert_eq!(s.faults.last().unwrap().action, Action::BrokenRoute { route: ApiRoute::Health, status: None, delay: None });
         let e = error(&fault("route = \"logs\"\n").replace("broken_route", "broken_health"));
         assert!(e.contains("\"route\" does not apply to action \"broken_health\""), "{e}");
-        // A status with its Retry-After, or a reset (never both a reset and a status).
-        let health = |keys: &str| fault(keys).replace("broken_route", "broken_health");
-        let s = parse(&health("status = 503\nretry_after = 120\n")).unwrap();
-        let f = s.faults.last().unwrap();
-        assert_eq!(f.action, Action::BrokenRoute { route: ApiRoute::Health, status: Some(503), delay: None, retry_after_seconds: Some(120), reset: false });
-        assert_eq!(f.describe(), "broken_route server health 503 Retry-After 120");
-        let s = parse(&health("reset = true\n")).unwrap();
-        assert_eq!(s.faults.last().unwrap().describe(), "broken_route server health reset");
-        let e = error(&health("retry_after = 5\n"));
-        assert!(e.contains("retry_after needs a status"), "{e}");
-        let e = error(&health("reset = true\nstatus = 503\n"));
-        assert!(e.contains("either reset = true or a status"), "{e}");
-        let e = error(&health("status = 503\nretry_after = -1\n"));
-        assert!(e.contains("retry_after must be between 0 and"), "{e}");
         for route in ApiRoute::ALL {
             assert_eq!(ApiRoute::from_name(route.name()), Some(route));
         }

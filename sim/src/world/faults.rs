@@ -170,8 +170,8 @@ impl FaultState {
                 self.revoke.push(fault.index);
                 world.modes.set_revoke_refresh(true);
             }
-            Action::BrokenRoute { route, status, delay, retry_after_seconds, reset } => {
-                let broken = Broken { status: *status, delay: *delay, retry_after_seconds: *retry_after_seconds, reset: *reset };
+            Action::BrokenRoute { route, status, delay } => {
+                let broken = Broken { status: *status, delay: *delay };
                 self.broken_routes.push((fault.index, *route, broken));
                 world.modes.set_broken(*route, Some(broken));
             }

@@ -55,6 +55,7 @@ pub use modes::{Broken, ServerModes};
 use rate_limit::RateLimiter;
 
 use std::cell::RefCell;
+use std::convert::Infallible;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -287,13 +288,6 @@ async fn answer(
     let broken = ApiRoute::ALL.into_iter().find(|r| r.matches(&path)).and_then(|r| app.modes.broken(r).map(|b| (r, b)));
     let mut resp = if let Some((route, broken)) = broken {
         match broken.status {
-            // A reset: no answer at all, the connection closed (see `ResetConnection`).
-            _ if broken.reset => {
-                tokio::time::sleep(broken.delay.unwrap_or_default()).await;
-                let mut resp = Response::default();
-                resp.extensions_mut().insert(ResetConnection);
-                return resp;
-            }
             // A slow route: the work is done, the answer held (as `slow` does for all).
             None if !broken.hangs() => {
                 let resp = match routes.oneshot(req.map(Body::new)).await {
@@ -309,7 +303,7 @@ async fn answer(
                     ApiRoute::Health => r#"{"status":"unhealthy"}"#,
                     _ => r#"{"error":"injected failure of this route"}"#,
                 };
-                status_response(status.unwrap_or(503), broken.retry_after_seconds, body.into(), "application/json")
+                status_response(status.unwrap_or(503), None, body.into(), "application/json")
             }
         }
     } else if is_agent_route(&path) && app.modes.setup_mode() {
@@ -339,19 +333,6 @@ async fn answer(
     );
     resp
 }
-
-/// Marks a response that must not be sent: the connection is closed instead (a broken route's
-/// `reset`). Not recorded in the trace: the server answered nothing.
-#[derive(Clone, Copy, Debug)]
-struct ResetConnection;
-
-impl std::fmt::Display for ResetConnection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("connection reset by a broken route")
-    }
-}
-
-impl std::error::Error for ResetConnection {}
 
 /// The agent a request concerns: from the renewal's body, or the path.
 fn agent_of(resp: &Response, path: &str) -> Option<Arc<str>> {
@@ -437,11 +418,7 @@ pub async fn run_server_with<N: Net>(
                         None => answer(&app, routes, &trace, &host, req).await,
                         Some(q) => answer_limited(&app, routes, &trace, &host, q, req).await,
                     };
-                    // An error from the service makes hyper close the connection unanswered.
-                    match resp.extensions().get::<ResetConnection>() {
-                        Some(reset) => Err(*reset),
-                        None => Ok(resp),
-                    }
+                    Ok::<_, Infallible>(resp)
                 }
             });
             let served = hyper::server::conn::http1::Builder::new()

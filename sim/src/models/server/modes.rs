@@ -17,29 +17,18 @@ pub struct Broken {
     /// Hold the answer this long (capped at [`SLOW_DELAY_MAX`]). With neither a status nor a
     /// delay the route hangs: no answer for [`super::ROUTE_HANG_MAX`].
     pub delay: Option<Duration>,
-    /// With a status: the `Retry-After` it carries, in seconds (capped at
-    /// [`RETRY_AFTER_MAX_SECONDS`]).
-    pub retry_after_seconds: Option<u64>,
-    /// Close the connection without an answer (after `delay`, if any): a proxy that resets this
-    /// route's connections, the nearest a single route comes to a refused connection.
-    pub reset: bool,
 }
 
 impl Broken {
-    pub const HANG: Broken = Broken { status: None, delay: None, retry_after_seconds: None, reset: false };
+    pub const HANG: Broken = Broken { status: None, delay: None };
 
     /// A route that answers `status` at once.
     pub fn status(status: u16) -> Broken {
-        Broken { status: Some(status), ..Broken::HANG }
-    }
-
-    /// A route that works, `delay` late.
-    pub fn slow(delay: Duration) -> Broken {
-        Broken { delay: Some(delay), ..Broken::HANG }
+        Broken { status: Some(status), delay: None }
     }
 
     pub fn hangs(&self) -> bool {
-        self.status.is_none() && self.delay.is_none() && !self.reset
+        self.status.is_none() && self.delay.is_none()
     }
 }
 
@@ -85,11 +74,7 @@ impl ServerModes {
 
     /// Break `route` alone; `None` mends it.
     pub fn set_broken(&self, route: ApiRoute, broken: Option<Broken>) {
-        let broken = broken.map(|b| Broken {
-            delay: b.delay.map(|d| d.min(SLOW_DELAY_MAX)),
-            retry_after_seconds: b.retry_after_seconds.map(|s| s.min(RETRY_AFTER_MAX_SECONDS)),
-            ..b
-        });
+        let broken = broken.map(|b| Broken { delay: b.delay.map(|d| d.min(SLOW_DELAY_MAX)), ..b });
         match broken {
             Some(b) => self.lock().broken.insert(route, b),
             None => self.lock().broken.remove(&route),
