@@ -63,7 +63,8 @@ fn decide(policy: &mut Policy, now: &mut Instant, verdict: Verdict, rng: &mut St
     let (gate, transition) = policy.admit(black_box(*now));
     black_box(transition);
     match gate {
-        Gate::Go => {
+        Gate::Go { probe_health } => {
+            black_box(probe_health);
             let decision = policy.complete(*now, black_box(Report::of(verdict)), rng);
             *now = black_box(decision).next_attempt_at;
         }

@@ -1,18 +1,16 @@
-//! The requests of one admitted attempt, in order: the check-in, and a token renewal on 401
-//! followed by one more check-in; and the recovery probe the strategy may ask for while the
-//! loop waits. Each request goes through the exchange; what its answer means comes from
-//! `server::answers`.
+//! The requests of one admitted attempt, in order: the `/health` probe (while recovering), the
+//! check-in, and a token renewal on 401 followed by one more check-in. Each request goes through
+//! the exchange; what its answer means comes from `server::answers`.
 //!
 //! * Results are not part of an attempt: they go out after it, on their own schedule
 //!   (`work.rs`, `result_lane.rs`), so a slow or broken `/logs` never holds a check-in back.
-//! * The recovery probe (`GET /health`) is never part of an attempt either: it goes out during
-//!   a wait and can only bring the next attempt forward (see `resilience::policy`).
+//! * The probe is an optimisation, not a gate: after a failed probe the next attempt goes
+//!   straight to the check-in, so probes never block check-ins twice in a row.
 
-use tokio::time::Instant;
 
 use crate::log::events::{Event, RequestKind};
 use crate::resilience::{Outcome, Strategy, Verdict};
-use crate::server::answers::{AttemptResult, RenewAnswer, checkin_answer, checkin_failed, probe_healthy, renew_answer};
+use crate::server::answers::{AttemptResult, RenewAnswer, checkin_answer, checkin_failed, health_answer, renew_answer};
 use crate::server::protocol::{AGENT_VERSION, BUILD_VERSION_KEY, CheckinBody, Metrics, PROTOCOL_VERSION};
 use crate::server::secret::Secret;
 use crate::store::Store;
@@ -20,8 +18,16 @@ use crate::store::Store;
 use super::{CheckinLoop, Host, Parts};
 
 impl<IO: Parts, P: Strategy> CheckinLoop<IO, P> {
-    /// The check-in, and token renewal on 401.
-    pub(super) async fn attempt(&mut self) -> AttemptResult {
+    /// Health probe (while recovering, unless the last probe failed), check-in, and token
+    /// renewal on 401.
+    pub(super) async fn attempt(&mut self, probe_health: bool) -> AttemptResult {
+        let probe = probe_health && !std::mem::take(&mut self.skip_next_probe);
+        if probe {
+            if let Some(failed) = self.probe().await {
+                self.skip_next_probe = true;
+                return failed;
+            }
+        }
         let result = self.checkin().await;
         if result.verdict != Verdict::Renew {
             return result;
@@ -39,15 +45,13 @@ impl<IO: Parts, P: Strategy> CheckinLoop<IO, P> {
         }
     }
 
-    /// The recovery probe, during the wait for the attempt due at `due`: `GET /health`, given
-    /// no longer than until then. Returns when the next attempt is due instead, if the answer
-    /// (a healthy server) moved it forward; a failed probe changes nothing.
-    pub(super) async fn recovery_probe(&mut self, due: Instant) -> Option<Instant> {
-        let limit = due.saturating_duration_since(Instant::now());
-        let sent =
-            self.exchange.send_within(RequestKind::Health, None, limit, &mut self.emitter, || self.host.wall_clock()).await;
-        let healthy = probe_healthy(&sent);
-        self.strategy.probe_answered(Instant::now().into_std(), healthy).map(Instant::from_std)
+    /// `GET /health`: `Some` is the failure that ends the attempt.
+    async fn probe(&mut self) -> Option<AttemptResult> {
+        let sent = self.exchange.send(RequestKind::Health, None, &mut self.emitter, || self.host.wall_clock()).await;
+        match sent {
+            Ok(resp) => health_answer(&resp, || self.host.wall_clock()),
+            Err(e) => Some(AttemptResult::transport(RequestKind::Health, &e)),
+        }
     }
 
     async fn checkin(&mut self) -> AttemptResult {

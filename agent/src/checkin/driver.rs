@@ -3,9 +3,8 @@
 //! rules do) or touches a state file (the desk does); the driver sequences them and emits the
 //! events they return.
 //!
-//! One round: wait until the next attempt is due (probing `/health` on the way if the strategy
-//! asks: a healthy answer brings the attempt forward); ask the strategy to admit it (an open
-//! breaker says when to ask again); run the attempt (`attempt.rs`); take the answer in (its commands to
+//! One round: wait until the next attempt is due; ask the strategy to admit it (an open breaker
+//! says when to ask again); run the attempt (`attempt.rs`); take the answer in (its commands to
 //! the desk, its rapid polling to the window); ask the strategy when the next attempt is due,
 //! with the rapid interval or "at once" after a heartbeat command; report the attempt and save
 //! the status; acknowledge; then, until the next check-in is due, run the commands received and
@@ -43,30 +42,22 @@ impl<IO: Parts, P: Strategy> CheckinLoop<IO, P> {
         let events = self.rapid.restore(Instant::now().into_std(), self.host.wall_clock(), &mut self.store);
         self.emitter.emit_all(events);
         loop {
-            // A recovery probe the strategy asks for may come due before the attempt.
-            let probe_at = self.strategy.probe_at().map(Instant::from_std).filter(|&at| at < next_due);
             tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
-                _ = sleep_until(probe_at.unwrap_or(next_due)) => {}
+                _ = sleep_until(next_due) => {}
             }
-            if probe_at.is_some() {
-                let moved = tokio::select! {
-                    biased;
-                    _ = &mut shutdown => break,
-                    moved = self.recovery_probe(next_due) => moved,
-                };
-                next_due = moved.unwrap_or(next_due);
-                continue;
-            }
-            if let Err(until) = self.admit() {
-                next_due = until;
-                continue;
-            }
+            let probe_health = match self.admit() {
+                Ok(probe_health) => probe_health,
+                Err(until) => {
+                    next_due = until;
+                    continue;
+                }
+            };
             let result = tokio::select! {
                 biased;
                 _ = &mut shutdown => break,
-                r = self.attempt() => r,
+                r = self.attempt(probe_health) => r,
             };
             let decision = self.after_attempt(result);
             next_due = Instant::from_std(decision.next_attempt_at);
@@ -94,14 +85,14 @@ impl<IO: Parts, P: Strategy> CheckinLoop<IO, P> {
         self.emitter.emit(Event::Stopped);
     }
 
-    /// An attempt is due now: `Ok` if the strategy lets it go, or `Err(until)` when the
-    /// breaker is open (reported as `breaker_rejected`).
-    fn admit(&mut self) -> Result<(), Instant> {
+    /// An attempt is due now: `Ok(probe_health)` if the strategy lets it go, or `Err(until)`
+    /// when the breaker is open (reported as `breaker_rejected`).
+    fn admit(&mut self) -> Result<bool, Instant> {
         let now = Instant::now();
         let (gate, transition) = self.strategy.admit(now.into_std());
         self.emit_transition(transition);
         match gate {
-            Gate::Go => Ok(()),
+            Gate::Go { probe_health } => Ok(probe_health),
             Gate::Wait { until } => {
                 let until = Instant::from_std(until).max(now);
                 self.emitter.emit(Event::BreakerRejected { wait_ms: ms(until - now) });

@@ -2,16 +2,15 @@
 //! the components that do the agent's work.
 //!
 //! One loop per agent. It waits until the next attempt is due, asks its [`Strategy`] (in
-//! production the [`Policy`]: backoff, breaker, Retry-After) whether it may go, checks in,
-//! renews the token on 401, takes the answer in, asks the strategy when the next attempt is due,
-//! reports and records the attempt, then runs the commands it was sent and posts results (on
-//! their own schedule) until the next check-in is due, and goes round again. While it waits, the
-//! strategy may ask for one `GET /health` probe, whose healthy answer can only bring the next
-//! attempt forward. It returns only when its shutdown future completes. Who does what:
+//! production the [`Policy`]: backoff, breaker, Retry-After) whether it may go, probes
+//! `GET /health` while recovering, checks in, renews the token on 401, takes the answer in, asks
+//! the strategy when the next attempt is due, reports and records the attempt, then runs the
+//! commands it was sent and posts results (on their own schedule) until the next check-in is
+//! due, and goes round again. It returns only when its shutdown
+//! future completes. Who does what:
 //!
 //! * `driver.rs`: the loop itself: awaiting, asking the strategy, handing answers on;
-//! * `attempt.rs`: the requests of one admitted attempt (check-in, renewal), and the recovery
-//!   probe;
+//! * `attempt.rs`: the requests of one admitted attempt (probe, check-in, renewal);
 //! * `work.rs`: running journaled commands and posting results, in the time before the next
 //!   check-in is due;
 //! * `result_lane.rs`: when results are posted (after a check-in, on their own backoff);
@@ -132,6 +131,8 @@ pub struct CheckinLoop<IO: Parts, P = Policy> {
     status: StatusBook,
     /// When the next `POST /system-info` is due (`system_info.rs`).
     system_info: SystemInfoSchedule,
+    /// The last probe failed: the next attempt skips it and goes straight to the check-in.
+    skip_next_probe: bool,
     /// Bare 404s on the check-in route in a row (see `server::answers`).
     bare_404_streak: u32,
 }
@@ -165,6 +166,7 @@ impl<IO: Parts, P: Strategy> CheckinLoop<IO, P> {
             results: ResultLane::new(settings.policy.backoff, settings.policy.retry_after_max),
             status: StatusBook::default(),
             system_info: SystemInfoSchedule::default(),
+            skip_next_probe: false,
             bare_404_streak: 0,
         }
     }

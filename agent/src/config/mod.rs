@@ -372,12 +372,10 @@ impl Config {
         }
     }
 
-    /// Worst-case time from the server's return to the start of the agent's next check-in, not
-    /// counting Retry-After waits the server itself asks for: an attempt that started just
+    /// Worst-case time from the server's return to the agent's first successful check-in,
+    /// not counting Retry-After waits the server itself asks for: an attempt that started just
     /// before the return can run for one request timeout, then the longest backoff or breaker
-    /// wait. Nothing `/health` does can add to it: the recovery probe goes out during a wait and
-    /// can only end it early (see `resilience::policy`). This is what `check-config` prints and
-    /// `agent/tests/properties.rs` checks against any sequence of answers.
+    /// wait, then the health probe and check-in themselves (one more request timeout at most).
     pub fn worst_case_recovery(&self) -> Duration {
         let r = &self.resilience;
         r.request_timeout + r.max_delay.max(r.circuit_breaker_timeout)
@@ -385,9 +383,8 @@ impl Config {
 
     /// The steady wait between attempts in a long outage: the breaker's open period when the
     /// breaker opens within a burst, else the backoff cap a burst rests for. (A burst's first
-    /// attempts come faster, a few of them at most.) A server that is down, refused or behind a
-    /// dead gateway gets one request per attempt; one that answers 500 itself also gets one
-    /// `/health` probe per breaker wait.
+    /// attempts come faster, a few of them at most.) Every attempt in an outage may carry a
+    /// `/health` probe, so the request rate is up to twice the attempt rate.
     pub fn outage_retry_period(&self) -> Duration {
         let r = &self.resilience;
         if r.circuit_breaker_threshold <= r.max_retries { r.circuit_breaker_timeout } else { r.max_delay }
@@ -398,13 +395,9 @@ impl Config {
     pub fn outage_rate_text(&self) -> String {
         let period = self.outage_retry_period().as_secs_f64();
         let per_minute = 60.0 / period;
-        let fleet_per_second = 1000.0 / period;
-        let probes = match self.resilience.health_check {
-            true => "; a server answering 500 itself also gets one /health probe per wait",
-            false => "",
-        };
+        let fleet_per_second = 1000.0 / period * if self.resilience.health_check { 2.0 } else { 1.0 };
         format!(
-            "one attempt every {period}s per agent in a long outage ({per_minute:.1}/min; {fleet_per_second:.0} requests/s from a fleet of 1,000{probes})"
+            "one attempt every {period}s per agent in a long outage ({per_minute:.1}/min; {fleet_per_second:.0} requests/s from a fleet of 1,000)"
         )
     }
 

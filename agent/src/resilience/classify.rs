@@ -109,15 +109,6 @@ impl Outcome {
         ErrorClass(self)
     }
 
-    /// The server itself answered that it cannot serve right now: a 500, RedFlag's
-    /// "waiting for configuration", or a 2xx that is not an answer. Not a refusal, a reset, a
-    /// timeout or a gateway's 502/504 (nothing behind it answered), and not a shed answer
-    /// (503/429: up, but full). Only after such an answer can `GET /health` tell the agent
-    /// something a check-in would not: that the server is well again (see `policy.rs`).
-    pub fn server_unwell(self) -> bool {
-        matches!(self, Outcome::Status(500) | Outcome::NotReady | Outcome::Malformed)
-    }
-
     /// The status code, when the server answered.
     pub fn status(self) -> Option<u16> {
         match self {

@@ -12,20 +12,9 @@
 //! a *burst* of up to `max_retries` failed attempts, spaced by jittered exponential delays,
 //! ends when the breaker opens (or, with a higher threshold, when the burst is used up and the
 //! agent rests for one cap). While the breaker is open the agent waits for its timeout, then a
-//! single half-open attempt (the check-in itself) goes out. The longest wait anywhere in this
-//! cycle is bounded by [`PolicyConfig::max_wait`], which is what guarantees recovery within
-//! seconds of the server's return, however long the outage lasted.
-//!
-//! **The `/health` probe can only bring a check-in forward, never push it back.** When the
-//! breaker is open because the server itself answered that it cannot serve (a 500, RedFlag's
-//! "waiting for configuration", a 2xx that is not an answer: [`Outcome::server_unwell`]), one
-//! probe goes out halfway through the wait ([`Policy::probe_at`]). A healthy answer ends the
-//! wait at once ([`Policy::probe_answered`]); anything else (an error, a hang, a refusal, a 404
-//! from a proxy that does not route `/health`) changes nothing, and the check-in goes at its
-//! time. After a refusal, a reset, a timeout, a gateway's 502/504 or a shed answer there is no
-//! probe: it would tell nothing a check-in would not, at the same cost (a refused check-in
-//! costs the server nothing). So a broken `/health` cannot delay recovery, and a long outage of
-//! a down server costs one request per breaker period, as before.
+//! single half-open probe goes out, preceded by a `/health` check. The longest wait anywhere in
+//! this cycle is bounded by [`PolicyConfig::max_wait`], which is what guarantees recovery
+//! within seconds of the server's return, however long the outage lasted.
 
 use std::time::{Duration, Instant};
 
@@ -60,8 +49,7 @@ pub struct PolicyConfig {
     pub check_in_interval: Duration,
     /// The longest Retry-After the agent honours; longer requests are clamped to this.
     pub retry_after_max: Duration,
-    /// While the breaker is open after the server answered that it cannot serve, probe
-    /// `GET /health` halfway through the wait, to check in early once it is well.
+    /// Probe `GET /health` before a check-in while recovering.
     pub health_check: bool,
 }
 
@@ -80,8 +68,8 @@ impl PolicyConfig {
 /// The answer to "an attempt is due".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gate {
-    /// Send the attempt.
-    Go,
+    /// Send the attempt. `probe_health`: check `GET /health` first (we are recovering).
+    Go { probe_health: bool },
     /// The breaker is open: ask again at `until`.
     Wait { until: Instant },
 }
@@ -179,8 +167,6 @@ pub struct Policy {
     /// When a shed answer first opened the breaker since the last success or the last failure
     /// that was not a shed answer.
     shedding_since: Option<Instant>,
-    /// When the recovery probe of the current wait is due, if this wait has one.
-    probe_at: Option<Instant>,
 }
 
 impl Policy {
@@ -194,7 +180,6 @@ impl Policy {
             consecutive_failures: 0,
             outage_started: None,
             shedding_since: None,
-            probe_at: None,
         }
     }
 
@@ -219,30 +204,10 @@ impl Policy {
     pub fn admit(&mut self, now: Instant) -> (Gate, Option<Transition>) {
         let (admission, transition) = self.breaker.admit(now);
         let gate = match admission {
-            Admission::Permit => {
-                self.probe_at = None;
-                Gate::Go
-            }
+            Admission::Permit => Gate::Go { probe_health: self.config.health_check && self.recovering() },
             Admission::Reject { until } => Gate::Wait { until },
         };
         (gate, transition)
-    }
-
-    /// When to probe `GET /health` during the current wait, if at all: halfway through a
-    /// breaker wait that follows an answer in which the server said it cannot serve.
-    pub fn probe_at(&self) -> Option<Instant> {
-        self.probe_at
-    }
-
-    /// The recovery probe was answered at `now`. A healthy server ends the breaker's wait: the
-    /// next attempt is due now (returned). Anything else changes nothing. One probe per wait.
-    pub fn probe_answered(&mut self, now: Instant, healthy: bool) -> Option<Instant> {
-        self.probe_at = None;
-        if !healthy || self.breaker.open_until().is_none_or(|until| until <= now) {
-            return None;
-        }
-        self.breaker.shorten_open(now);
-        Some(now)
     }
 
     /// The attempt admitted earlier ended at `now` as `report` says. Decide when the next one
@@ -255,7 +220,6 @@ impl Policy {
             // loop renews tokens itself; a Renew that reaches the policy means renewal did not
             // help, which is treated the same way.)
             Verdict::FailFast | Verdict::Renew => {
-                self.probe_at = None;
                 let transition = self.breaker.on_success(now);
                 self.reset_burst();
                 self.consecutive_failures = self.consecutive_failures.saturating_add(1);
@@ -268,7 +232,6 @@ impl Policy {
 
     /// A success: the breaker closes, an outage (if any) is over, the regular interval applies.
     fn succeeded<R: Rng + ?Sized>(&mut self, now: Instant, report: Report, rng: &mut R) -> Decision {
-        self.probe_at = None;
         let transition = self.breaker.on_success(now);
         self.shedding_since = None;
         let recovered = self
@@ -315,10 +278,6 @@ impl Policy {
                 reason = WaitReason::RetryAfter;
             }
         }
-        // The server said it cannot serve (not "I am full", not "wait this long"): halfway
-        // through the breaker's wait, ask /health whether it is well again.
-        let unwell = report.outcome.is_some_and(Outcome::server_unwell);
-        self.probe_at = (self.config.health_check && unwell && reason == WaitReason::BreakerOpen).then(|| now + delay / 2);
         self.decide(now, report.verdict, delay, reason, attempt, transition, None)
     }
 
@@ -413,75 +372,12 @@ mod tests {
         }
     }
 
-    /// Opens the breaker with three failures of `outcome` at `now`; the last decision.
-    fn open_with(p: &mut Policy, now: Instant, outcome: Outcome, retry_after: Option<Duration>, rng: &mut StdRng) -> Decision {
-        let report = Report { outcome: Some(outcome), retry_after, ..Report::of(Verdict::Retry) };
-        p.complete(now, report, rng);
-        p.complete(now, report, rng);
-        p.complete(now, report, rng)
-    }
-
-    #[test]
-    fn a_probe_goes_out_halfway_only_after_the_server_said_it_cannot_serve() {
-        let now = Instant::now();
-        let mut rng = StdRng::seed_from_u64(1);
-        for outcome in [Outcome::Status(500), Outcome::NotReady, Outcome::Malformed] {
-            let mut p = Policy::new(config());
-            let d = open_with(&mut p, now, outcome, None, &mut rng);
-            assert_eq!(d.reason, WaitReason::BreakerOpen);
-            assert_eq!(p.probe_at(), Some(now + d.delay / 2), "{outcome:?}");
-        }
-        // Down, behind a dead gateway, shedding, or asking for time: no probe.
-        for (outcome, ra) in [
-            (Outcome::Refused, None),
-            (Outcome::Timeout, None),
-            (Outcome::Reset, None),
-            (Outcome::Status(502), None),
-            (Outcome::Status(504), None),
-            (Outcome::Status(503), None),
-            (Outcome::Status(429), Some(Duration::from_secs(8))),
-        ] {
-            let mut p = Policy::new(config());
-            open_with(&mut p, now, outcome, ra, &mut rng);
-            assert_eq!(p.probe_at(), None, "{outcome:?}");
-        }
-        // Switched off.
-        let mut p = Policy::new(PolicyConfig { health_check: false, ..config() });
-        open_with(&mut p, now, Outcome::Status(500), None, &mut rng);
-        assert_eq!(p.probe_at(), None);
-    }
-
-    #[test]
-    fn a_healthy_probe_brings_the_check_in_forward_and_nothing_else_moves_it() {
-        let now = Instant::now();
-        let mut rng = StdRng::seed_from_u64(2);
-        let mut p = Policy::new(config());
-        let d = open_with(&mut p, now, Outcome::Status(500), None, &mut rng);
-        let probe = p.probe_at().unwrap();
-        assert_eq!(p.probe_answered(probe, false), None, "a failed probe changes nothing");
-        assert_eq!(p.probe_at(), None, "one probe per wait");
-        assert!(matches!(p.admit(probe).0, Gate::Wait { until } if until == d.next_attempt_at));
-        assert_eq!(p.admit(d.next_attempt_at).0, Gate::Go, "the check-in goes at its time");
-
-        let mut p = Policy::new(config());
-        open_with(&mut p, now, Outcome::Status(500), None, &mut rng);
-        let probe = p.probe_at().unwrap();
-        assert_eq!(p.probe_answered(probe, true), Some(probe));
-        let (gate, t) = p.admit(probe);
-        assert_eq!(gate, Gate::Go);
-        assert_eq!(t.map(|t| t.to), Some(BreakerState::HalfOpen));
-        assert_eq!(p.probe_at(), None);
-        // A success clears any probe; a later failure of another kind plans none.
-        p.complete(probe, Report::of(Verdict::Success), &mut rng);
-        assert_eq!(p.probe_at(), None);
-    }
-
     #[test]
     fn outage_then_recovery() {
         let mut p = Policy::new(config());
         let mut rng = StdRng::seed_from_u64(3);
         let mut now = Instant::now();
-        assert_eq!(p.admit(now).0, Gate::Go);
+        assert_eq!(p.admit(now).0, Gate::Go { probe_health: false });
         let mut delays = vec![];
         let mut transitions = vec![];
         for _ in 0..3 {
@@ -496,7 +392,7 @@ mod tests {
         );
         assert_eq!(transitions, vec![BreakerState::Open]);
         let (gate, t) = p.admit(now);
-        assert_eq!(gate, Gate::Go);
+        assert_eq!(gate, Gate::Go { probe_health: true });
         assert_eq!(t.map(|t| t.to), Some(BreakerState::HalfOpen));
         now += Duration::from_millis(50);
         let d = p.complete(now, Report::of(Verdict::Success), &mut rng);
@@ -585,7 +481,7 @@ mod tests {
             // The burst's own backoff (800 ms here) still applies when it is the longer wait.
             assert!(matches!(d.reason, WaitReason::BreakerOpen | WaitReason::Backoff), "{:?}", d.reason);
             assert!(d.delay >= Duration::from_millis(800) && d.delay <= Duration::from_millis(1500), "{:?}", d.delay);
-            assert_eq!(p.admit(d.next_attempt_at).0, Gate::Go);
+            assert_eq!(p.admit(d.next_attempt_at).0, Gate::Go { probe_health: true });
             waits.push(d.delay);
             // The probe is shed again, and again: for two open periods (6 s) after the first
             // shed answer, openings are spread over the first half of the 3 s period, later
@@ -598,7 +494,7 @@ mod tests {
                 let ms = again.next_attempt_at.duration_since(at).as_millis() as u64;
                 assert!((lo..=hi).contains(&ms), "opening {n} at {:?}: {ms} ms", at.duration_since(first_shed));
                 at = again.next_attempt_at;
-                assert_eq!(p.admit(at).0, Gate::Go);
+                assert_eq!(p.admit(at).0, Gate::Go { probe_health: true });
             }
             // The server goes down (refused) and comes back shedding: a new recovery, spread
             // over the first half again.
@@ -606,7 +502,7 @@ mod tests {
             let down = p.complete(at, refused, &mut rng);
             assert_eq!(down.next_attempt_at.duration_since(at), Duration::from_secs(3));
             at = down.next_attempt_at;
-            assert_eq!(p.admit(at).0, Gate::Go);
+            assert_eq!(p.admit(at).0, Gate::Go { probe_health: true });
             let back = p.complete(at, shed, &mut rng);
             assert!(back.next_attempt_at.duration_since(at) <= Duration::from_millis(1500), "{:?}", back.delay);
         }

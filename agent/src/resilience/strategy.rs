@@ -1,7 +1,7 @@
 //! The check-in loop's decision-maker, as a trait: the two questions the loop asks before and
 //! after every attempt.
 //!
-//! * [`Strategy::admit`]: an attempt is due now; may it go out?
+//! * [`Strategy::admit`]: an attempt is due now; may it go out (and probe `/health` first)?
 //! * [`Strategy::complete`]: the attempt ended like this; when is the next one due?
 //!
 //! Production has exactly one implementation, the [`Policy`] (backoff, breaker, bursts and
@@ -36,19 +36,6 @@ pub trait Strategy {
 
     /// Failed attempts since the last success, for the status file.
     fn consecutive_failures(&self) -> u32;
-
-    /// When to probe `GET /health` while waiting for the next attempt, if at all. The loop sends
-    /// the probe then (never past the attempt's own time) and reports it with
-    /// [`Strategy::probe_answered`]. A strategy without recovery probes keeps the default.
-    fn probe_at(&self) -> Option<Instant> {
-        None
-    }
-
-    /// The probe asked for by [`Strategy::probe_at`] was answered at `now` (`healthy`: 2xx and
-    /// ready). Returns when the next attempt is due instead, if the answer moved it forward.
-    fn probe_answered(&mut self, _now: Instant, _healthy: bool) -> Option<Instant> {
-        None
-    }
 }
 
 impl Strategy for Policy {
@@ -67,14 +54,6 @@ impl Strategy for Policy {
     fn consecutive_failures(&self) -> u32 {
         Policy::consecutive_failures(self)
     }
-
-    fn probe_at(&self) -> Option<Instant> {
-        Policy::probe_at(self)
-    }
-
-    fn probe_answered(&mut self, now: Instant, healthy: bool) -> Option<Instant> {
-        Policy::probe_answered(self, now, healthy)
-    }
 }
 
 impl<S: Strategy + ?Sized> Strategy for Box<S> {
@@ -92,13 +71,5 @@ impl<S: Strategy + ?Sized> Strategy for Box<S> {
 
     fn consecutive_failures(&self) -> u32 {
         (**self).consecutive_failures()
-    }
-
-    fn probe_at(&self) -> Option<Instant> {
-        (**self).probe_at()
-    }
-
-    fn probe_answered(&mut self, now: Instant, healthy: bool) -> Option<Instant> {
-        (**self).probe_answered(now, healthy)
     }
 }

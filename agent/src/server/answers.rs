@@ -2,8 +2,9 @@
 //! [`TransportError`]) to how the attempt went. No I/O: the wall clock, needed only to measure
 //! an HTTP-date `Retry-After` when the server sent no `Date`, comes in as a function.
 //!
-//! * **Recovery probe** ([`probe_healthy`]): only a healthy answer counts; it can bring a
-//!   check-in forward, and nothing a probe meets can hold one back.
+//! * **Health probe** ([`health_answer`]): only an "unavailable" answer (5xx, 408, 429, a
+//!   refusal, RedFlag's welcome mode) stops the attempt; a server without `/health` (404, 405)
+//!   does not block check-ins.
 //! * **Check-in** ([`checkin_answer`]): 2xx is an answer (204 or an empty body: no commands),
 //!   a body that is not a RedFlag answer is retryable (`malformed_body`). A 404 with RedFlag's
 //!   JSON error body (setup mode, a deleted agent) fails fast; a *bare* 404 (HTML or empty: a
@@ -138,11 +139,16 @@ pub fn retry_after(outcome: Outcome, resp: &Response, wall: impl FnOnce() -> Sys
     parse_retry_after(value, reference)
 }
 
-/// Whether a recovery probe found the server well: a 2xx that is not RedFlag's "waiting for
-/// configuration". Anything else (an error status, a 404 from a proxy that does not route
-/// `/health`, a refusal, a hang) is no evidence either way.
-pub fn probe_healthy(sent: &Result<Response, TransportError>) -> bool {
-    matches!(sent, Ok(resp) if health_outcome(resp) == Outcome::Success)
+/// A health probe's answer: `None` lets the check-in go; `Some` is the failure that ends the
+/// attempt (the server is unavailable or not ready).
+pub fn health_answer(resp: &Response, wall: impl FnOnce() -> SystemTime) -> Option<AttemptResult> {
+    let outcome = health_outcome(resp);
+    // A server without /health (404, 405, ...) must not block check-ins: only "unavailable"
+    // answers stop the attempt here.
+    (classify(outcome) == Verdict::Retry).then(|| {
+        let ra = retry_after(outcome, resp, wall);
+        AttemptResult::failed(RequestKind::Health, outcome, Verdict::Retry, ra)
+    })
 }
 
 /// Which answers may be read cut at [`RESPONSE_BODY_MAX_BYTES`]: only the check-in's, whose
@@ -317,18 +323,6 @@ mod tests {
     }
 
     #[test]
-    fn only_a_ready_2xx_is_a_healthy_probe() {
-        assert!(probe_healthy(&Ok(resp(200, r#"{"status":"healthy"}"#))));
-        assert!(probe_healthy(&Ok(resp(204, ""))));
-        assert!(!probe_healthy(&Ok(resp(200, r#"{"status":"waiting for configuration"}"#))));
-        for status in [404, 500, 502, 503] {
-            assert!(!probe_healthy(&Ok(resp(status, ""))), "{status}");
-        }
-        assert!(!probe_healthy(&Err(TransportError::Timeout)));
-        assert!(!probe_healthy(&Err(TransportError::Refused)));
-    }
-
-    #[test]
     fn a_cut_check_in_answer_gives_its_commands_and_other_cut_answers_are_too_large() {
         let entry = r#"{"id":"c1","type":"scan_updates","params":{}},"#;
         let cut = Response { body: format!(r#"{{"commands":[{entry}{entry}{{"id":"c"#).into_bytes(), body_truncated: true, ..resp(200, "")};
@@ -345,6 +339,15 @@ mod tests {
         assert_eq!(cut_body_rule(RequestKind::Checkin, Ok(cut.clone())), Ok(cut));
         let not_ok = Response { body: vec![b'x'; 10], body_truncated: true, ..resp(502, "") };
         assert_eq!(cut_body_rule(RequestKind::Result, Ok(not_ok)).unwrap().body, b"");
+    }
+
+    #[test]
+    fn a_missing_health_route_does_not_block_and_welcome_mode_does() {
+        assert_eq!(health_answer(&resp(404, ""), never), None);
+        assert_eq!(health_answer(&resp(200, r#"{"status":"healthy"}"#), never), None);
+        let r = health_answer(&resp(200, r#"{"status":"waiting for configuration"}"#), never).unwrap();
+        assert_eq!(r.outcome, Outcome::NotReady);
+        assert_eq!(health_answer(&resp(503, ""), never).unwrap().request, RequestKind::Health);
     }
 
     #[test]

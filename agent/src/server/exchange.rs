@@ -92,8 +92,7 @@ impl<T: Transport> Exchange<T> {
     }
 
     /// [`Exchange::send`] under `within` instead of the request timeout (never longer): a
-    /// result posted between check-ins gets the time left before the next one is due, and a
-    /// recovery probe the time left before the attempt it may bring forward.
+    /// result posted between check-ins gets the time left before the next one is due.
     pub async fn send_within<O: Observer>(
         &mut self,
         kind: RequestKind,

@@ -134,7 +134,7 @@ mod tests {
         let mut out = Vec::new();
         while out.len() < n {
             match s.admit(*now).0 {
-                Gate::Go => {
+                Gate::Go { .. } => {
                     let d = s.complete(*now, report, &mut rng);
                     out.push(d.delay);
                     *now = d.next_attempt_at;

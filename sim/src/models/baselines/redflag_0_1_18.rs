@@ -32,7 +32,7 @@ impl Redflag0118 {
 
 impl Strategy for Redflag0118 {
     fn admit(&mut self, _now: Instant) -> (Gate, Option<Transition>) {
-        (Gate::Go, None)
+        (Gate::Go { probe_health: false }, None)
     }
 
     fn complete(&mut self, now: Instant, report: Report, rng: &mut dyn RngCore) -> Decision {

@@ -90,9 +90,9 @@ impl Strategy for SeedP4001 {
                 return (Gate::Wait { until: now + wait }, None);
             }
             let t = self.go(now, BreakerState::HalfOpen);
-            return (Gate::Go, t);
+            return (Gate::Go { probe_health: false }, t);
         }
-        (Gate::Go, None)
+        (Gate::Go { probe_health: false }, None)
     }
 
     fn complete(&mut self, now: Instant, report: Report, _rng: &mut dyn RngCore) -> Decision {
