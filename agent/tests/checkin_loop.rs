@@ -50,6 +50,15 @@ impl Host for FixedClock {
     }
 }
 
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<Vec<Event>>>);
+
+impl Observer for Recorder {
+    fn on_event(&mut self, event: &Event) {
+        self.0.lock().unwrap().push(event.clone());
+    }
+}
+
 fn settings(health_check: bool) -> Settings {
     let json = format!(
         r#"{{"server_url":"http://127.0.0.1:1","agent_id":"a","token":"t","refresh_token":"r","check_in_interval":300,
@@ -64,8 +73,14 @@ fn response(status: u16, body: &str) -> Response {
 
 /// Runs the loop for `simulated` (paused clock) and returns its events and request paths.
 async fn run(transport: Scripted, health_check: bool, simulated: Duration) -> (Vec<Event>, Vec<String>) {
-    let (events, paths) = run_timed(transport, health_check, simulated).await;
-    (events.into_iter().map(|(_, e)| e).collect(), paths)
+    let log = transport.log.clone();
+    let recorder = Recorder::default();
+    let io = Io { transport, store: MemoryStore::default(), host: FixedClock, observer: recorder.clone(), runner: ProductionRunner::default() };
+    let agent = CheckinLoop::production(settings(health_check), io, StdRng::seed_from_u64(7));
+    agent.run(tokio::time::sleep(simulated)).await;
+    let events = recorder.0.lock().unwrap().clone();
+    let paths = log.lock().unwrap().clone();
+    (events, paths)
 }
 
 fn failures(events: &[Event]) -> Vec<(String, String)> {
