@@ -84,9 +84,11 @@ fn a_small_herd_is_served_through_the_queue_and_the_fleet_checks_pass() {
 
 #[test]
 fn a_synchronised_fleet_overruns_the_queue_and_is_shed() {
-    // No jitter at all: every agent fails at the same instant and retries at the same instant.
-    let scenario = parse(&HERD.replace("check_in_interval = 60", "check_in_interval = 60\nstrategy = \"seed-p4-001\""));
-    assert_eq!(scenario.strategy, StrategyName::SeedP4001);
+    // A fleet started within one second, with no random spread anywhere: every agent checks in
+    // at the same instant, fails at the same instant and retries at the same instant.
+    let in_step = HERD.replace("hosts = 4\n", "hosts = 4\nstart_spread = \"1s\"\n");
+    let scenario = parse(&in_step.replace("check_in_interval = 60", "check_in_interval = 60\nstrategy = \"no-jitter\""));
+    assert_eq!(scenario.strategy, StrategyName::NoJitter);
     let result = run_one(&scenario, 3).unwrap();
     let (_, shed, _) = outcomes(&result.records);
     assert!(shed > 0, "a queue of 20 cannot hold 120 synchronised retries");

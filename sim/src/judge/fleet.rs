@@ -119,7 +119,7 @@ impl FleetFigures {
         let server_starts_ms = server_starts(idx);
         let load = load_series(idx, capacity.as_ref(), &server_starts_ms);
         let totals = totals(idx);
-        let timeout_ms = scenario.agent_config.resilience.request_timeout.as_millis() as u64 + tol_ms;
+        let timeout_ms = crate::judge::promises_of(scenario).request_timeout.as_millis() as u64 + tol_ms;
         let worked = worked(idx, capacity.is_some());
         let merged = idx.merged_windows();
         let mut windows = Vec::new();

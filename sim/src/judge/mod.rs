@@ -60,6 +60,12 @@ pub use index::{Recovery, TraceIndex, Window};
 const DETAILS_MAX: usize = 5;
 
 /// One verdict: an `[[expect]]` entry, or an implicit "fault observed" check.
+///
+/// `own_promise` tells the two kinds of bound apart: a check whose bound comes from the
+/// strategy's own rules (the implicit "alive between faults", `never_gives_up` without a
+/// `max_gap`, `bounded_waits`: see `models/baselines` `Promises`) judges a system by its own
+/// promises; every other check holds it to a target the scenario states. `compare` reports the
+/// two apart, so a baseline is never failed for not being the production agent.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Verdict {
     /// `recovers_within`, `never_gives_up`, ..., or `fault_observed`.
@@ -71,6 +77,15 @@ pub struct Verdict {
     pub passed: bool,
     /// Why it passed or failed, with simulated times.
     pub reason: String,
+    /// The bound came from the strategy's own promises, not from a target the scenario states.
+    #[serde(default)]
+    pub own_promise: bool,
+}
+
+/// What the scenario's strategy promises about its own waits and timeouts: the bounds its
+/// checks use (see [`Verdict::own_promise`]).
+pub fn promises_of(scenario: &Scenario) -> crate::models::baselines::Promises {
+    crate::models::baselines::promises(scenario.strategy, &scenario.agent_config)
 }
 
 pub(crate) fn secs(ms: u64) -> String {
@@ -94,6 +109,7 @@ pub fn evaluate_indexed(scenario: &Scenario, records: &[Record], idx: &TraceInde
     // The fleet figures are computed once, and only when a fleet check asks for them.
     let figures = std::cell::OnceCell::new();
     let fleet = || figures.get_or_init(|| FleetFigures::new(idx, scenario, tol));
+    let promises = crate::judge::promises_of(scenario);
     let mut out: Vec<Verdict> = scenario
         .expect
         .iter()
@@ -101,14 +117,14 @@ pub fn evaluate_indexed(scenario: &Scenario, records: &[Record], idx: &TraceInde
             let (subject, result) = match &e.check {
                 Check::RecoversWithin { within } => (
                     format!("recovers_within {}", fmt_duration(*within)),
-                    recovers_within::recovers_within(idx, *within, scenario.agent_config.resilience.request_timeout, tol),
+                    recovers_within::recovers_within(idx, *within, promises.request_timeout, tol),
                 ),
                 Check::NeverGivesUp { max_gap } => {
-                    let default_gap = scenario.agent_config.policy().max_wait() + scenario.agent_config.resilience.request_timeout;
+                    let default_gap = promises.max_wait() + promises.request_timeout;
                     let gap = max_gap.unwrap_or(default_gap);
                     let label = match max_gap {
                         Some(g) => format!("never_gives_up max_gap {}", fmt_duration(*g)),
-                        None => format!("never_gives_up (max_gap {} from the agent config)", fmt_duration(gap)),
+                        None => format!("never_gives_up (max_gap {} from the {} strategy's own waits)", fmt_duration(gap), scenario.strategy),
                     };
                     (label, never_gives_up::never_gives_up(idx, gap, tol))
                 }
@@ -135,7 +151,7 @@ pub fn evaluate_indexed(scenario: &Scenario, records: &[Record], idx: &TraceInde
                     )
                 }
                 Check::BoundedWaits => {
-                    let bounds = bounded_waits::Bounds::of(&scenario.agent_config.policy());
+                    let bounds = bounded_waits::Bounds::of(&promises);
                     (format!("bounded_waits ({})", bounds.describe()), bounded_waits::bounded_waits(idx, &bounds, tol))
                 }
                 Check::FleetRecoversWithin { within } => {
@@ -156,7 +172,15 @@ pub fn evaluate_indexed(scenario: &Scenario, records: &[Record], idx: &TraceInde
                     (format!("max_wasted_share <= {:.0}%", limit * 100.0), max_wasted_share::max_wasted_share(fleet(), *limit))
                 }
             };
-            Verdict { check: e.check.name().to_string(), subject, line: e.line, passed: result.is_ok(), reason: result.unwrap_or_else(|e| e) }
+            let own_promise = matches!(e.check, Check::NeverGivesUp { max_gap: None } | Check::BoundedWaits);
+            Verdict {
+                check: e.check.name().to_string(),
+                subject,
+                line: e.line,
+                passed: result.is_ok(),
+                reason: result.unwrap_or_else(|e| e),
+                own_promise,
+            }
         })
         .collect();
     out.extend(fault_observed::faults_observed(idx, scenario, tol));

@@ -31,7 +31,7 @@ mod server;
 mod strategy;
 
 pub use server::limits as server_limits;
-pub use server::{COST_HEALTH, COST_REQUEST, Capacity, ServerSettings, ShedRetryAfter, cost_of};
+pub use server::{COST_HEALTH, COST_REQUEST, Capacity, SHED_COST_DEFAULT, ServerSettings, ShedRetryAfter, cost_of};
 pub use strategy::StrategyName;
 
 /// Limits, so that a typo cannot ask for a billion agents or a century of simulated time.
