@@ -63,10 +63,10 @@ enum Command {
         /// Scenario file.
         file: PathBuf,
         /// `all`, or strategy names separated by commas (default, redflag-0.1.18, seed-p4-001,
-        /// no-jitter, aws-standard, grpc).
+        /// no-jitter, aws-standard, aws-standard-2026, grpc, grpc-retry).
         #[arg(long, default_value = "all")]
         strategies: String,
-        /// Seed range: A..B (B excluded) or A..=B (default: the scenario's seed alone).
+        /// Seed range: A..B (B excluded) or A..=B (default: ten seeds from the scenario's).
         #[arg(long)]
         seeds: Option<String>,
         /// Parallel runs (default: every core).
@@ -75,7 +75,9 @@ enum Command {
         /// Print the rows as JSON instead of a table.
         #[arg(long)]
         json: bool,
-        /// Draw the first seed of each strategy as DIR/STRATEGY.svg, on shared axes.
+        /// Draw DIR/pareto.svg (recovery p99 against outage traffic and against
+        /// amplification, one point per strategy with its spread over seeds) and the first seed
+        /// of each strategy as DIR/STRATEGY.svg, on shared axes.
         #[arg(long, value_name = "DIR")]
         svg: Option<PathBuf>,
     },
@@ -317,7 +319,7 @@ fn compare_cmd(file: &Path, strategies: &str, seeds: Option<&str>, jobs: Option<
         let strategies = compare::parse_strategies(strategies)?;
         let seeds = match seeds {
             Some(s) => sweep::parse_seeds(s)?,
-            None => scenario.seed..scenario.seed + 1,
+            None => scenario.seed..scenario.seed.saturating_add(compare::SEEDS_DEFAULT),
         };
         if jobs == Some(0) {
             return Err("--jobs must be at least 1".into());
@@ -352,10 +354,24 @@ fn compare_cmd(file: &Path, strategies: &str, seeds: Option<&str>, jobs: Option<
     if json {
         println!("{}", serde_json::to_string_pretty(&comparison.rows).unwrap_or_default());
     } else {
-        print!("{}", compare::table(&scenario, &seeds, &comparison.rows));
+        print!("{}", compare::table(&scenario, &seeds, &comparison));
         println!("{total} runs on {jobs} threads in {:.1}s", started.elapsed().as_secs_f64());
     }
     if let Some(dir) = svg_dir {
+        let points: Vec<_> = comparison.rows.iter().map(|r| r.pareto_point()).collect();
+        let title = format!("{}: {} agents, seeds {}..{} (median, and min-max over seeds)", scenario.name, scenario.fleet.agents, seeds.start, seeds.end);
+        let path = dir.join("pareto.svg");
+        let written = svg::pareto(&title, &points).and_then(|page| {
+            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            std::fs::write(&path, page).map_err(|e| format!("cannot write {}: {e}", path.display()))
+        });
+        if let Err(e) = written {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_HARNESS);
+        }
+        if !json {
+            println!("svg:    {}", path.display());
+        }
         let axes = svg::Axes::shared(comparison.pictures.iter().map(|(_, p)| p));
         for (name, picture) in &comparison.pictures {
             let path = dir.join(format!("{name}.svg"));

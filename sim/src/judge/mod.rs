@@ -24,7 +24,8 @@
 //! * fleet checks, from the figures in `fleet.rs`: `fleet_recovers_within` (every disturbed
 //!   agent within a time, or a factor of the physical limit), `max_amplification` (server work
 //!   per recovered agent), `load_settles` (utilization falls and stays below a level after each
-//!   fault: no metastable failure), `max_wasted_share` (work done for clients that had gone).
+//!   fault: no metastable failure), `max_wasted_share` (work done for clients that had gone),
+//!   `max_peak_load` (the busiest second ÷ capacity, at start or during recovery).
 //! * implicit in every run: each fault was *observed*: some agent request failed between the
 //!   fault's start and the first success after it ended. A fault nobody noticed was probably
 //!   never wired in, and must not let a scenario pass.
@@ -39,6 +40,7 @@ pub mod fleet;
 mod index;
 mod load_settles;
 mod max_amplification;
+mod max_peak_load;
 mod max_request_rate;
 mod max_wasted_share;
 mod never_gives_up;
@@ -167,6 +169,10 @@ pub fn evaluate_indexed(scenario: &Scenario, records: &[Record], idx: &TraceInde
                 Check::LoadSettles { below, within } => (
                     format!("load_settles below {:.0}% within {}", below * 100.0, fmt_duration(*within)),
                     load_settles::load_settles(fleet(), *below, *within),
+                ),
+                Check::MaxPeakLoad { limit, during } => (
+                    format!("max_peak_load during {} <= {limit}x capacity", during.as_str()),
+                    max_peak_load::max_peak_load(fleet(), *limit, *during),
                 ),
                 Check::MaxWastedShare { limit } => {
                     (format!("max_wasted_share <= {:.0}%", limit * 100.0), max_wasted_share::max_wasted_share(fleet(), *limit))

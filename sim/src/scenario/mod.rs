@@ -79,6 +79,7 @@ pub const CHECKS: &[&str] = &[
     "max_amplification",
     "load_settles",
     "max_wasted_share",
+    "max_peak_load",
 ];
 /// `[agent]` keys a scenario may override; the harness owns the rest (server_url, agent_id,
 /// token, refresh_token, state_dir).
@@ -307,6 +308,30 @@ pub enum Check {
     LoadSettles { below: f64, within: Duration },
     /// At most this share of the server's work went to clients that had gone.
     MaxWastedShare { limit: f64 },
+    /// The busiest second's offered work is at most `limit` × the server's full capacity,
+    /// over the part of the run `during` names.
+    MaxPeakLoad { limit: f64, during: PeakDuring },
+}
+
+/// The part of a run `max_peak_load` looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeakDuring {
+    /// Before the first fault window: the fleet starting.
+    Start,
+    /// From the first fault window's start to the end: riding out faults and coming back.
+    Recovery,
+    /// The whole run.
+    Run,
+}
+
+impl PeakDuring {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeakDuring::Start => "start",
+            PeakDuring::Recovery => "recovery",
+            PeakDuring::Run => "run",
+        }
+    }
 }
 
 /// The bound of `fleet_recovers_within`.
@@ -332,6 +357,7 @@ impl Check {
             Check::MaxAmplification { .. } => "max_amplification",
             Check::LoadSettles { .. } => "load_settles",
             Check::MaxWastedShare { .. } => "max_wasted_share",
+            Check::MaxPeakLoad { .. } => "max_peak_load",
         }
     }
 }
@@ -459,6 +485,7 @@ struct RawExpect {
     grace: Option<Spanned<String>>,
     limit_factor: Option<Spanned<f64>>,
     below: Option<Spanned<f64>>,
+    during: Option<Spanned<String>>,
 }
 
 // ---- reading -------------------------------------------------------------------------------
@@ -976,6 +1003,7 @@ impl Parser<'_> {
             "fleet_recovers_within" => &["within", "limit_factor"],
             "max_amplification" | "max_wasted_share" => &["limit"],
             "load_settles" => &["below", "within"],
+            "max_peak_load" => &["limit", "during"],
             _ => &[],
         };
         let present = [
@@ -986,6 +1014,7 @@ impl Parser<'_> {
             ("limit", e.limit.as_ref().map(|v| v.span())),
             ("limit_factor", e.limit_factor.as_ref().map(|v| v.span())),
             ("below", e.below.as_ref().map(|v| v.span())),
+            ("during", e.during.as_ref().map(|v| v.span())),
         ];
         for (key, span) in present {
             if let Some(span) = span {
@@ -1068,6 +1097,19 @@ impl Parser<'_> {
                 let w = e.within.as_ref().ok_or_else(|| self.at(e.check.span(), "check \"load_settles\" needs within, like within = \"2m\""))?;
                 Check::LoadSettles { below, within: self.duration(w, "within")? }
             }
+            "max_peak_load" => {
+                let limit = self.positive(e.limit.as_ref(), e, "max_peak_load", "a multiple of the server's capacity, like limit = 2")?;
+                let during = match e.during.as_ref().map(|d| (d, d.get_ref().trim())) {
+                    None => PeakDuring::Run,
+                    Some((_, "start")) => PeakDuring::Start,
+                    Some((_, "recovery")) => PeakDuring::Recovery,
+                    Some((_, "run")) => PeakDuring::Run,
+                    Some((d, other)) => {
+                        return Err(self.at(d.span(), format!("during of max_peak_load must be \"start\", \"recovery\" or \"run\", got {other:?}")));
+                    }
+                };
+                Check::MaxPeakLoad { limit, during }
+            }
             _ => unreachable!("checked against CHECKS above"),
         };
         Ok(Expectation { line, check })
@@ -1092,6 +1134,7 @@ impl Parser<'_> {
             Check::FleetRecoversWithin { within: FleetBound::LimitFactor(_) } => "fleet_recovers_within with limit_factor",
             Check::LoadSettles { .. } => "load_settles",
             Check::MaxWastedShare { .. } => "max_wasted_share",
+            Check::MaxPeakLoad { .. } => "max_peak_load",
             _ => return Ok(()),
         };
         let span = raw.get_ref().check.span();
