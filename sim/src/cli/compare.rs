@@ -103,6 +103,8 @@ pub struct SeedFigures {
     /// see: the window's end to the next window or the end).
     pub recovery_p50_ms: Option<u64>,
     pub recovery_p50_censored: bool,
+    pub recovery_p90_ms: Option<u64>,
+    pub recovery_p90_censored: bool,
     pub recovery_p99_ms: Option<u64>,
     pub recovery_p99_censored: bool,
     pub recovery_max_ms: Option<u64>,
@@ -176,6 +178,7 @@ pub struct Row {
     pub duration_ms: u64,
     /// Medians over seeds of each seed's recovery percentiles, with their spread (ms).
     pub recovery_p50_ms: Spread,
+    pub recovery_p90_ms: Spread,
     pub recovery_p99_ms: Spread,
     pub recovery_max_ms: Spread,
     /// Some seed's p99 fell on an agent that never recovered.
@@ -292,6 +295,7 @@ fn seed_figures(seed: u64, f: &FleetFigures, own_promises_broken: Vec<String>, t
     times.sort_by_key(|t| (t.is_none(), *t));
     let censored_at = f.windows.iter().filter(|w| !w.unrecovered.is_empty()).map(|w| w.horizon_ms - w.end_ms).min().unwrap_or(0);
     let (p50, p50c) = percentile(&times, 0.50, censored_at);
+    let (p90, p90c) = percentile(&times, 0.90, censored_at);
     let (p99, p99c) = percentile(&times, 0.99, censored_at);
     let (max, maxc) = percentile(&times, 1.0, censored_at);
     let unrecovered: usize = f.windows.iter().map(|w| w.unrecovered.len()).sum();
@@ -306,6 +310,8 @@ fn seed_figures(seed: u64, f: &FleetFigures, own_promises_broken: Vec<String>, t
         seed,
         recovery_p50_ms: p50,
         recovery_p50_censored: p50c,
+        recovery_p90_ms: p90,
+        recovery_p90_censored: p90c,
         recovery_p99_ms: p99,
         recovery_p99_censored: p99c,
         recovery_max_ms: max,
@@ -344,6 +350,7 @@ fn row(name: StrategyName, duration: Duration, seeds: Vec<SeedFigures>) -> Row {
         runs: seeds.len(),
         duration_ms: duration.as_millis() as u64,
         recovery_p50_ms: Spread::of(seeds.iter().map(|s| (ms(s.recovery_p50_ms), s.recovery_p50_censored))),
+        recovery_p90_ms: Spread::of(seeds.iter().map(|s| (ms(s.recovery_p90_ms), s.recovery_p90_censored))),
         recovery_p99_ms: Spread::of(seeds.iter().map(|s| (ms(s.recovery_p99_ms), s.recovery_p99_censored))),
         recovery_max_ms: Spread::of(seeds.iter().map(|s| (ms(s.recovery_max_ms), s.recovery_max_censored))),
         recovery_p99_censored: seeds.iter().any(|s| s.recovery_p99_censored),
