@@ -132,7 +132,7 @@ sleep 120
 end=$(now_ms)
 
 step "simulating scenarios/calibration.toml (seeds $seeds)"
-"$sim_bin" compare scenarios/calibration.toml --strategies default,redflag-0.1.18 --seeds "$seeds" --json >"$work/sim.json" 2>"$work/sim.log"
+"$sim_bin" compare scenarios/calibration.toml --strategies default,redflag-0.1.18 --seeds "$seeds" --json-out "$work/sim.json" >"$work/sim.txt" 2>"$work/sim.log"
 
 python3 - "$work" "$steady_from" "$k1" "$k1" "$r1" "$k2" "$r2" "$end" <<'PY'
 import json, sys

@@ -75,6 +75,9 @@ enum Command {
         /// Print the rows as JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Also write the rows as JSON to this file (the table still goes to stdout).
+        #[arg(long, value_name = "FILE")]
+        json_out: Option<PathBuf>,
         /// Draw DIR/pareto.svg (recovery p99 against outage traffic and against
         /// amplification, one point per strategy with its spread over seeds) and the first seed
         /// of each strategy as DIR/STRATEGY.svg, on shared axes.
@@ -140,8 +143,8 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Command::Run { file, seed, trace, json, svg } => run(file.as_deref(), seed, trace, json, svg.as_deref()),
-        Command::Compare { file, strategies, seeds, jobs, json, svg } => {
-            compare_cmd(&file, &strategies, seeds.as_deref(), jobs, json, svg.as_deref())
+        Command::Compare { file, strategies, seeds, jobs, json, json_out, svg } => {
+            compare_cmd(&file, &strategies, seeds.as_deref(), jobs, json, json_out.as_deref(), svg.as_deref())
         }
         Command::Sweep { paths, seeds, jobs, shard, junit, json, traces } => {
             let out = SweepOutput { junit, json, traces };
@@ -313,7 +316,15 @@ fn sweep_cmd(paths: &[PathBuf], seeds: &str, jobs: Option<usize>, shard: Option<
     if summary.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILED) }
 }
 
-fn compare_cmd(file: &Path, strategies: &str, seeds: Option<&str>, jobs: Option<usize>, json: bool, svg_dir: Option<&Path>) -> ExitCode {
+fn compare_cmd(
+    file: &Path,
+    strategies: &str,
+    seeds: Option<&str>,
+    jobs: Option<usize>,
+    json: bool,
+    json_out: Option<&Path>,
+    svg_dir: Option<&Path>,
+) -> ExitCode {
     let parsed = (|| -> Result<_, String> {
         let scenario = Scenario::load(file).map_err(|e| e.to_string())?;
         let strategies = compare::parse_strategies(strategies)?;
@@ -323,6 +334,9 @@ fn compare_cmd(file: &Path, strategies: &str, seeds: Option<&str>, jobs: Option<
         };
         if jobs == Some(0) {
             return Err("--jobs must be at least 1".into());
+        }
+        if let Some(dir) = json_out.and_then(Path::parent).filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
+            return Err(format!("--json-out: folder {} does not exist; create it or write elsewhere", dir.display()));
         }
         Ok((scenario, strategies, seeds))
     })();
@@ -351,6 +365,12 @@ fn compare_cmd(file: &Path, strategies: &str, seeds: Option<&str>, jobs: Option<
             return ExitCode::from(EXIT_HARNESS);
         }
     };
+    if let Some(path) = json_out {
+        if let Err(e) = std::fs::write(path, serde_json::to_string_pretty(&comparison.rows).unwrap_or_default()) {
+            eprintln!("error: cannot write --json-out {}: {e}", path.display());
+            return ExitCode::from(EXIT_HARNESS);
+        }
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&comparison.rows).unwrap_or_default());
     } else {
