@@ -6,7 +6,9 @@
 #
 #   sudo sim/scripts/side-by-side.sh [AGENTS] [SEEDS]     # default: 10 agents of each, seeds 1..11
 #
-# About 14 minutes of wall time (most of it the story itself). Needs root, Debian's apt-get
+# Exit 0 when the simulation lands within 25% of the real agents' median and p90 recovery and
+# outage request rate, for both kinds; 1 otherwise; 2 bad arguments; 3 a prerequisite is missing.
+# About 15 minutes of wall time (most of it the story itself). Needs root, Debian's apt-get
 # (for Go and PostgreSQL, installed when missing by ../shared/redflag-server/up.sh and
 # ../shared/redflag-agent-go/build.sh), unshare and overlayfs (each Go agent gets its own /etc,
 # as that agent's README describes), curl, jq and python3. Everything it starts is stopped and
@@ -26,7 +28,7 @@ root=$PWD
 
 agents=${1:-10}
 seeds=${2:-1..11}
-[[ $agents =~ ^[0-9]+$ && $agents -ge 1 && $agents -le 20 ]] || { echo "AGENTS must be 1 to 20 (the registration token has 50 seats), got '$agents'" >&2; exit 2; }
+[[ $agents =~ ^[0-9]+$ && $agents -ge 1 && $agents -le 25 ]] || { echo "AGENTS must be 1 to 25 (the registration token has 50 seats), got '$agents'" >&2; exit 2; }
 [[ $seeds =~ ^[0-9]+\.\.[0-9]+$ ]] || { echo "SEEDS must be A..B, got '$seeds'" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "side-by-side: needs root (the real server's PostgreSQL, a private /etc per Go agent)" >&2; exit 3; }
 for tool in curl jq python3 unshare; do
@@ -87,7 +89,7 @@ setsid "$sim_bin" proxy --listen "127.0.0.1:$((port + 2))" --upstream "127.0.0.1
 pids+=($!)
 for _ in $(seq 1 50); do curl -fs "$proxy_url/health" >/dev/null 2>&1 && break; sleep 0.1; done
 
-step "registering and starting $agents Go agents and $agents of ours"
+step "registering $agents Go agents and $agents of ours"
 : >"$work/agents.tsv"
 for i in $(seq 1 "$agents"); do
   d=$work/go-$i
@@ -96,18 +98,28 @@ for i in $(seq 1 "$agents"); do
   mount -t overlay overlay -o "lowerdir=/etc,upperdir=$d/upper,workdir=$d/work" "$d/etc"
   unshare -m --propagation private sh -c "mount --bind '$d/etc' /etc && exec '$go_bin' -register -server '$proxy_url' -token '$token'" \
     >"$d/register.log" 2>&1
-  id=$(jq -r .agent_id "$d/upper/aggregator/config.json")
-  printf 'go\t%s\n' "$id" >>"$work/agents.tsv"
-  setsid unshare -m --propagation private sh -c "mount --bind '$d/etc' /etc && exec '$go_bin'" >"$d/agent.log" 2>&1 &
-  pids+=($!)
-
+  printf 'go\t%s\n' "$(jq -r .agent_id "$d/upper/aggregator/config.json")" >>"$work/agents.tsv"
   d=$work/ours-$i
   mkdir -p "$d/state"
   echo "{\"check_in_interval\": 30, \"state_dir\": \"$d/state\"}" >"$d/config.json"
   "$ours_bin" --config "$d/config.json" register --server "$proxy_url" --registration-token "$token" >"$d/register.log" 2>&1
   printf 'ours\t%s\n' "$(jq -r .agent_id "$d/config.json")" >>"$work/agents.tsv"
+done
+
+# Started one by one over 30 s, as the simulation's fleet (start_spread = "30s"): agents started
+# within the same second stay close in phase for minutes, and then ten recoveries are closer to
+# one sample than to ten.
+step "starting them over 30 s"
+gap=$(python3 -c "print(30 / (2 * $agents))")
+for i in $(seq 1 "$agents"); do
+  d=$work/go-$i
+  setsid unshare -m --propagation private sh -c "mount --bind '$d/etc' /etc && exec '$go_bin'" >"$d/agent.log" 2>&1 &
+  pids+=($!)
+  sleep "$gap"
+  d=$work/ours-$i
   setsid "$ours_bin" --config "$d/config.json" --log-format json >"$d/agent.log" 2>&1 &
   pids+=($!)
+  sleep "$gap"
 done
 
 now_ms() { date +%s%3N; }
@@ -189,6 +201,9 @@ for k, name, label in (("go", "redflag-0.1.18", "RedFlag 0.1.18 Go agent"), ("ou
     real, model = figures(k), sim_figures(name)
     line(f"real {label}", real)
     line(f"sim {name}", model)
+    spread = lambda key: sorted(x[key] / 1000 for x in sim[name]["by_seed"] if x[key] is not None)
+    lo50, hi50, lo90, hi90 = spread("recovery_p50_ms")[0], spread("recovery_p50_ms")[-1], spread("recovery_p90_ms")[0], spread("recovery_p90_ms")[-1]
+    print(f"{'  sim seeds min-max':<24}{f'{lo50:.1f}-{hi50:.1f}':>9}{f'{lo90:.1f}-{hi90:.1f}':>9}")
     ratios = [model[c] / real[c] if real[c] else float("nan") for c in cols]
     print(f"{'  sim / real':<24}" + "".join(f"{r:>{w}.2f}" for r, w in zip(ratios, (9, 9, 9, 19, 19))))
     within = all(abs(r - 1) <= 0.25 for r, c in zip(ratios, cols) if c in ("p50", "p90", "outage"))

@@ -22,6 +22,7 @@ pub(super) fn max_peak_load(figures: &FleetFigures, limit: f64, during: PeakDuri
         };
     };
     let span = match during {
+        PeakDuring::Start if figures.windows.is_empty() => "over the run (it has no fault)".to_string(),
         PeakDuring::Start => format!("before the first fault at {}", secs(figures.first_window_ms / BUCKET_MS * BUCKET_MS)),
         PeakDuring::Recovery => format!("from the first fault at {} to the end", secs(figures.first_window_ms)),
         PeakDuring::Run => "over the run".into(),
