@@ -192,10 +192,10 @@ print(f"\nside by side: {n['go']} RedFlag 0.1.18 Go agents and {n['ours']} redfl
 print(f"30 s interval, SIGKILL for {(r1 - k1) / 1000:.0f} s and {(r2 - k2) / 1000:.0f} s (kill to the first /health 200); simulation: "
       f"scenarios/calibration.toml, {len(sim['default']['by_seed'])} seeds, median over seeds")
 cols = ("p50", "p90", "max", "outage", "steady")
-print(f"{'':<24}{'rec p50':>9}{'rec p90':>9}{'rec max':>9}{'outage req/ag-min':>19}{'steady req/ag-min':>19}")
+print(f"{'':<28}{'rec p50':>9}{'rec p90':>9}{'rec max':>9}{'outage req/ag-min':>19}{'steady req/ag-min':>19}")
 def line(label, f, unit=True):
     cells = [f"{f[c]:.1f}s" if c in ("p50", "p90", "max") else f"{f[c]:.2f}" for c in cols]
-    print(f"{label:<24}" + "".join(f"{c:>{w}}" for c, w in zip(cells, (9, 9, 9, 19, 19))))
+    print(f"{label:<28}" + "".join(f"{c:>{w}}" for c, w in zip(cells, (9, 9, 9, 19, 19))))
 ok = True
 for k, name, label in (("go", "redflag-0.1.18", "RedFlag 0.1.18 Go agent"), ("ours", "default", "redflag-agent")):
     real, model = figures(k), sim_figures(name)
@@ -203,11 +203,11 @@ for k, name, label in (("go", "redflag-0.1.18", "RedFlag 0.1.18 Go agent"), ("ou
     line(f"sim {name}", model)
     spread = lambda key: sorted(x[key] / 1000 for x in sim[name]["by_seed"] if x[key] is not None)
     lo50, hi50, lo90, hi90 = spread("recovery_p50_ms")[0], spread("recovery_p50_ms")[-1], spread("recovery_p90_ms")[0], spread("recovery_p90_ms")[-1]
-    print(f"{'  sim seeds min-max':<24}{f'{lo50:.1f}-{hi50:.1f}':>9}{f'{lo90:.1f}-{hi90:.1f}':>9}")
+    print(f"{'  sim, seeds min-max':<28}{f'{lo50:.1f}-{hi50:.1f}':>9}{f' {lo90:.1f}-{hi90:.1f}':>9}")
     ratios = [model[c] / real[c] if real[c] else float("nan") for c in cols]
-    print(f"{'  sim / real':<24}" + "".join(f"{r:>{w}.2f}" for r, w in zip(ratios, (9, 9, 9, 19, 19))))
+    print(f"{'  sim / real':<28}" + "".join(f"{r:>{w}.2f}" for r, w in zip(ratios, (9, 9, 9, 19, 19))))
     within = all(abs(r - 1) <= 0.25 for r, c in zip(ratios, cols) if c in ("p50", "p90", "outage"))
     ok &= within
-    print(f"{'  p50, p90, outage':<24}{'within 25%' if within else 'NOT within 25%'}")
+    print(f"{'  p50, p90, outage':<28}{'within 25%' if within else 'NOT within 25%'}")
 sys.exit(0 if ok else 1)
 PY
