@@ -262,8 +262,13 @@ fn compare_extends_the_run_so_no_strategy_is_cut_short() {
 
 #[test]
 fn shedding_costs_work_in_amplification_and_load() {
-    // A queue of 5: the returning herd is shed.
-    let dear = parse(&HERD.replace("queue_max = 20", "queue_max = 5").replace("shed_retry_after = \"auto\"", "shed_cost = 1"));
+    // Half the capacity and a queue of 5: the returning herd is shed.
+    let dear = parse(
+        &HERD
+            .replace("capacity_per_second = 10", "capacity_per_second = 5")
+            .replace("queue_max = 20", "queue_max = 5")
+            .replace("shed_retry_after = \"auto\"", "shed_cost = 1"),
+    );
     let r = run_one(&dear, 3).unwrap();
     let idx = TraceIndex::new(&r.records, &dear.fleet);
     // The same run's trace, priced with and without the cost of shedding.

@@ -401,6 +401,9 @@ fn secs_spread(s: &Spread) -> String {
         (Some(ms), false) => format!("{:.1}", ms / 1000.0),
         (None, false) => "-".to_string(),
     };
+    if s.median.is_none() && !s.median_censored && s.min.is_none() && !s.max_censored {
+        return "-".into();
+    }
     let lo_censored = s.min.is_none() && s.max_censored;
     format!("{} [{}-{}]", secs(s.median, s.median_censored), one(s.min, lo_censored), one(s.max, s.max_censored))
 }

@@ -16,9 +16,12 @@
 //!   capacity in that second (warm-up included; 0 while down).
 //! * the *physical limit* of a window: how long a server coming out of that window needs to do
 //!   one unit of work per disturbed agent at full use, warm-up included.
-//! * *amplification*: the work the server did (served, wasted and shed at its cost) on requests
-//!   that arrived between the window's end and the fleet's recovery (the slowest disturbed
-//!   agent's first check-in), ÷ the disturbed agents that recovered.
+//! * *amplification*: the work the server did (served, wasted and shed at its cost) to bring
+//!   the disturbed agents back, ÷ those that recovered: each disturbed agent's requests from
+//!   the window's end to its own first check-in, and the requests no agent is named on (health
+//!   probes) from the window's end to the fleet's recovery (the slowest one's first check-in).
+//!   An agent's regular check-ins after it recovered are steady load, not amplification: a
+//!   slow fleet would otherwise be charged for its own next interval.
 //! * *recovery*: each disturbed agent's first check-in after the window; an agent with none
 //!   before the next window (or the end) recovered at +∞: it is never dropped, and a percentile
 //!   that falls on it is *censored* (known only to be beyond what the run could see).
@@ -31,6 +34,8 @@
 //! * *late sheds*: shed requests that arrived more than [`SHED_LATE_AFTER_MS`] after a window
 //!   ended (and before the next began).
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -163,6 +168,7 @@ impl FleetFigures {
             let Some(end) = w.end_ms else { continue };
             let horizon = merged.get(n + 1).map_or(idx.run_end_ms, |(_, nw)| nw.start_ms).min(idx.run_end_ms);
             let mut recovery_ms = Vec::new();
+            let mut recovered_at: BTreeMap<&str, u64> = BTreeMap::new();
             let mut unrecovered = Vec::new();
             let mut slowest: Option<(String, u64)> = None;
             let mut disturbed_n = 0;
@@ -175,6 +181,7 @@ impl FleetFigures {
                     Some(t) => {
                         let took = t - end;
                         recovery_ms.push(took);
+                        recovered_at.insert(name, t);
                         if slowest.as_ref().is_none_or(|(_, s)| took > *s) {
                             slowest = Some((name.to_string(), took));
                         }
@@ -187,7 +194,17 @@ impl FleetFigures {
             let amplification = match &slowest {
                 Some((_, took)) if !recovery_ms.is_empty() => {
                     let until = end + took;
-                    let work: f64 = worked.iter().filter(|(t, _)| *t >= end && *t <= until).map(|(_, c)| c).sum();
+                    let work: f64 = worked
+                        .iter()
+                        .filter(|w| w.arrived_ms >= end && w.arrived_ms <= until)
+                        .filter(|w| match &w.agent {
+                            // Until that agent's own recovery; agents that were not disturbed
+                            // had nothing to recover from.
+                            Some(a) => recovered_at.get(a.as_ref()).is_some_and(|&t| w.arrived_ms <= t),
+                            None => true,
+                        })
+                        .map(|w| w.work)
+                        .sum();
                     Some(work / recovery_ms.len() as f64)
                 }
                 _ => None,
@@ -277,17 +294,28 @@ fn server_down_at(idx: &TraceIndex, t: u64) -> bool {
     idx.host_down.get("server").is_some_and(|spans| spans.iter().any(|(s, e)| *s <= t && e.is_none_or(|e| t < e)))
 }
 
+/// The work the server did on one request, at the request's arrival.
+struct Worked<'a> {
+    arrived_ms: u64,
+    work: f64,
+    agent: Option<&'a Arc<str>>,
+}
+
 /// The work the server did on each request (served or wasted at its cost, shed at `shed_cost`
-/// of it), at the request's arrival.
-fn worked(idx: &TraceIndex, capacity: Option<&Capacity>) -> Vec<(u64, f64)> {
+/// of it). An unlimited server keeps no queue lines, so its answers name no agent.
+fn worked<'a>(idx: &'a TraceIndex, capacity: Option<&Capacity>) -> Vec<Worked<'a>> {
     match capacity {
         Some(c) => idx
             .server_work
             .iter()
-            .map(|w| (w.arrived_ms(), if w.outcome == WorkOutcome::Shed { w.cost * c.shed_cost } else { w.cost }))
-            .filter(|(_, work)| *work > 0.0)
+            .map(|w| Worked {
+                arrived_ms: w.arrived_ms(),
+                work: if w.outcome == WorkOutcome::Shed { w.cost * c.shed_cost } else { w.cost },
+                agent: w.agent.as_ref(),
+            })
+            .filter(|w| w.work > 0.0)
             .collect(),
-        None => idx.server_answered.clone(),
+        None => idx.server_answered.iter().map(|&(t, c)| Worked { arrived_ms: t, work: c, agent: None }).collect(),
     }
 }
 
