@@ -7,9 +7,9 @@
 //! next request the loop sends (a health probe or a check-in). Its bound depends on how the
 //! attempt ended:
 //!
-//! * a retryable failure: `max(max_delay, 4/3 × circuit_breaker_timeout, min(Retry-After given
-//!   in that attempt, retry_after_max))`: backoff (capped after jitter), a burst's rest, the
-//!   open breaker (stretched by 4/3 in a long outage), or the server's clamped Retry-After;
+//! * a retryable failure: `max(max_delay, circuit_breaker_timeout, min(Retry-After given in
+//!   that attempt, retry_after_max))`: backoff (capped after jitter), a burst's rest, the open
+//!   breaker, or the server's clamped Retry-After;
 //! * a success, a fast failure or a refused renewal: the regular interval plus 10% jitter
 //!   (rapid polling only shortens it).
 //!

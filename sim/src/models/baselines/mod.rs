@@ -126,8 +126,7 @@ pub fn promises(name: StrategyName, config: &Config) -> Promises {
             request_timeout: agent_timeout,
             interval,
             regular: ten_percent,
-            // A long outage stretches the open period (policy.rs, LONG_OUTAGE_OPEN_FACTOR).
-            after_failure_max: policy.backoff.max_delay.max(policy.long_outage_open_period()),
+            after_failure_max: policy.backoff.max_delay.max(policy.breaker.open_timeout),
             retry_after_max: Some(policy.retry_after_max),
         },
         StrategyName::Redflag0118 => redflag_0_1_18::promises(interval),
