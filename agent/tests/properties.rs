@@ -92,8 +92,7 @@ proptest! {
 
     /// The policy: a retry's delay is within [0, cap] unless the server's Retry-After or the
     /// open breaker raises it; Retry-After raises it to at least min(asked, retry_after_max),
-    /// and never beyond retry_after_max (or the cap / breaker timeout, stretched in a long
-    /// outage, if those are longer).
+    /// and never beyond retry_after_max (or the cap / breaker timeout, if those are longer).
     #[test]
     fn retry_delay_respects_cap_and_retry_after(
         cfg in policy_config(),
@@ -106,7 +105,7 @@ proptest! {
         for ask in asks {
             let retry_after = ask.map(ms);
             let d = p.complete(now, Report { verdict: Verdict::Retry, retry_after, interval: None, outcome: None }, &mut rng);
-            let ceiling = cfg.backoff.max_delay.max(cfg.long_outage_open_period()).max(cfg.retry_after_max);
+            let ceiling = cfg.backoff.max_delay.max(cfg.breaker.open_timeout).max(cfg.retry_after_max);
             prop_assert!(d.delay <= ceiling, "{:?} > {:?}", d.delay, ceiling);
             if p.breaker_state() != BreakerState::Open {
                 prop_assert!(d.delay <= cfg.backoff.max_delay.max(cfg.retry_after_max));

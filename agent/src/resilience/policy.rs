@@ -37,22 +37,6 @@ pub const SHED_OPEN_DIVISOR: u32 = 2;
 /// at most 1/(1 - 1/SHED_OPEN_DIVISOR) times as often as a down one, not SHED_OPEN_DIVISOR
 /// times.
 pub const SHED_SPREAD_PERIODS: u32 = 2;
-/// In a long outage the agent probes a down server less often: from the
-/// [`LONG_OUTAGE_OPENINGS`]-th breaker opening in a row on failures that are not shed answers
-/// (with the defaults, about 30 s into an outage), the wait after an opening is this many times
-/// the open period (20 s instead of 15 s).
-///
-/// Why: when the server returns, the whole fleet's probes arrive within one probe period, so a
-/// fleet of N agents offers `1.1 N / period` units a second. The slowest probing that still
-/// keeps the default worst-case recovery within the 30 s promise (a 10 s request timeout plus
-/// the wait) is one probe every 20 s, and it is what lets a server with a 2 s queue take a
-/// fleet whose work is 20 s of its time without shedding it (`scenarios/thundering-herd.toml`:
-/// 2,000 agents at 100 a second, 2,200 units over 20 s against 2,000 units of capacity and 200
-/// of queue). A short outage (a restart) is probed at the configured period.
-pub const LONG_OUTAGE_OPEN_FACTOR: f64 = 4.0 / 3.0;
-/// Breaker openings in a row on a down (not shedding) server before [`LONG_OUTAGE_OPEN_FACTOR`]
-/// applies.
-pub const LONG_OUTAGE_OPENINGS: u32 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PolicyConfig {
@@ -76,14 +60,8 @@ impl PolicyConfig {
         self.check_in_interval
             .mul_f64(1.0 + REGULAR_JITTER_FRACTION)
             .max(self.backoff.max_delay)
-            .max(self.long_outage_open_period())
+            .max(self.breaker.open_timeout)
             .max(self.retry_after_max)
-    }
-
-    /// The wait after a breaker opening in a long outage (see [`LONG_OUTAGE_OPEN_FACTOR`]): the
-    /// longest wait after a retryable failure, a Retry-After aside.
-    pub fn long_outage_open_period(&self) -> Duration {
-        self.breaker.open_timeout.mul_f64(LONG_OUTAGE_OPEN_FACTOR)
     }
 }
 
@@ -189,8 +167,6 @@ pub struct Policy {
     /// When a shed answer first opened the breaker since the last success or the last failure
     /// that was not a shed answer.
     shedding_since: Option<Instant>,
-    /// Breaker openings in a row on failures that are not shed answers, since the last answer.
-    down_openings: u32,
 }
 
 impl Policy {
@@ -204,7 +180,6 @@ impl Policy {
             consecutive_failures: 0,
             outage_started: None,
             shedding_since: None,
-            down_openings: 0,
         }
     }
 
@@ -242,7 +217,6 @@ impl Policy {
             Verdict::Success => {
                 let transition = self.breaker.on_success(now);
                 self.shedding_since = None;
-                self.down_openings = 0;
                 let recovered = self.outage_started.take().map(|started| Recovery {
                     outage: now.saturating_duration_since(started),
                     failed_attempts: self.consecutive_failures,
@@ -259,7 +233,6 @@ impl Policy {
             Verdict::FailFast | Verdict::Renew => {
                 let transition = self.breaker.on_success(now);
                 self.reset_burst();
-                self.down_openings = 0;
                 self.consecutive_failures = self.consecutive_failures.saturating_add(1);
                 let delay = self.regular_delay(report.interval, rng);
                 self.decide(now, report.verdict, delay, WaitReason::Regular, 1, transition, None)
@@ -270,17 +243,10 @@ impl Policy {
                 self.burst_failures += 1;
                 let attempt = self.burst_failures;
                 let transition = self.breaker.on_failure(now);
-                let opened = transition.is_some_and(|t| t.to == BreakerState::Open);
                 if !report.overloaded() {
                     // Down, not shedding: the next shed answer starts a new spread (a server
                     // that sheds, crashes and sheds again is a new recovery).
                     self.shedding_since = None;
-                    if opened {
-                        self.down_openings = self.down_openings.saturating_add(1);
-                    }
-                } else {
-                    // Up and shedding: not a long outage of a down server.
-                    self.down_openings = 0;
                 }
 
                 let (mut delay, mut reason) = if attempt >= self.config.max_retries {
@@ -304,10 +270,6 @@ impl Policy {
                         let half = open_for / SHED_OPEN_DIVISOR;
                         open_for = if early { uniform(rng, Duration::ZERO, half) } else { uniform(rng, half, open_for) };
                         self.breaker.shorten_open(now + open_for);
-                    } else if opened && self.down_openings >= LONG_OUTAGE_OPENINGS {
-                        // A long outage: probe as rarely as the worst-case recovery allows. The
-                        // breaker would let a probe through sooner; the loop just comes later.
-                        open_for = open_for.max(self.config.long_outage_open_period());
                     }
                     if open_for >= delay {
                         delay = open_for;
@@ -542,49 +504,6 @@ mod tests {
         let d = p.complete(now, Report { retry_after: Some(Duration::from_secs(2)), ..shed }, &mut rng);
         // 2 s asked: whole seconds + 1 s margin, plus the Retry-After jitter.
         assert!(d.delay >= Duration::from_secs(3) && d.delay <= Duration::from_secs(3) + RETRY_AFTER_JITTER_MAX, "{:?}", d.delay);
-    }
-
-    #[test]
-    fn a_long_outage_is_probed_less_often_a_restart_is_not() {
-        // Threshold 3, open 3 s: the first opening waits 3 s, the second and later ones in a
-        // row on a down server 4 s (4/3 of the period).
-        let refused = Report { outcome: Some(Outcome::Refused), ..Report::of(Verdict::Retry) };
-        let mut p = Policy::new(config());
-        let mut rng = StdRng::seed_from_u64(5);
-        let mut now = Instant::now();
-        let mut waits = Vec::new();
-        for _ in 0..6 {
-            if let Gate::Wait { until } = p.admit(now).0 {
-                now = until;
-            }
-            let d = p.complete(now, refused, &mut rng);
-            if d.transition.is_some_and(|t| t.to == BreakerState::Open) {
-                waits.push(d.delay);
-            }
-            now = d.next_attempt_at;
-        }
-        assert_eq!(waits, [Duration::from_secs(3), Duration::from_secs(4), Duration::from_secs(4), Duration::from_secs(4)]);
-        assert_eq!(p.admit(now).0, Gate::Go { probe_health: true }, "the breaker lets the late probe through");
-        assert!(config().max_wait() >= Duration::from_secs(4));
-        // A shed answer means the server is up: the period is the configured one (spread).
-        let shed = Report { outcome: Some(Outcome::Status(503)), ..Report::of(Verdict::Retry) };
-        let d = p.complete(now, shed, &mut rng);
-        assert!(d.delay <= Duration::from_millis(1500), "{:?}", d.delay);
-        // After a check-in the count starts again: a new outage's first openings are not long.
-        let mut p = Policy::new(config());
-        let mut now = Instant::now();
-        for _ in 0..3 {
-            let d = p.complete(now, refused, &mut rng);
-            now = d.next_attempt_at;
-        }
-        p.admit(now);
-        let d = p.complete(now, Report::of(Verdict::Success), &mut rng);
-        now = d.next_attempt_at;
-        for _ in 0..2 {
-            p.complete(now, refused, &mut rng);
-        }
-        let d = p.complete(now, refused, &mut rng);
-        assert_eq!(d.delay, Duration::from_secs(3), "{d:?}");
     }
 
     #[test]
