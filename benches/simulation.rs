@@ -25,11 +25,24 @@
 //! that it did the work it claims (the agents checked in, the loops got their answers), so the
 //! ratio compares like with like; nothing here asserts on time.
 //!
-//! Each run takes seconds, so the group uses 10 samples of one run each (flat sampling, one
+//! Issue 18's workloads (group `workloads`, criterion reporting simulated seconds, schedules or
+//! seeds per second):
+//!
+//! * `workloads/fleet_10k_1h_restart`: 10,000 agents on 10 hosts for a simulated hour, a
+//!   500/s server that crashes for 30 s (`benches/workloads/fleet-10k-1h-restart.toml`).
+//! * `workloads/explore_default_agent_50_schedules`: `explore scenarios/explore/default-agent.toml`
+//!   with `--keep-going`, 50 new schedules per iteration, 2 threads.
+//! * `workloads/sweep_commands_through_504_50_seeds`: `sweep scenarios/commands-through-504.toml`,
+//!   50 new seeds per iteration, 2 threads.
+//!
+//! The 100,000- and 1,000,000-agent workloads take minutes per run; `sim/scripts/speed.sh`
+//! times them (with the others, and their peak memory) as repeated runs of the binary.
+//!
+//! Each run takes seconds, so the groups use 10 samples of one run each (flat sampling, one
 //! warm-up run); criterion warns that it cannot fit 10 samples in the target time, which is
-//! expected. The whole bench takes three to four minutes on 2 cores. Run:
+//! expected. The whole bench takes several minutes on 2 cores. Run:
 //! `cargo bench -p redflag-benches --bench simulation` (add a filter such as `fleet_1000_steady`
-//! to run fewer workloads).
+//! or `workloads` to run fewer workloads).
 
 use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
@@ -47,7 +60,7 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use redflag_agent::events::Event;
+use redflag_agent::log::events::Event;
 use redflag_sim::net::{Net, TurmoilNet};
 use redflag_sim::models::proxy::PROXY_PORT;
 use redflag_sim::runner::run_one;
@@ -349,7 +362,73 @@ fn print_summary(tallies: &[(&'static str, Tally)], harness_id: &str, bare_id: &
     }
 }
 
-criterion_group!(benches, simulation);
+// ---- issue 18's workloads ---------------------------------------------------------------------
+//
+// The workloads of the issue that fit criterion's ten samples: the 10,000-agent hour, and
+// explore and sweep in batches of 50 on 2 threads (the issue's figures are per 300 or 10,000
+// schedules and 200 or 2,000 seeds: multiply). The 100,000- and 1,000,000-agent runs take
+// minutes each and are timed, with their memory, by `sim/scripts/speed.sh`.
+
+/// The repository root (the bench runs in `benches/`).
+fn repo(path: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+/// Schedules or seeds per bench iteration.
+const BATCH: u64 = 50;
+/// Threads, as in the issue's table.
+const JOBS: usize = 2;
+
+fn workloads(c: &mut Criterion) {
+    let mut group = c.benchmark_group("workloads");
+    group
+        .sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(1))
+        .measurement_time(Duration::from_secs(10));
+
+    let fleet = Scenario::load(&repo("benches/workloads/fleet-10k-1h-restart.toml"))
+        .unwrap_or_else(|e| panic!("the workload's scenario is invalid: {e}"));
+    group.throughput(Throughput::Elements(fleet.duration.as_secs()));
+    group.bench_function("fleet_10k_1h_restart", |b| {
+        b.iter(|| {
+            let result = redflag_sim::runner::run_with(&fleet, SEED, redflag_sim::runner::RunOptions::default())
+                .unwrap_or_else(|e| panic!("the harness failed: {e}"));
+            assert!(result.passed(), "fleet-10k-1h-restart: an expectation failed with seed {SEED}");
+        })
+    });
+
+    let explore_file = repo("scenarios/explore/default-agent.toml");
+    let text = std::fs::read_to_string(&explore_file).unwrap_or_else(|e| panic!("{}: {e}", explore_file.display()));
+    let scenario = Scenario::parse(&text, &explore_file).unwrap_or_else(|e| panic!("{e}"));
+    let base = redflag_sim::explore::Base::new(scenario, &text, std::env::temp_dir().join("redflag-bench-explore.toml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    group.throughput(Throughput::Elements(BATCH));
+    let mut first = 0;
+    group.bench_function("explore_default_agent_50_schedules", |b| {
+        b.iter(|| {
+            // Fresh schedules each iteration, as a long explore draws them.
+            let explored = redflag_sim::explore::explore(&base, 1, first, BATCH, JOBS, true, &|_, _| {})
+                .unwrap_or_else(|e| panic!("the harness failed: {e}"));
+            assert_eq!(explored.runs, BATCH);
+            first += BATCH;
+        })
+    });
+
+    let sweep_scenarios = [Scenario::load(&repo("scenarios/commands-through-504.toml")).unwrap_or_else(|e| panic!("{e}"))];
+    let mut seed = 1;
+    group.bench_function("sweep_commands_through_504_50_seeds", |b| {
+        b.iter(|| {
+            let summary = redflag_sim::cli::sweep::sweep(&sweep_scenarios, seed..seed + BATCH, (1, 1), JOBS, &|_, _| {})
+                .unwrap_or_else(|e| panic!("the harness failed: {e}"));
+            assert_eq!(summary.runs, BATCH);
+            seed += BATCH;
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, simulation, workloads);
 criterion_main!(benches);
 
 // ---- the baseline: a bare turmoil polling loop ------------------------------------------------

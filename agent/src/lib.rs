@@ -1,41 +1,30 @@
 //! `redflag-agent`: a RedFlag update-agent check-in loop that never gives up.
 //!
-//! The crate is split the way quinn splits quinn-proto from quinn:
+//! The crate is split the way quinn splits quinn-proto from quinn: a pure core that decides, and
+//! a thin shell that performs I/O. Folders by role; imports point one way, from the top of this
+//! list to the bottom (a folder never imports one above it):
 //!
-//! * [`resilience`] is the pure core (backoff, breaker, classification, Retry-After). No I/O.
-//! * [`checkin`] is the I/O shell: the loop that drives the core with `tokio::time`, generic over
-//!   a [`transport::Transport`] and a [`store::Store`] so the simulation harness can run it
-//!   unchanged over turmoil.
-//! * [`config`], [`protocol`], [`transport`], [`store`], [`events`] and [`secret`] are the pieces
-//!   the loop is built from; [`config_rewrite`] writes a renewed token back, [`file_read`] reads
-//!   operator-given files safely, [`rfc3339`] reads the server's timestamps with any offset.
-//! * [`host`] is the machine (clock, system metrics, identity), [`heartbeat`] the rapid-polling
-//!   state reported to the server.
-//! * [`journal`], [`outbox`] and [`runner`] are how commands are never lost or run twice: the
-//!   durable record of every command, the durable queue of results, and what runs a command.
-//! * [`service`] is the `run` command (start-up checks, [`signals`], reloads), [`register`] the
-//!   `register` command, [`logging`] and [`log_writer`] the log output; `main.rs` is the command
-//!   line.
+//! * [`cli`]: the binary's commands: `run` (start-up checks, signals, reloads) and `register`.
+//! * [`checkin`]: the check-in loop, the driver that awaits and hands answers to the parts below.
+//! * [`commands`]: commands the server sends: their types, the heartbeat (rapid polling), the
+//!   durable journal and result outbox, and the runner that executes one.
+//! * [`host`]: the machine: wall clock, system metrics, identity.
+//! * [`store`]: what outlives the process: atomic writes, the status file, the token write-back.
+//! * [`config`]: the JSON config file, its limits and validation; reading operator-given files.
+//! * [`server`]: the RedFlag API: protocol types, the `Transport` trait and its reqwest
+//!   implementation, timestamps, secrets.
+//! * [`log`]: the events the loop reports, the observer hook, the log format and writer.
+//! * [`resilience`]: the pure core (backoff, breaker, classification, Retry-After, policy). No
+//!   I/O, no clock reads.
+//!
+//! `main.rs` is the command line.
 
 pub mod checkin;
+pub mod cli;
 pub mod commands;
 pub mod config;
-pub mod config_rewrite;
-pub mod events;
-pub mod file_read;
-pub mod heartbeat;
 pub mod host;
-pub mod journal;
-pub mod log_writer;
-pub mod logging;
-pub mod outbox;
-pub mod protocol;
-pub mod register;
+pub mod log;
 pub mod resilience;
-pub mod rfc3339;
-pub mod runner;
-pub mod secret;
-pub mod service;
-pub mod signals;
+pub mod server;
 pub mod store;
-pub mod transport;

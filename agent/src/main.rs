@@ -4,7 +4,7 @@
 //! Exit codes: 0 on success (and after SIGTERM/SIGINT), 1 when `register`, `check-config` or
 //! `status` fails, 2 for command-line usage errors (clap, an invalid `--log-level` or
 //! `RUST_LOG`), 78 (EX_CONFIG) when `run` cannot start because of its config. `run` itself
-//! (signals, reloads, start-up checks) lives in `service.rs`, `register` in `register.rs`.
+//! (signals, reloads, start-up checks) lives in `cli/run.rs`, `register` in `cli/register.rs`.
 //! Output to a closed stdout or stderr is dropped, never a panic.
 
 use std::io::Write;
@@ -15,14 +15,22 @@ use std::time::{Duration, SystemTime};
 use clap::{Parser, Subcommand};
 
 use redflag_agent::config::{self, Config};
-use redflag_agent::logging::{self, LogFormat};
-use redflag_agent::register::{self, RegisterOptions};
-use redflag_agent::secret::Secret;
-use redflag_agent::service;
+use redflag_agent::log::format::LogFormat;
+use redflag_agent::log::setup;
+use redflag_agent::cli::register::{self, RegisterOptions};
+use redflag_agent::server::protocol::{AGENT_VERSION, PROTOCOL_VERSION};
+use redflag_agent::server::secret::{Secret, redact_userinfo};
+use redflag_agent::cli::run;
 use redflag_agent::store;
 
+/// `--version`: this build, and the RedFlag agent API it speaks (what it reports to the server
+/// as its version: see `server/protocol.rs`).
+static VERSION_TEXT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!("{AGENT_VERSION} (RedFlag agent API {PROTOCOL_VERSION})")
+});
+
 #[derive(Parser, Debug)]
-#[command(name = "redflag-agent", version, about = "RedFlag agent check-in loop that never gives up")]
+#[command(name = "redflag-agent", version = VERSION_TEXT.as_str(), about = "RedFlag agent check-in loop that never gives up")]
 struct Cli {
     /// The agent's JSON config file.
     #[arg(long, short = 'c', global = true, default_value = config::DEFAULT_CONFIG_PATH, value_name = "FILE")]
@@ -33,7 +41,7 @@ struct Cli {
     log_format: LogFormat,
 
     /// Log level: error, warn (or warning), info, debug, trace or off (RUST_LOG overrides it).
-    #[arg(long, global = true, default_value = "info", value_name = "LEVEL", value_parser = logging::parse_level)]
+    #[arg(long, global = true, default_value = "info", value_name = "LEVEL", value_parser = setup::parse_level)]
     log_level: String,
 
     #[command(subcommand)]
@@ -72,7 +80,7 @@ fn main() -> ExitCode {
             let opts = RegisterOptions { server, registration_token: Secret::new(registration_token), config_path: cli.config, force };
             register_host(&opts)
         }
-        Command::Run => service::run(&cli.config, cli.log_format, &cli.log_level),
+        Command::Run => run::run(&cli.config, cli.log_format, &cli.log_level),
     }
 }
 
@@ -89,7 +97,7 @@ macro_rules! err {
 fn register_host(opts: &RegisterOptions) -> ExitCode {
     match register::register(opts) {
         Ok(r) => {
-            out!("registered with {} as agent {}", r.server_url, r.agent_id);
+            out!("registered with {} as agent {}", redact_userinfo(&r.server_url), r.agent_id);
             out!("config written to {} (mode 0600)", r.config_path.display());
             out!("start the agent: redflag-agent --config {}", r.config_path.display());
             ExitCode::SUCCESS
@@ -104,7 +112,7 @@ fn register_host(opts: &RegisterOptions) -> ExitCode {
 /// Every check `run` makes before its first request (config, CA file, proxies), then the
 /// effective settings and the warnings.
 fn check_config(path: &std::path::Path) -> ExitCode {
-    match service::prepare(path) {
+    match run::prepare(path) {
         Ok((config, _transport)) => {
             out!("{}: valid\n", path.display());
             out!("{}", config.describe().trim_end());

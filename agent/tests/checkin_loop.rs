@@ -16,11 +16,13 @@ use std::time::{Duration, SystemTime};
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use redflag_agent::checkin::{BARE_404_RETRIES_MAX, CheckinLoop, Host, Settings};
+use redflag_agent::checkin::{CheckinLoop, Host, Io, Settings};
+use redflag_agent::commands::runner::ProductionRunner;
+use redflag_agent::server::answers::BARE_404_RETRIES_MAX;
 use redflag_agent::config::Config;
-use redflag_agent::events::{Event, Observer, RequestKind};
+use redflag_agent::log::events::{Event, Observer, RequestKind};
 use redflag_agent::store::MemoryStore;
-use redflag_agent::transport::{Request, Response, Transport, TransportError};
+use redflag_agent::server::transport::{Request, Response, Transport, TransportError};
 
 /// Answers by path: `/health` always with `health`, check-ins from a script, then `fallback`.
 struct Scripted {
@@ -73,14 +75,8 @@ fn response(status: u16, body: &str) -> Response {
 async fn run(transport: Scripted, health_check: bool, simulated: Duration) -> (Vec<Event>, Vec<String>) {
     let log = transport.log.clone();
     let recorder = Recorder::default();
-    let agent = CheckinLoop::new(
-        settings(health_check),
-        transport,
-        MemoryStore::default(),
-        FixedClock,
-        recorder.clone(),
-        StdRng::seed_from_u64(7),
-    );
+    let io = Io { transport, store: MemoryStore::default(), host: FixedClock, observer: recorder.clone(), runner: ProductionRunner::default() };
+    let agent = CheckinLoop::production(settings(health_check), io, StdRng::seed_from_u64(7));
     agent.run(tokio::time::sleep(simulated)).await;
     let events = recorder.0.lock().unwrap().clone();
     let paths = log.lock().unwrap().clone();

@@ -244,7 +244,10 @@ fn check_config_never_prints_a_password_or_a_token() {
     let out = h.cli(&["check-config"]);
     assert_eq!(out.code, Some(0), "{out:?}");
     assert!(!out.stdout.contains("PASSWORD") && !out.stderr.contains("PASSWORD"), "a password was printed:\n{}", out.stdout);
-    assert!(out.stdout.contains("operator:[redacted]@127.0.0.1"), "{}", out.stdout);
+    // The URL's credentials are not used at all (never sent): stripped, with a warning.
+    assert!(!out.stdout.contains("operator:") && out.stdout.contains(&format!("http://127.0.0.1:{port}")), "{}", out.stdout);
+    assert!(out.stdout.contains("server_url carries a user name (\"operator\") and a password"), "{}", out.stdout);
+    assert!(out.stdout.contains("u:[redacted]@127.0.0.1:3128"), "{}", out.stdout);
 
     h.config["token"] = json!(123456789987654321u64);
     h.write_config();
@@ -253,16 +256,29 @@ fn check_config_never_prints_a_password_or_a_token() {
     assert!(!out.stderr.contains("123456789987654321"), "a numeric token was echoed: {}", out.stderr);
 }
 
+/// Sends every request of the agent to the stand-in as its HTTP proxy, so that a `server_url`
+/// off loopback is tried without a packet leaving this machine.
+fn through_the_stand_in_as_proxy(h: &mut Harness) {
+    h.config["proxy"] = json!({"enabled": true, "http": h.server.url()});
+}
+
 #[test]
-fn plain_http_off_loopback_is_refused_unless_allowed_and_then_warned_about() {
+fn plain_http_to_a_public_address_is_refused_unless_allowed_and_then_warned_about() {
     let mut h = Harness::new("insecure");
     h.config["server_url"] = json!("http://192.0.2.10:8080");
+    through_the_stand_in_as_proxy(&mut h);
     h.write_config();
     let out = h.cli(&["check-config"]);
-    assert_refused(&out, &["server_url", "https://", "allow_insecure_http"]);
+    assert_refused(&out, &["server_url", "https://", "allow_insecure_http", "private IP address"]);
     let out = h.cli(&["run"]);
     assert_eq!(out.code, Some(78), "{out:?}");
+    for name in ["http://redflag.example.com:8080", "http://[2001:db8::10]:8080"] {
+        h.config["server_url"] = json!(name);
+        h.write_config();
+        assert_refused(&h.cli(&["check-config"]), &["server_url", "allow_insecure_http"]);
+    }
 
+    h.config["server_url"] = json!("http://192.0.2.10:8080");
     h.config["allow_insecure_http"] = json!(true);
     h.write_config();
     let out = h.cli(&["check-config"]);
@@ -274,6 +290,91 @@ fn plain_http_off_loopback_is_refused_unless_allowed_and_then_warned_about() {
         "no warning at start\n{}",
         agent.tail()
     );
+}
+
+/// RedFlag's documented deployment is `http://IP:8080` on a LAN: plain http to a private
+/// (RFC 1918, fc00::/7) or link-local address starts without `allow_insecure_http`, with an
+/// `INSECURE` warning in `check-config` and at every start. The agent's requests go to the
+/// stand-in as its proxy, so nothing is sent to the private address itself.
+#[test]
+fn plain_http_to_a_private_or_link_local_address_runs_with_a_warning() {
+    let mut h = Harness::new("private-http");
+    for (url, scope) in [
+        ("http://[fd00:10::5]:8080", "a private address"),
+        ("http://169.254.10.10:8080", "a link-local address"),
+        ("http://10.1.2.3:8080", "a private address"),
+    ] {
+        h.config["server_url"] = json!(url);
+        h.write_config();
+        let out = h.cli(&["check-config"]);
+        assert_eq!(out.code, Some(0), "{url}: {out:?}");
+        assert!(out.stdout.contains("warning: INSECURE") && out.stdout.contains(scope), "{url}: {}", out.stdout);
+    }
+
+    h.config["server_url"] = json!("http://192.168.77.10:8080");
+    through_the_stand_in_as_proxy(&mut h);
+    h.write_config();
+    let out = h.cli(&["check-config"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stdout.contains("warning: INSECURE: server_url is plain http:// to 192.168.77.10, a private address"), "{}", out.stdout);
+    for start in 1..=2 {
+        let since = std::time::Instant::now();
+        let mut agent = Agent::spawn(&h.config_path, LogFormat::Json, "info");
+        assert!(
+            wait_until(SOON, || h.server.successful_checkins_since(Some(since)) >= 1),
+            "start {start}: no check-in through the proxy\n{}",
+            agent.tail()
+        );
+        let warned = agent.events_named("config_warning");
+        assert!(
+            warned.iter().any(|e| e.str("level") == "WARN" && e.str("message").contains("INSECURE") && e.str("message").contains("192.168.77.10")),
+            "start {start}: no INSECURE warning: {warned:?}\n{}",
+            agent.tail()
+        );
+        agent.signal(libc::SIGTERM);
+        assert!(agent.wait_exit(SOON).is_some_and(|s| s.success()), "start {start}: {}", agent.tail());
+    }
+    let sent = h.server.requests();
+    assert!(sent.iter().all(|r| r.target.starts_with("http://192.168.77.10:8080/")), "{:?}", sent.iter().map(|r| &r.target).collect::<Vec<_>>());
+}
+
+/// `/etc/aggregator/config.json` exactly as RedFlag 0.1.18's Go agent wrote it (its real file:
+/// `fixtures/go-agent-config.json`: Go durations in nanoseconds in `network`, Go's zero time in
+/// `rapid_polling_until`, `logging`, a used `registration_token`; and the variant with `tags`,
+/// `display_name` and `organization`) is valid as it stands, and runs with only the server,
+/// agent id and tokens of this test's stand-in put in and a `state_dir` of its own (the
+/// default is `/var/lib/redflag-agent`).
+#[test]
+fn a_config_the_go_agent_wrote_runs_unchanged() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    for name in ["go-agent-config.json", "go-agent-config-flags.json"] {
+        let text = std::fs::read_to_string(fixtures.join(name)).unwrap();
+        let h = Harness::new("go-config");
+        // As it stands: valid, with the Go agent's keys listed for what they are.
+        let out = check_config(&h, &text);
+        assert_eq!(out.code, Some(0), "{name}: {out:?}");
+        for shown in ["network.timeout (Go agent)", "30s, not used", "registration_token (Go agent)"] {
+            assert!(out.stdout.contains(shown), "{name}: {shown:?} missing:\n{}", out.stdout);
+        }
+        let go: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(!out.stdout.contains(go["registration_token"].as_str().unwrap()), "{name}: the registration token was printed");
+
+        // Running: the stand-in's address and credentials, everything else the Go agent's.
+        let mut config = go.clone();
+        config["server_url"] = json!(h.server.url());
+        config["agent_id"] = json!(h.secrets.agent_id);
+        config["token"] = json!(h.secrets.token);
+        config["refresh_token"] = json!(h.secrets.refresh_token);
+        config["state_dir"] = json!(h.state_dir);
+        let written = serde_json::to_string_pretty(&config).unwrap();
+        let out = check_config(&h, &written);
+        assert_eq!(out.code, Some(0), "{name}: {out:?}");
+        assert!(!out.stdout.contains("warning:"), "{name}: warnings for a Go-written file:\n{}", out.stdout);
+        let agent = Agent::spawn(&h.config_path, LogFormat::Json, "info");
+        assert!(wait_until(SOON, || h.server.successful_checkins() >= 1), "{name}: no check-in\n{}", agent.tail());
+        assert!(agent.events_named("config_warning").is_empty(), "{name}: {}", agent.tail());
+        assert_eq!(std::fs::read_to_string(&h.config_path).unwrap(), written, "{name}: the file was changed");
+    }
 }
 
 #[test]
@@ -306,4 +407,17 @@ fn a_config_starting_with_a_byte_order_mark_is_accepted() {
     assert_eq!(out.code, Some(0), "{out:?}");
     let agent = Agent::spawn(&h.config_path, LogFormat::Json, "debug");
     assert!(wait_until(SOON, || h.server.successful_checkins() >= 1), "{}", agent.tail());
+}
+
+/// `--version` (and `-V`) names this build and the RedFlag agent API it speaks, needs no config
+/// and exits 0: what an operator checks after installing the package.
+#[test]
+fn version_names_the_build_and_the_redflag_api() {
+    for flag in ["--version", "-V"] {
+        let out = run_cli(&["--config", "/nonexistent/config.json", flag]);
+        assert_eq!(out.code, Some(0), "{flag}: {out:?}");
+        let line = out.stdout.trim();
+        assert!(line.starts_with(&format!("redflag-agent {}", env!("CARGO_PKG_VERSION"))), "{flag}: {line}");
+        assert!(line.contains("RedFlag agent API 0.1.18"), "{flag}: {line}");
+    }
 }

@@ -6,7 +6,11 @@
 //!   row), and every check-in while rapid polling reports `metadata.rapid_polling_enabled`,
 //!   `rapid_polling_until` and `rapid_polling_duration_minutes`, none after the window;
 //! * a `rapid_polling.until` in the server's local time (`-05:00`) is honoured: the window is
-//!   the one the server meant;
+//!   the one the server meant; that answer's window keeps the pace but is not reported (only an
+//!   `enable_heartbeat` is: the dashboard shows no heartbeat nobody asked for);
+//! * after `disable_heartbeat` the agent checks in at once and says the heartbeat is off, once;
+//! * an operator's heartbeat survives a restart: the loop started again on the same state files
+//!   reports it from its first check-in and polls rapidly until the heartbeat's end;
 //! * a `/health` answer of 200 `{"status":"waiting for configuration"}` (RedFlag's unconfigured
 //!   welcome mode) is "not ready": no check-in follows it in the same attempt.
 //!
@@ -23,12 +27,15 @@ use rand::rngs::StdRng;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use redflag_agent::checkin::{CheckinLoop, Host, Settings};
-use redflag_agent::events::{Event, Observer, RequestKind};
-use redflag_agent::resilience::{BackoffConfig, BreakerConfig, Jitter, PolicyConfig};
-use redflag_agent::secret::Secret;
-use redflag_agent::store::MemoryStore;
-use redflag_agent::transport::{Request, Response, Transport, TransportError};
+use redflag_agent::checkin::{CheckinLoop, Host, Io, Settings};
+use redflag_agent::commands::runner::ProductionRunner;
+use redflag_agent::log::events::{Event, Observer, RequestKind};
+use redflag_agent::resilience::{
+    BackoffConfig, BreakerConfig, BreakerState, Decision, Gate, Jitter, Policy, PolicyConfig, Report, Strategy, Transition,
+};
+use redflag_agent::server::secret::Secret;
+use redflag_agent::store::{MemoryStore, Status, Store};
+use redflag_agent::server::transport::{Request, Response, Transport, TransportError};
 
 const INTERVAL: Duration = Duration::from_secs(300);
 const INITIAL_DELAY: Duration = Duration::from_secs(2);
@@ -77,14 +84,37 @@ impl Transport for Scripted {
     }
 }
 
-/// A wall clock that moves with tokio's (paused) clock.
+/// A wall clock that moves with tokio's (paused) clock, `offset` after the usual start.
 struct PausedWall {
     start: Instant,
+    offset: Duration,
 }
 
 impl Host for PausedWall {
     fn wall_clock(&self) -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(WALL_START_UNIX_SECONDS) + self.start.elapsed()
+        SystemTime::UNIX_EPOCH + Duration::from_secs(WALL_START_UNIX_SECONDS) + self.offset + self.start.elapsed()
+    }
+}
+
+/// State files that outlive one run of the loop (a restart), shared with the test.
+#[derive(Clone, Default)]
+struct SharedStore(Rc<RefCell<MemoryStore>>);
+
+impl Store for SharedStore {
+    fn save_token(&mut self, token: &Secret) -> Result<(), String> {
+        self.0.borrow_mut().save_token(token)
+    }
+    fn save_status(&mut self, status: &Status) -> Result<(), String> {
+        self.0.borrow_mut().save_status(status)
+    }
+    fn load_state(&mut self, name: &str) -> Result<Option<Vec<u8>>, String> {
+        self.0.borrow_mut().load_state(name)
+    }
+    fn save_state(&mut self, name: &str, bytes: &[u8]) -> Result<(), String> {
+        self.0.borrow_mut().save_state(name, bytes)
+    }
+    fn quarantine_state(&mut self, name: &str) -> Result<String, String> {
+        self.0.borrow_mut().quarantine_state(name)
     }
 }
 
@@ -116,6 +146,27 @@ fn settings() -> Settings {
 
 /// Runs the loop for `horizon` of paused time; returns every request and event.
 fn run(transport: impl FnOnce(&Log) -> Scripted, horizon: Duration) -> (Vec<Seen>, Vec<(Instant, Event)>, Instant) {
+    run_on(SharedStore::default(), Duration::ZERO, transport, horizon)
+}
+
+/// [`run`] on `store`, with the wall clock `offset` later than usual (a restart).
+fn run_on(
+    store: SharedStore,
+    offset: Duration,
+    transport: impl FnOnce(&Log) -> Scripted,
+    horizon: Duration,
+) -> (Vec<Seen>, Vec<(Instant, Event)>, Instant) {
+    run_with(Policy::new(settings().policy), store, offset, transport, horizon)
+}
+
+/// [`run_on`] with any strategy (the production loop is [`Policy`]'s).
+fn run_with(
+    strategy: impl Strategy,
+    store: SharedStore,
+    offset: Duration,
+    transport: impl FnOnce(&Log) -> Scripted,
+    horizon: Duration,
+) -> (Vec<Seen>, Vec<(Instant, Event)>, Instant) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
     let log: Log = Rc::default();
     let events = Events::default();
@@ -123,7 +174,8 @@ fn run(transport: impl FnOnce(&Log) -> Scripted, horizon: Duration) -> (Vec<Seen
     let recorded = events.clone();
     let start = rt.block_on(async move {
         let start = Instant::now();
-        let agent = CheckinLoop::new(settings(), transport, MemoryStore::default(), PausedWall { start }, recorded, StdRng::seed_from_u64(11));
+        let io = Io { transport, store, host: PausedWall { start, offset }, observer: recorded, runner: ProductionRunner::default() };
+        let agent = CheckinLoop::new(settings(), io, strategy, StdRng::seed_from_u64(11));
         let _ = tokio::time::timeout(horizon, agent.run(std::future::pending())).await;
         start
     });
@@ -235,16 +287,68 @@ fn rapid_polling_until_in_the_servers_local_time_is_honoured() {
     let window = window.unwrap_or_else(|| panic!("the agent ignored rapid_polling.until = {until_text}"));
     assert!((599_000..=600_000).contains(&window), "window of {window} ms for {until_text}");
     let c = checkins(&seen);
-    // Every check-in reporting the window names the server's instant, in UTC.
-    let reported: Vec<&str> = c.iter().filter_map(|s| s.body["metadata"]["rapid_polling_until"].as_str()).collect();
-    assert!(!reported.is_empty());
-    for r in &reported {
-        assert_eq!(humantime::parse_rfc3339(r).unwrap(), until_utc, "{r}");
-    }
+    // The answer's window is no heartbeat: not one check-in reports it.
+    let reported: Vec<&Value> = c.iter().filter(|s| s.body["metadata"].get("rapid_polling_enabled").is_some()).map(|s| &s.body).collect();
+    assert!(reported.is_empty(), "the answer's window was reported as a heartbeat: {reported:?}");
     // And the agent did poll rapidly inside it (from the second check-in after the answer at
     // the latest).
     let rapid = c.windows(2).filter(|w| w[1].at - w[0].at <= Duration::from_millis(5_600)).count();
     assert!(rapid >= 40, "{rapid} rapid check-ins in the 10-minute window");
+}
+
+/// The production policy, but deaf to the answer's rapid polling, as RedFlag 0.1.18's agent is.
+struct IgnoresAnswerWindow(Policy);
+
+impl Strategy for IgnoresAnswerWindow {
+    fn admit(&mut self, now: std::time::Instant) -> (Gate, Option<Transition>) {
+        self.0.admit(now)
+    }
+    fn complete(&mut self, now: std::time::Instant, report: Report, rng: &mut dyn rand::RngCore) -> Decision {
+        self.0.complete(now, report, rng)
+    }
+    fn breaker_state(&self) -> BreakerState {
+        self.0.breaker_state()
+    }
+    fn consecutive_failures(&self) -> u32 {
+        self.0.consecutive_failures()
+    }
+    fn follows_answer_rapid_polling(&self) -> bool {
+        false
+    }
+}
+
+#[test]
+fn a_strategy_that_ignores_the_answers_window_keeps_its_pace_but_not_past_a_heartbeat() {
+    let until = humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(WALL_START_UNIX_SECONDS + 600));
+    let window = json!({"commands": [], "rapid_polling": {"enabled": true, "until": until.to_string()}}).to_string();
+    let deaf = || IgnoresAnswerWindow(Policy::new(settings().policy));
+    let (seen, events, _) = run_with(
+        deaf(),
+        SharedStore::default(),
+        Duration::ZERO,
+        |log| {
+            let mut t = Scripted::new(log);
+            t.checkins.push_back((200, window));
+            t
+        },
+        Duration::from_secs(700),
+    );
+    assert!(!events.iter().any(|(_, e)| matches!(e, Event::RapidPolling { .. })), "the answer's window was followed");
+    let c = checkins(&seen);
+    assert!(c.windows(2).all(|w| w[1].at - w[0].at >= Duration::from_secs(270)), "{:?}", c.iter().map(|s| s.at).collect::<Vec<_>>());
+    // Its own heartbeat command still switches rapid polling on.
+    let (seen, _, _) = run_with(
+        deaf(),
+        SharedStore::default(),
+        Duration::ZERO,
+        |log| {
+            let mut t = Scripted::new(log);
+            t.checkins.push_back((200, heartbeat_answer(10)));
+            t
+        },
+        Duration::from_secs(120),
+    );
+    assert!(checkins(&seen).len() >= 10, "{} check-ins in 2 minutes of heartbeat", checkins(&seen).len());
 }
 
 #[test]
@@ -296,4 +400,70 @@ fn a_server_waiting_for_configuration_is_not_ready() {
     // Once configured, the agent checks in again.
     let last_probe = waiting_probes[2].at;
     assert!(checkins(&seen).iter().any(|s| s.at > last_probe), "no check-in after the server was configured");
+}
+
+fn disable_answer() -> String {
+    json!({"commands": [{"id": "c-off", "type": "disable_heartbeat", "params": {}}]}).to_string()
+}
+
+#[test]
+fn disable_heartbeat_checks_in_at_once_and_says_the_heartbeat_is_off() {
+    let (seen, _, start) = run(
+        |log| {
+            let mut t = Scripted::new(log);
+            t.checkins.push_back((200, heartbeat_answer(10)));
+            for _ in 0..5 {
+                t.checkins.push_back((200, r#"{"commands":[]}"#.into()));
+            }
+            t.checkins.push_back((200, disable_answer()));
+            t
+        },
+        Duration::from_secs(700),
+    );
+    let c = checkins(&seen);
+    let off = c.iter().position(|s| s.body["metadata"]["rapid_polling_enabled"] == false).expect("no check-in said the heartbeat is off");
+    // Until then the heartbeat was reported; the check-in that got disable_heartbeat is the
+    // one before, and this one went out at once.
+    assert!(off >= 2 && c[off - 1].body["metadata"]["rapid_polling_enabled"] == true, "{:?}", c.iter().map(|s| &s.body["metadata"]).collect::<Vec<_>>());
+    let gap = c[off].at - c[off - 1].at;
+    assert!(gap <= Duration::from_millis(50), "the check-in after disable_heartbeat came after {gap:?}");
+    let said = humantime::parse_rfc3339(c[off].body["metadata"]["rapid_polling_until"].as_str().unwrap()).unwrap();
+    let wall = wall_at(start, c[off].at);
+    assert!(wall.duration_since(said).unwrap_or_default() <= Duration::from_secs(1), "until {said:?} is not now ({wall:?})");
+    // Said once; then back to the regular interval, with no heartbeat keys.
+    for s in &c[off + 1..] {
+        assert!(s.body["metadata"].get("rapid_polling_enabled").is_none(), "{}", s.body);
+    }
+    let next = c.get(off + 1).expect("a check-in after");
+    assert!(next.at - c[off].at >= Duration::from_secs(270), "back to the 300 s interval: {:?}", next.at - c[off].at);
+}
+
+#[test]
+fn an_operators_heartbeat_survives_a_restart() {
+    let store = SharedStore::default();
+    // First run: a 30-minute heartbeat, then the agent stops after 2 minutes.
+    run_on(
+        store.clone(),
+        Duration::ZERO,
+        |log| {
+            let mut t = Scripted::new(log);
+            t.checkins.push_back((200, heartbeat_answer(30)));
+            t
+        },
+        Duration::from_secs(120),
+    );
+    assert!(store.0.borrow().files.contains_key("heartbeat.json"), "the heartbeat was not kept in state_dir");
+    // Second run, 3 minutes after the first started (1 minute down): the first check-in
+    // already reports the heartbeat, with the same end, and the agent polls rapidly.
+    let restart = Duration::from_secs(180);
+    let (seen, _, _) = run_on(store, restart, Scripted::new, Duration::from_secs(120));
+    let c = checkins(&seen);
+    let end = SystemTime::UNIX_EPOCH + Duration::from_secs(WALL_START_UNIX_SECONDS + 30 * 60);
+    let meta = &c[0].body["metadata"];
+    assert_eq!(meta["rapid_polling_enabled"], true, "first check-in after the restart: {}", c[0].body);
+    let until = humantime::parse_rfc3339(meta["rapid_polling_until"].as_str().unwrap()).unwrap();
+    let off = until.duration_since(end).or_else(|e| Ok::<_, ()>(e.duration())).unwrap();
+    assert!(off <= Duration::from_secs(1), "until {until:?}, the heartbeat ends at {end:?}");
+    assert_eq!(meta["rapid_polling_duration_minutes"], 27, "{}", c[0].body);
+    assert!(c.len() >= 20, "{} check-ins in 2 minutes: not rapid polling", c.len());
 }

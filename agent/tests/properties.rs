@@ -18,15 +18,16 @@ use proptest::prelude::*;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-use redflag_agent::checkin::{CheckinLoop, Host, Settings};
-use redflag_agent::events::{Event, Observer};
+use redflag_agent::checkin::{CheckinLoop, Host, Io, Settings};
+use redflag_agent::commands::runner::ProductionRunner;
+use redflag_agent::log::events::{Event, Observer};
 use redflag_agent::resilience::{
     Admission, Backoff, BackoffConfig, Breaker, BreakerConfig, BreakerState, Gate, Jitter, Policy, PolicyConfig, Report,
     Verdict,
 };
-use redflag_agent::secret::Secret;
+use redflag_agent::server::secret::Secret;
 use redflag_agent::store::MemoryStore;
-use redflag_agent::transport::{Request, Response, Transport, TransportError};
+use redflag_agent::server::transport::{Request, Response, Transport, TransportError};
 
 fn jitter() -> impl Strategy<Value = Jitter> {
     prop_oneof![Just(Jitter::None), Just(Jitter::Full), Just(Jitter::Equal), Just(Jitter::Decorrelated)]
@@ -316,7 +317,14 @@ proptest! {
         let events = recorder.0.clone();
         let ended = rt.block_on(async move {
             let start = tokio::time::Instant::now();
-            let agent = CheckinLoop::new(settings, Scripted { answers, next: 0 }, MemoryStore::default(), FixedHost, recorder, StdRng::seed_from_u64(seed));
+            let io = Io {
+                transport: Scripted { answers, next: 0 },
+                store: MemoryStore::default(),
+                host: FixedHost,
+                observer: recorder,
+                runner: ProductionRunner::default(),
+            };
+            let agent = CheckinLoop::production(settings, io, StdRng::seed_from_u64(seed));
             let ended = tokio::time::timeout(horizon, agent.run(std::future::pending())).await.is_ok();
             (ended, start)
         });

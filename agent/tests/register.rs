@@ -4,7 +4,8 @@
 //! * a registration writes a config the agent accepts, mode 0600, with the URL the operator
 //!   gave, the answer's agent id and tokens, and the keys of a config prepared beforehand;
 //!   the request is RedFlag's (Bearer registration token, the fields its binding requires,
-//!   metadata as strings, version 0.1.18);
+//!   metadata as strings with the Go agent's machine keys (`cpu_cores`, `disk_total`, ...),
+//!   version 0.1.18);
 //! * a config that already holds a registered agent is not overwritten without `--force`, and
 //!   then not even a request is sent;
 //! * a used-up or expired token, and an unreachable server, give an error that quotes the
@@ -154,6 +155,19 @@ fn registration_writes_a_config_the_agent_runs_with() {
     let metadata = req.body["metadata"].as_object().expect("metadata object");
     assert!(metadata.values().all(Value::is_string), "RedFlag binds metadata as map[string]string: {metadata:?}");
     assert_eq!(metadata["agent_build_version"], env!("CARGO_PKG_VERSION"));
+    // What RedFlag 0.1.18's Go agent sends and the server's agent card reads (else "Unknown"),
+    // as strings of the Go agent's form: a count, bytes, "up ..." text, RFC 3339.
+    let number = |key: &str| metadata.get(key).and_then(Value::as_str).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    for key in ["cpu_cores", "memory_total", "processes", "disk_total", "disk_used"] {
+        assert!(number(key) > 0, "{key} missing or not a whole number as text: {metadata:?}");
+    }
+    assert!(number("disk_used") <= number("disk_total"), "{metadata:?}");
+    assert_eq!(metadata["disk_mount"], "/");
+    assert!(metadata["uptime"].as_str().is_some_and(|u| u.starts_with("up ")), "{metadata:?}");
+    assert!(metadata["installation_time"].as_str().and_then(|t| humantime::parse_rfc3339(t).ok()).is_some(), "{metadata:?}");
+    if std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|t| t.contains("model name")) {
+        assert!(metadata["cpu_model"].as_str().is_some_and(|m| !m.is_empty()), "{metadata:?}");
+    }
 
     let mode = std::fs::metadata(&config).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "config mode {mode:o}");
@@ -253,4 +267,105 @@ fn the_token_can_come_from_the_environment() {
     // `--help` never shows its value.
     let help = Command::new(AGENT_BIN).args(["register", "--help"]).env("REDFLAG_REGISTRATION_TOKEN", REG_TOKEN).output().unwrap();
     assert!(!String::from_utf8_lossy(&help.stdout).contains(REG_TOKEN));
+}
+
+// ---- hardening (issue 19): URL credentials, symlinks, hostile answers, odd tokens -----------
+
+#[test]
+fn a_password_in_server_is_refused_before_anything_is_sent_and_never_printed() {
+    let server = RegistrationServer::ok();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.json");
+    let with_password = server.url.replace("http://", "http://bob:hunter2@");
+    let out = register(&config, &with_password, &[]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(!out.stdout.contains("hunter2") && !out.stderr.contains("hunter2"), "the password was printed:\n{out:?}");
+    assert!(out.stderr.contains("user name or password") && out.stderr.contains(&server.url), "{}", out.stderr);
+    assert!(server.seen().is_empty(), "a registration was sent with URL credentials: {:#?}", server.seen());
+    assert!(!config.exists());
+    let user_only = register(&config, &server.url.replace("http://", "http://bob@"), &[]);
+    assert_eq!(user_only.code, Some(1), "{user_only:?}");
+    assert!(server.seen().is_empty());
+}
+
+#[test]
+fn a_config_path_that_is_a_symlink_stays_a_symlink() {
+    let server = RegistrationServer::ok();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    // A prepared file behind a relative link, and a dangling link to a file not yet there.
+    let real = repo.join("agent.json");
+    write_file(&real, &json!({"check_in_interval": 9}).to_string());
+    let link = dir.path().join("config.json");
+    std::os::unix::fs::symlink("repo/agent.json", &link).unwrap();
+    let out = register(&link, &server.url, &[]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link was replaced by a file");
+    let written = read_json(&real);
+    assert_eq!((written["agent_id"].as_str(), written["check_in_interval"].as_u64()), (Some(AGENT_ID), Some(9)));
+    assert_eq!(std::fs::metadata(&real).unwrap().permissions().mode() & 0o777, 0o600);
+
+    let dangling = dir.path().join("new.json");
+    let target = repo.join("new-agent.json");
+    std::os::unix::fs::symlink(&target, &dangling).unwrap();
+    let out = register(&dangling, &server.url, &[]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(std::fs::symlink_metadata(&dangling).unwrap().file_type().is_symlink(), "the dangling link was replaced");
+    assert_eq!(read_json(&target)["agent_id"], AGENT_ID);
+    assert_eq!(read_json(&dangling)["agent_id"], AGENT_ID, "the link does not lead to the config");
+
+    let looped = dir.path().join("loop.json");
+    std::os::unix::fs::symlink(&looped, &looped).unwrap();
+    let out = register(&looped, &server.url, &[]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("symlinks"), "{}", out.stderr);
+}
+
+#[test]
+fn an_agent_id_with_terminal_escapes_is_printed_escaped() {
+    let evil = "evil\u{1b}[2J\u{1b}]0;owned\u{7}\nERROR forged line\u{202e}";
+    let server = RegistrationServer::answering(
+        200,
+        json!({"agent_id": evil, "token": ACCESS, "refresh_token": REFRESH, "config": {"check_in_interval": 300}}),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.json");
+    let out = register(&config, &server.url, &[]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    for text in [&out.stdout, &out.stderr] {
+        assert!(!text.contains('\u{1b}') && !text.contains('\u{7}') && !text.contains('\u{202e}'), "raw control text: {text:?}");
+    }
+    assert_eq!(out.stderr.trim_end().lines().count(), 1, "the server's newline reached the terminal: {:?}", out.stderr);
+    assert!(out.stderr.contains("evil\\u{1b}[2J") && out.stderr.contains("\\nERROR forged line"), "{}", out.stderr);
+    assert!(out.stderr.contains("seat"), "the used seat is not mentioned: {}", out.stderr);
+    assert_no_secret_printed(&out);
+}
+
+#[test]
+fn a_huge_answer_and_a_token_with_a_line_break_are_named_not_blamed_on_the_network() {
+    let huge = format!("{{\"agent_id\":\"{}\"}}", "x".repeat(10 * 1024 * 1024));
+    let server = RegistrationServer::answering(200, Value::Null);
+    *server.shared.answer.lock().unwrap() = (200, huge);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.json");
+    let out = register(&config, &server.url, &[]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(!out.stderr.contains("cannot reach"), "a 10 MB answer blamed on the network: {}", out.stderr);
+    assert!(out.stderr.contains("larger than") && out.stderr.contains("--server"), "{}", out.stderr);
+    assert!(!config.exists());
+
+    let server = RegistrationServer::ok();
+    for (token, what) in [("REGTOKEN-first\nsecond", "line break"), ("REG TOKEN", "space"), ("REG\u{7}TOKEN", "character")] {
+        let out = run_cli(&["--config", config.to_str().unwrap(), "register", "--server", &server.url, "--registration-token", token]);
+        assert_eq!(out.code, Some(1), "{out:?}");
+        assert!(out.stderr.contains("registration token contains") && out.stderr.contains(what), "{token:?}: {}", out.stderr);
+        assert!(!out.stderr.contains("builder error") && !out.stderr.contains("cannot reach"), "{}", out.stderr);
+        assert!(!out.stderr.contains("REGTOKEN-first") && !out.stderr.contains("TOKEN"), "the token was printed: {}", out.stderr);
+    }
+    assert!(server.seen().is_empty(), "a request went out with a broken token");
+    // Surrounding whitespace (a token read from a file with its line break) is not part of it.
+    let out = run_cli(&["--config", config.to_str().unwrap(), "register", "--server", &server.url, "--registration-token", &format!("{REG_TOKEN}\n")]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(server.seen()[0].authorization.as_deref(), Some(format!("Bearer {REG_TOKEN}").as_str()));
 }

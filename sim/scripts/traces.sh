@@ -7,16 +7,19 @@
 #
 # SEEDS is a range A..B (B excluded; default 1..21, i.e. seeds 1 to 20). Every non-live
 # scenario is recorded: scenarios/*.toml except live-*, plus scenarios/explore/ and
-# scenarios/soak/. Runs use the release binary (built first) and every core. A run's verdict
-# does not matter here (expect_failure scenarios fail on purpose), only its trace.
+# scenarios/soak/, but not a file with a line starting `# traces.sh: skip` (the million-agent
+# soak: minutes and gigabytes per seed). Runs use the release binary (built first) and every
+# core. A run's verdict does not matter here (expect_failure scenarios fail on purpose), only
+# its trace.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 scenario_files() {
   for f in scenarios/*.toml scenarios/explore/*.toml scenarios/soak/*.toml; do
     case "$(basename "$f")" in live-*) continue ;; esac
+    grep -q '^# traces.sh: skip' "$f" && continue
     echo "$f"
   done
 }

@@ -4,13 +4,13 @@
 //!   the time commands ran is not silence;
 //! * `honours_retry_after`: a request before the clamped Retry-After fails, one after passes;
 //! * `bounded_waits`: a wait above the backoff cap and breaker timeout fails;
-//! * a broken `/health` opens no fault window.
+//! * a broken `/health`, or any other side route (`broken_route`), opens no fault window.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redflag_agent::events::{Event, RequestKind};
+use redflag_agent::log::events::{Event, RequestKind};
 use redflag_sim::judge::{Verdict, evaluate};
 use redflag_sim::scenario::Scenario;
 use redflag_sim::trace::{Record, SimEvent, TraceEvent};
@@ -216,4 +216,30 @@ fn a_broken_health_opens_no_fault_window() {
     silent.extend(every_10s(215_000, 400_000));
     let v = judge(&s, silent, 400_000);
     assert!(!verdict(&v, "alive_between_faults").passed, "{v:?}");
+}
+
+#[test]
+fn a_broken_side_route_opens_no_fault_window_so_silence_through_it_fails() {
+    for (route, status) in [("logs", "status = 500\n"), ("renew", ""), ("system-info", "status = 503\n")] {
+        let s = scenario(&format!(
+            "[[faults]]\nat = \"30s\"\naction = \"broken_route\"\nroute = \"{route}\"\ntarget = \"server\"\n{status}duration = \"3m\"\n"
+        ));
+        let fault = vec![
+            sim(30_000, SimEvent::FaultApplied { fault: 0, action: "broken_route".into(), target: "server".into() }),
+            sim(210_000, SimEvent::FaultEnded { fault: 0, action: "broken_route".into(), target: "server".into() }),
+        ];
+        // Silent while only that route was broken: an agent that let it stop its check-ins.
+        let mut silent = vec![started(0)];
+        silent.extend(fault.clone());
+        silent.extend(every_10s(0, 30_000));
+        silent.extend(every_10s(215_000, 400_000));
+        let v = judge(&s, silent, 400_000);
+        assert!(!verdict(&v, "alive_between_faults").passed, "{route}: {v:?}");
+        // Checking in at its pace through it passes.
+        let mut steady = vec![started(0)];
+        steady.extend(fault);
+        steady.extend(every_10s(0, 400_000));
+        let v = judge(&s, steady, 400_000);
+        assert!(verdict(&v, "alive_between_faults").passed, "{route}: {v:?}");
+    }
 }

@@ -182,6 +182,18 @@ fn command_keys_are_checked_with_word_and_line() {
     assert!(e.contains("more than the limit"), "{e}");
     let e = error(&format!("{base}[[expect]]\ncheck = \"no_duplicate_execution\"\ngrace = \"1m\"\n"));
     assert!(e.contains("\"grace\" does not apply to check \"no_duplicate_execution\""), "{e}");
+    let e = error(&format!("{base}[server]\ncommands_per_answer = 0\n"));
+    assert!(e.starts_with("inline.toml:6:") && e.contains("commands_per_answer must be between 1 and"), "{e}");
+    let e = error(&format!("{base}[[commands]]\nat = \"1m\"\ntype = \"scan_updates\"\ncount = 0\n"));
+    assert!(e.starts_with("inline.toml:8:") && e.contains("count must be from 1"), "{e}");
+    let e = error(&format!("{base}[[commands]]\nat = \"1m\"\ntype = \"scan_updates\"\ncount = 100000\n[[commands]]\nat = \"2m\"\ntype = \"x\"\ncount = 100000\n"));
+    assert!(e.contains("more than the limit"), "{e}");
+    // A queue of thousands is one entry; a server that sends them all at once is one key.
+    let s = parse(&format!("{base}[server]\ncommands_per_answer = 5000\n[[commands]]\nat = \"1m\"\ntype = \"scan_updates\"\nagents = 1\ncount = 3000\n"));
+    assert_eq!(s.delivery.commands_per_answer, 5000);
+    let schedule = s.command_schedule(1);
+    assert_eq!(schedule.len(), 3000);
+    assert!(schedule.iter().all(|c| c.agent == 0) && schedule[2999].id.ends_with("000000003000"));
     // A check about commands in a scenario without any fails, rather than passing vacuously.
     let s = parse(&format!("{base}[agent]\ncheck_in_interval = 30\n[[expect]]\ncheck = \"no_lost_commands\"\n"));
     let v = run_one(&s, 1).unwrap().verdicts;

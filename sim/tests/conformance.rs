@@ -8,9 +8,10 @@
 //!
 //! The behaviours are written once, as a small raw-TCP server generic over `Net` that writes
 //! canned HTTP bytes (or hangs, closes, resets, or is absent). An observation is what the
-//! check-in loop would conclude: the `Outcome` (2xx is `Success` only if the body parses as a
-//! check-in answer, else `Malformed`; an error is its `outcome()`; the caller's timeout is
-//! `Timeout`) plus the raw `Retry-After`. If the two transports ever classify a behaviour
+//! check-in loop would conclude: the `Outcome` (2xx is `Success` only if the body reads as a
+//! check-in answer, its first MiB when it is longer; else `Malformed`, or `BodyTooLarge` when it
+//! was cut; an error is its `outcome()`; the caller's timeout is `Timeout`) plus the raw
+//! `Retry-After`. If the two transports ever classify a behaviour
 //! differently, the simulation would be proving something about a different agent, so both must
 //! match the table's expected column exactly.
 
@@ -19,10 +20,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redflag_agent::config::Config;
-use redflag_agent::protocol::{commands_path, parse_checkin_answer};
+use redflag_agent::server::checkin_answer::{BodyEnd, read_checkin_answer};
+use redflag_agent::server::protocol::commands_path;
 use redflag_agent::resilience::Outcome;
-use redflag_agent::secret::Secret;
-use redflag_agent::transport::{Method, Request, ReqwestTransport, Response, Transport, TransportError};
+use redflag_agent::server::secret::Secret;
+use redflag_agent::server::transport::{Method, Request, ReqwestTransport, Response, Transport, TransportError};
 use redflag_sim::net::hyper_transport::HyperTransport;
 use redflag_sim::net::{Net, TokioNet, TurmoilNet};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -85,6 +87,25 @@ fn chunked_two_mib(status_line: &str) -> Vec<u8> {
     out
 }
 
+/// `body` sent chunked, 64 KiB a chunk.
+fn chunked(body: Vec<u8>) -> Vec<u8> {
+    let mut out = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
+    for chunk in body.chunks(64 * 1024) {
+        out.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        out.extend_from_slice(chunk);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
+}
+
+/// A check-in answer of about 2 MiB: a queue of commands no agent reads whole.
+fn two_mib_of_commands() -> Vec<u8> {
+    let one = |n: usize| format!(r#"{{"id":"3f1c2a9e-7b4d-4e2a-9c1f-{n:012}","type":"scan_updates","params":{{"a":"b"}}}}"#);
+    let entries: Vec<String> = (0..TWO_MIB / one(0).len() + 1).map(one).collect();
+    format!(r#"{{"commands":[{}],"rapid_polling":null}}"#, entries.join(",")).into_bytes()
+}
+
 /// A 2 MiB body delimited by the connection closing (neither length nor chunks).
 fn close_delimited_two_mib() -> Vec<u8> {
     let mut out = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n".to_vec();
@@ -117,12 +138,14 @@ fn table() -> Vec<Row> {
         row("200 malformed (HTML)", B::Respond(http("200 OK", &[], b"<html>hello</html>")), O::Malformed, None),
         row("200 empty body", B::Respond(http("200 OK", &json, b"")), O::Malformed, None),
         row("200 JSON that is not an object", B::Respond(http("200 OK", &json, b"[1,2]")), O::Malformed, None),
+        // Read up to 1 MiB: an answer whose commands end within it is an answer (cut short).
         row(
-            "200 with a 2 MiB body (Content-Length)",
+            "200 with a 2 MiB answer (Content-Length)",
             B::Respond(http("200 OK", &json, &big_json)),
-            O::BodyTooLarge,
+            O::Success,
             None,
         ),
+        row("200 with a 2 MiB answer of commands (chunked)", B::Respond(chunked(two_mib_of_commands())), O::Success, None),
         row("200 with a 2 MiB body (chunked)", B::Respond(chunked_two_mib("200 OK")), O::BodyTooLarge, None),
         row("200 with a 2 MiB body (close-delimited)", B::Respond(close_delimited_two_mib()), O::BodyTooLarge, None),
         row("502 with a 2 MiB body", B::Respond(http("502 Bad Gateway", &[], &big_json)), O::Status(502), None),
@@ -245,10 +268,14 @@ async fn observe<T: Transport>(transport: &mut T, timeout: Duration) -> Observat
     match result {
         Err(_elapsed) => (Outcome::Timeout, None),
         Ok(Err(e)) => (e.outcome(), None),
-        Ok(Ok(resp)) if (200..300).contains(&resp.status) => match parse_checkin_answer(&resp.body) {
-            Ok(_) => (Outcome::Success, resp.retry_after),
-            Err(_) => (Outcome::Malformed, resp.retry_after),
-        },
+        Ok(Ok(resp)) if (200..300).contains(&resp.status) => {
+            let end = if resp.body_truncated { BodyEnd::CutAtLimit } else { BodyEnd::Complete };
+            match (read_checkin_answer(&resp.body, end), resp.body_truncated) {
+                (Ok(_), _) => (Outcome::Success, resp.retry_after),
+                (Err(_), true) => (Outcome::BodyTooLarge, resp.retry_after),
+                (Err(_), false) => (Outcome::Malformed, resp.retry_after),
+            }
+        }
         Ok(Ok(resp)) => (Outcome::Status(resp.status), resp.retry_after),
     }
 }
@@ -280,7 +307,7 @@ fn reqwest_transport(port: u16) -> ReqwestTransport {
         r#"{{"server_url":"http://127.0.0.1:{port}","agent_id":"conformance-agent","token":"token-1","refresh_token":"refresh-1"}}"#
     );
     let config = Config::from_json_str(&json, "conformance config").expect("valid config");
-    ReqwestTransport::new(&config).expect("reqwest client")
+    ReqwestTransport::new(&config.transport_options().expect("transport options")).expect("reqwest client")
 }
 
 #[tokio::test]

@@ -214,18 +214,7 @@ impl Policy {
     /// is due. Never refuses to schedule one: there is no verdict that stops the loop.
     pub fn complete<R: Rng + ?Sized>(&mut self, now: Instant, report: Report, rng: &mut R) -> Decision {
         match report.verdict {
-            Verdict::Success => {
-                let transition = self.breaker.on_success(now);
-                self.shedding_since = None;
-                let recovered = self.outage_started.take().map(|started| Recovery {
-                    outage: now.saturating_duration_since(started),
-                    failed_attempts: self.consecutive_failures,
-                });
-                self.reset_burst();
-                self.consecutive_failures = 0;
-                let delay = self.regular_delay(report.interval, rng);
-                self.decide(now, report.verdict, delay, WaitReason::Regular, 0, transition, recovered)
-            }
+            Verdict::Success => self.succeeded(now, report, rng),
             // The server answered, but not with what we wanted. It is reachable, so the breaker
             // counts it as a success; the agent tries again at the next regular check-in. (The
             // loop renews tokens itself; a Renew that reaches the policy means renewal did not
@@ -237,56 +226,81 @@ impl Policy {
                 let delay = self.regular_delay(report.interval, rng);
                 self.decide(now, report.verdict, delay, WaitReason::Regular, 1, transition, None)
             }
-            Verdict::Retry => {
-                self.consecutive_failures = self.consecutive_failures.saturating_add(1);
-                self.outage_started.get_or_insert(now);
-                self.burst_failures += 1;
-                let attempt = self.burst_failures;
-                let transition = self.breaker.on_failure(now);
-                if !report.overloaded() {
-                    // Down, not shedding: the next shed answer starts a new spread (a server
-                    // that sheds, crashes and sheds again is a new recovery).
-                    self.shedding_since = None;
-                }
+            Verdict::Retry => self.failed(now, report, rng),
+        }
+    }
 
-                let (mut delay, mut reason) = if attempt >= self.config.max_retries {
-                    self.reset_burst();
-                    (self.config.backoff.max_delay, WaitReason::BurstRest)
-                } else {
-                    (self.backoff.delay(attempt - 1, rng), WaitReason::Backoff)
-                };
-                if let Some(until) = self.breaker.open_until() {
-                    // An open breaker ends the burst; the next one starts after the probe.
-                    self.reset_burst();
-                    let mut open_for = until.saturating_duration_since(now);
-                    if transition.is_some() && report.overloaded() {
-                        // The server is up and shedding load: its queue is full now, and has
-                        // room again within seconds. Were every shed agent to sit out the whole
-                        // open period, a recovering fleet would come back as one late wave;
-                        // spread them over its first half instead. A server that keeps
-                        // shedding gets the rest of the period: still spread, not shortened.
-                        let since = *self.shedding_since.get_or_insert(now);
-                        let early = now.saturating_duration_since(since) < self.config.breaker.open_timeout * SHED_SPREAD_PERIODS;
-                        let half = open_for / SHED_OPEN_DIVISOR;
-                        open_for = if early { uniform(rng, Duration::ZERO, half) } else { uniform(rng, half, open_for) };
-                        self.breaker.shorten_open(now + open_for);
-                    }
-                    if open_for >= delay {
-                        delay = open_for;
-                        reason = WaitReason::BreakerOpen;
-                    }
-                }
-                if let Some(asked) = report.retry_after {
-                    // Rounded up and jittered (the server truncates), then clamped.
-                    let asked = with_margin(asked, rng).min(self.config.retry_after_max);
-                    if asked > delay {
-                        delay = asked;
-                        reason = WaitReason::RetryAfter;
-                    }
-                }
-                self.decide(now, report.verdict, delay, reason, attempt, transition, None)
+    /// A success: the breaker closes, an outage (if any) is over, the regular interval applies.
+    fn succeeded<R: Rng + ?Sized>(&mut self, now: Instant, report: Report, rng: &mut R) -> Decision {
+        let transition = self.breaker.on_success(now);
+        self.shedding_since = None;
+        let recovered = self
+            .outage_started
+            .take()
+            .map(|started| Recovery { outage: now.saturating_duration_since(started), failed_attempts: self.consecutive_failures });
+        self.reset_burst();
+        self.consecutive_failures = 0;
+        let delay = self.regular_delay(report.interval, rng);
+        self.decide(now, report.verdict, delay, WaitReason::Regular, 0, transition, recovered)
+    }
+
+    /// A retryable failure: the next delay of the burst (or a rest after a full burst), the
+    /// breaker's open period if this opened it or it is open, and the server's Retry-After,
+    /// whichever is longest.
+    fn failed<R: Rng + ?Sized>(&mut self, now: Instant, report: Report, rng: &mut R) -> Decision {
+        self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+        self.outage_started.get_or_insert(now);
+        self.burst_failures += 1;
+        let attempt = self.burst_failures;
+        let transition = self.breaker.on_failure(now);
+        if !report.overloaded() {
+            // Down, not shedding: the next shed answer starts a new spread (a server that sheds,
+            // crashes and sheds again is a new recovery).
+            self.shedding_since = None;
+        }
+        let (mut delay, mut reason) = if attempt >= self.config.max_retries {
+            self.reset_burst();
+            (self.config.backoff.max_delay, WaitReason::BurstRest)
+        } else {
+            (self.backoff.delay(attempt - 1, rng), WaitReason::Backoff)
+        };
+        if let Some(open_for) = self.open_wait(now, transition.is_some() && report.overloaded(), rng) {
+            if open_for >= delay {
+                delay = open_for;
+                reason = WaitReason::BreakerOpen;
             }
         }
+        if let Some(asked) = report.retry_after {
+            // Rounded up and jittered (the server truncates), then clamped.
+            let asked = with_margin(asked, rng).min(self.config.retry_after_max);
+            if asked > delay {
+                delay = asked;
+                reason = WaitReason::RetryAfter;
+            }
+        }
+        self.decide(now, report.verdict, delay, reason, attempt, transition, None)
+    }
+
+    /// How long the breaker keeps the agent waiting from `now`, if it is open (an open breaker
+    /// ends the burst; the next one starts after the probe). `shed_opening`: a shed answer (503
+    /// or 429 without Retry-After) just opened it.
+    fn open_wait<R: Rng + ?Sized>(&mut self, now: Instant, shed_opening: bool, rng: &mut R) -> Option<Duration> {
+        let until = self.breaker.open_until()?;
+        self.reset_burst();
+        let mut open_for = until.saturating_duration_since(now);
+        if shed_opening {
+            // The server is up and shedding load: its queue is full now, and has room again
+            // within seconds. Were every shed agent to sit out the whole open period, a
+            // recovering fleet would come back as one late wave; spread them over its first
+            // half instead. A server that keeps shedding gets the rest of the period: still
+            // spread, not shortened.
+            let since = *self.shedding_since.get_or_insert(now);
+            let early = now.saturating_duration_since(since) < self.config.breaker.open_timeout * SHED_SPREAD_PERIODS;
+            let half = open_for / SHED_OPEN_DIVISOR;
+            open_for = if early { uniform(rng, Duration::ZERO, half) } else { uniform(rng, half, open_for) };
+            self.breaker.shorten_open(now + open_for);
+        }
+        Some(open_for)
     }
 
     fn reset_burst(&mut self) {

@@ -72,8 +72,9 @@ pub trait Strategy {
     }
 
     /// How often this system posts `POST /api/v1/agents/{id}/system-info`, if it does: at
-    /// start and then once per period, retried every round until one succeeds. Default: `None`
-    /// (the loop posts nothing, or what its own configuration says).
+    /// start and then once per period, retried every round until one succeeds. Stated, not
+    /// read: the loop posts on its own schedule (`checkin::system_info`), when its host
+    /// describes the machine. Default: `None`.
     fn system_info_every(&self) -> Option<Duration> {
         None
     }

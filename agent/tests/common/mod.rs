@@ -79,6 +79,10 @@ pub enum Route {
     Renew,
     /// `GET /health`.
     Health,
+    /// `POST /api/v1/agents/{id}/system-info`.
+    SystemInfo,
+    /// `POST /api/v1/agents/{id}/logs`: a command's result.
+    Logs,
     /// Anything else (answered 404 by [`Reply::Normal`]).
     Other,
 }
@@ -105,6 +109,8 @@ pub enum Reply {
     Huge { bytes: usize, chunked: bool },
     /// Any status with this body and content type (an empty body for 204).
     Custom { status: u16, content_type: &'static str, body: String },
+    /// [`Reply::Normal`], after holding the answer this long (a healthy but slow server).
+    Slow(Duration),
 }
 
 impl Reply {
@@ -120,9 +126,14 @@ pub struct Record {
     pub route: Route,
     pub method: String,
     pub path: String,
+    /// The request target as sent: the path, or `http://host:port/path` when the agent sent
+    /// the request to the stand-in as its HTTP proxy.
+    pub target: String,
     /// When the request (head and body) had arrived.
     pub at: Instant,
     pub authorization: Option<String>,
+    /// How many `Authorization` headers the request carried.
+    pub authorization_headers: usize,
     pub body: Vec<u8>,
     /// The status answered; 0 when the stand-in never answered ([`Reply::Hang`]).
     pub status: u16,
@@ -143,6 +154,11 @@ struct ServerState {
     commands: Reply,
     health: Reply,
     renew: Reply,
+    system_info: Reply,
+    logs: Reply,
+    /// Commands the real API's check-in answers carry, as JSON text (see
+    /// [`StandIn::queue_commands`]).
+    queued: Vec<String>,
     /// Replies used once each, before the route's standing reply.
     commands_script: VecDeque<Reply>,
     log: Vec<Record>,
@@ -174,6 +190,9 @@ impl StandIn {
             commands: Reply::Normal,
             health: Reply::Normal,
             renew: Reply::Normal,
+            system_info: Reply::Normal,
+            logs: Reply::Normal,
+            queued: Vec::new(),
             commands_script: VecDeque::new(),
             log: Vec::new(),
         }));
@@ -247,12 +266,46 @@ impl StandIn {
         let mut s = self.lock();
         s.commands = reply.clone();
         s.health = reply.clone();
+        s.system_info = reply.clone();
+        s.logs = reply.clone();
         s.renew = reply;
     }
 
     /// The standing reply for `GET /health`.
     pub fn set_health(&self, reply: Reply) {
         self.lock().health = reply;
+    }
+
+    /// The standing reply for `POST /system-info`.
+    pub fn set_system_info(&self, reply: Reply) {
+        self.lock().system_info = reply;
+    }
+
+    /// The standing reply for `POST /logs` (results).
+    pub fn set_logs(&self, reply: Reply) {
+        self.lock().logs = reply;
+    }
+
+    /// Commands (`{"id","type","params"}` objects) for the real API's check-in answers, as
+    /// RedFlag 0.1.18 sends them: once each, in the next successful check-in's answer.
+    pub fn queue_commands(&self, commands: impl IntoIterator<Item = Value>) {
+        self.lock().queued.extend(commands.into_iter().map(|c| c.to_string()));
+    }
+
+    /// [`StandIn::queue_commands`] with each command as JSON text, for what `Value` cannot hold
+    /// (`1e400`, nesting deeper than serde_json reads).
+    pub fn queue_raw_commands<S: Into<String>>(&self, commands: impl IntoIterator<Item = S>) {
+        self.lock().queued.extend(commands.into_iter().map(Into::into));
+    }
+
+    /// Results (`POST /logs` bodies answered 2xx), in arrival order.
+    pub fn results(&self) -> Vec<Value> {
+        self.lock()
+            .log
+            .iter()
+            .filter(|r| r.route == Route::Logs && (200..300).contains(&r.status))
+            .filter_map(|r| serde_json::from_slice(&r.body).ok())
+            .collect()
     }
 
     /// Replies for the next check-ins, one each, before the standing reply applies again.
@@ -321,9 +374,12 @@ fn huge_buffer() -> Bytes {
 async fn handle(State(state): State<Shared>, req: Request) -> Response {
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
+    let target = req.uri().to_string();
     let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let authorization_headers = req.headers().get_all(header::AUTHORIZATION).iter().count();
     let body = axum::body::to_bytes(req.into_body(), MIB).await.map(|b| b.to_vec()).unwrap_or_default();
     let at = Instant::now();
+    let mut delay = None;
 
     let (response, hang) = {
         let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
@@ -333,6 +389,10 @@ async fn handle(State(state): State<Shared>, req: Request) -> Response {
             Route::Renew
         } else if path == format!("/api/v1/agents/{}/commands", s.agent_id) && method == "GET" {
             Route::Commands
+        } else if path == format!("/api/v1/agents/{}/system-info", s.agent_id) && method == "POST" {
+            Route::SystemInfo
+        } else if path == format!("/api/v1/agents/{}/logs", s.agent_id) && method == "POST" {
+            Route::Logs
         } else {
             Route::Other
         };
@@ -340,14 +400,34 @@ async fn handle(State(state): State<Shared>, req: Request) -> Response {
             Route::Commands => s.commands_script.pop_front().unwrap_or_else(|| s.commands.clone()),
             Route::Health => s.health.clone(),
             Route::Renew => s.renew.clone(),
+            Route::SystemInfo => s.system_info.clone(),
+            Route::Logs => s.logs.clone(),
             Route::Other => Reply::Normal,
         };
+        let reply = match reply {
+            Reply::Slow(d) => {
+                delay = Some(d);
+                Reply::Normal
+            }
+            other => other,
+        };
         let normal_reply = matches!(reply, Reply::Normal);
-        let mut record =
-            Record { route, method, path, at, authorization, body, status: 0, not_before: None, normal: normal_reply };
+        let mut record = Record {
+            route,
+            method,
+            path,
+            target,
+            at,
+            authorization,
+            authorization_headers,
+            body,
+            status: 0,
+            not_before: None,
+            normal: normal_reply,
+        };
         let mut hang = false;
         let response = match reply {
-            Reply::Normal => normal(&mut s, &record),
+            Reply::Normal | Reply::Slow(_) => normal(&mut s, &record),
             Reply::Status(code) => text(code, "stand-in failure"),
             Reply::RetryAfterSeconds { status, seconds } => {
                 record.not_before = Some(at + Duration::from_secs(seconds));
@@ -392,6 +472,9 @@ async fn handle(State(state): State<Shared>, req: Request) -> Response {
     if hang {
         std::future::pending::<()>().await;
     }
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
     response
 }
 
@@ -403,7 +486,15 @@ fn normal(s: &mut ServerState, r: &Record) -> Response {
             let ok =
                 s.accepted_token.as_ref().is_some_and(|t| r.authorization.as_deref() == Some(&format!("Bearer {t}")));
             match ok {
-                true => json_response(200, json!({"commands": [], "rapid_polling": null})),
+                true => {
+                    let commands = std::mem::take(&mut s.queued).join(",");
+                    let body = format!(r#"{{"commands":[{commands}],"rapid_polling":null}}"#);
+                    Response::builder()
+                        .status(200)
+                        .header(header::CONTENT_TYPE, "application/json")
+                        .body(Body::from(body))
+                        .unwrap()
+                }
                 false => json_response(401, json!({"error": "invalid or expired token"})),
             }
         }
@@ -417,6 +508,25 @@ fn normal(s: &mut ServerState, r: &Record) -> Response {
                 json_response(200, json!({"token": s.renewed_token}))
             } else {
                 json_response(401, json!({"error": "invalid refresh token"}))
+            }
+        }
+        // RedFlag's handler: the agent's token, then a JSON body it can bind (a wrong type is a 400).
+        Route::SystemInfo => {
+            let ok =
+                s.accepted_token.as_ref().is_some_and(|t| r.authorization.as_deref() == Some(&format!("Bearer {t}")));
+            let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+            match (ok, body.is_object()) {
+                (false, _) => json_response(401, json!({"error": "invalid or expired token"})),
+                (true, false) => json_response(400, json!({"error": "invalid JSON"})),
+                (true, true) => json_response(200, json!({"message": "system info updated successfully"})),
+            }
+        }
+        Route::Logs => {
+            let ok =
+                s.accepted_token.as_ref().is_some_and(|t| r.authorization.as_deref() == Some(&format!("Bearer {t}")));
+            match ok {
+                true => json_response(200, json!({"message": "log recorded"})),
+                false => json_response(401, json!({"error": "invalid or expired token"})),
             }
         }
         Route::Other => text(404, "not found"),

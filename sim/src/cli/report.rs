@@ -5,10 +5,10 @@
 
 use std::fmt::Write;
 
-use redflag_agent::events::Event;
+use redflag_agent::log::events::Event;
 use serde_json::json;
 
-use crate::judge::{FleetFigures, TraceIndex};
+use crate::judge::FleetFigures;
 use crate::runner::RunResult;
 use crate::scenario::{Scenario, fmt_duration};
 use crate::trace::{Record, SimEvent};
@@ -30,39 +30,62 @@ fn seconds(ms: u64) -> String {
 /// The timeline: faults, crashes and restarts, breaker transitions (the first few), loop
 /// endings, and the first and slowest check-in after each fault window.
 pub fn timeline(scenario: &Scenario, result: &RunResult) -> Vec<(u64, String)> {
-    let mut lines: Vec<(u64, String)> = Vec::new();
-    let mut breaker_lines = 0usize;
-    let mut breaker_more = 0usize;
+    let mut t = Timeline::new(scenario);
     for r in &result.records {
-        if let Some(line) = timeline_line(scenario, r, &mut breaker_lines, &mut breaker_more) {
-            lines.push((r.t_ms, line));
+        t.push(r);
+    }
+    t.finish(result)
+}
+
+/// The timeline gathered while a run goes (see `runner::RunOptions::observer`), so `run` need
+/// not keep its trace to print it.
+pub struct Timeline<'a> {
+    scenario: &'a Scenario,
+    lines: Vec<(u64, String)>,
+    breaker_lines: usize,
+    breaker_more: usize,
+}
+
+impl<'a> Timeline<'a> {
+    pub fn new(scenario: &'a Scenario) -> Self {
+        Timeline { scenario, lines: Vec::new(), breaker_lines: 0, breaker_more: 0 }
+    }
+
+    /// Takes the next line of the trace.
+    pub fn push(&mut self, r: &Record) {
+        if let Some(line) = timeline_line(self.scenario, r, &mut self.breaker_lines, &mut self.breaker_more) {
+            self.lines.push((r.t_ms, line));
         }
     }
-    for rec in &result.recoveries {
-        let faults = rec.faults.iter().map(|f| format!("#{f}")).collect::<Vec<_>>().join(", ");
-        match (&rec.first, &rec.slowest) {
-            (Some((who, t)), Some((slow, ts))) => {
-                let mut line = format!(
-                    "first check-in after fault {faults}: {who}, recovered in {}",
-                    seconds(t - rec.ended_ms)
-                );
-                if scenario.fleet.agents > 1 {
-                    let _ = write!(line, "; slowest {slow} in {}", seconds(ts - rec.ended_ms));
+
+    /// The timeline, with the recoveries of `result` added.
+    pub fn finish(self, result: &RunResult) -> Vec<(u64, String)> {
+        let Timeline { scenario, mut lines, breaker_more, .. } = self;
+        for rec in &result.recoveries {
+            let faults = rec.faults.iter().map(|f| format!("#{f}")).collect::<Vec<_>>().join(", ");
+            match (&rec.first, &rec.slowest) {
+                (Some((who, t)), Some((slow, ts))) => {
+                    let mut line = format!(
+                        "first check-in after fault {faults}: {who}, recovered in {}",
+                        seconds(t - rec.ended_ms)
+                    );
+                    if scenario.fleet.agents > 1 {
+                        let _ = write!(line, "; slowest {slow} in {}", seconds(ts - rec.ended_ms));
+                    }
+                    if rec.missing > 0 {
+                        let _ = write!(line, "; {} agent(s) did not check in before the next fault or the end", rec.missing);
+                    }
+                    lines.push((*t, line));
                 }
-                if rec.missing > 0 {
-                    let _ = write!(line, "; {} agent(s) did not check in before the next fault or the end", rec.missing);
-                }
-                lines.push((*t, line));
+                _ => lines.push((rec.ended_ms, format!("no agent checked in after fault {faults} ended"))),
             }
-            _ => lines.push((rec.ended_ms, format!("no agent checked in after fault {faults} ended"))),
         }
+        if breaker_more > 0 {
+            lines.push((result.last_t_ms, format!("... and {breaker_more} more breaker transitions (see the trace)")));
+        }
+        lines.sort_by_key(|(t, _)| *t);
+        lines
     }
-    if breaker_more > 0 {
-        let last = result.records.last().map_or(0, |r| r.t_ms);
-        lines.push((last, format!("... and {breaker_more} more breaker transitions (see the trace)")));
-    }
-    lines.sort_by_key(|(t, _)| *t);
-    lines
 }
 
 fn timeline_line(scenario: &Scenario, r: &Record, breaker_lines: &mut usize, breaker_more: &mut usize) -> Option<String> {
@@ -94,8 +117,13 @@ fn timeline_line(scenario: &Scenario, r: &Record, breaker_lines: &mut usize, bre
     }
 }
 
-/// The human-readable report.
+/// The human-readable report, its timeline read from `result.records`.
 pub fn text(scenario: &Scenario, result: &RunResult) -> String {
+    text_with_timeline(scenario, result, timeline(scenario, result))
+}
+
+/// The human-readable report, with a timeline gathered while the run went ([`Timeline`]).
+pub fn text_with_timeline(scenario: &Scenario, result: &RunResult, timeline: Vec<(u64, String)>) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "scenario {} (seed {}): {}", scenario.name, result.seed, scenario.description);
     let sim_secs = scenario.duration.as_secs_f64();
@@ -112,7 +140,7 @@ pub fn text(scenario: &Scenario, result: &RunResult) -> String {
         sim_secs / wall_secs
     );
     let _ = writeln!(out, "\ntimeline");
-    for (t, line) in timeline(scenario, result) {
+    for (t, line) in timeline {
         let _ = writeln!(out, "  {}  {line}", clock_time(t));
     }
     if let Some(line) = server_line(scenario, result) {
@@ -143,8 +171,7 @@ pub fn text(scenario: &Scenario, result: &RunResult) -> String {
 /// The server's work figures, for a server with finite capacity.
 pub fn server_figures(scenario: &Scenario, result: &RunResult) -> Option<FleetFigures> {
     scenario.server.capacity?;
-    let idx = TraceIndex::new(&result.records, &scenario.fleet);
-    Some(FleetFigures::new(&idx, scenario, (result.tick * 2).as_millis() as u64))
+    Some(FleetFigures::new(&result.index, scenario, (result.tick * 2).as_millis() as u64))
 }
 
 /// `capacity 100/s, queue 200: served N (goodput), shed N, wasted N (x% of the work); peak load`.
@@ -165,8 +192,19 @@ fn server_line(scenario: &Scenario, result: &RunResult) -> Option<String> {
     ))
 }
 
-/// The `--json` report: the same facts, machine-readable.
+/// The `--json` report: the same facts, machine-readable; its timeline read from
+/// `result.records`.
 pub fn json(scenario: &Scenario, result: &RunResult, trace_path: Option<&str>) -> serde_json::Value {
+    json_with_timeline(scenario, result, trace_path, timeline(scenario, result))
+}
+
+/// [`json`], with a timeline gathered while the run went ([`Timeline`]).
+pub fn json_with_timeline(
+    scenario: &Scenario,
+    result: &RunResult,
+    trace_path: Option<&str>,
+    timeline: Vec<(u64, String)>,
+) -> serde_json::Value {
     json!({
         "scenario": scenario.name,
         "file": scenario.path.display().to_string(),
@@ -188,7 +226,7 @@ pub fn json(scenario: &Scenario, result: &RunResult, trace_path: Option<&str>) -
             "peak_load_ratio": f.peak_load_ratio(),
             "windows": f.windows,
         })),
-        "timeline": timeline(scenario, result).into_iter().map(|(t, l)| json!({"t_ms": t, "what": l})).collect::<Vec<_>>(),
+        "timeline": timeline.into_iter().map(|(t, l)| json!({"t_ms": t, "what": l})).collect::<Vec<_>>(),
         "trace": trace_path,
         "repro": scenario.repro(result.seed),
     })

@@ -13,7 +13,7 @@
 use std::path::Path;
 
 use plotters::prelude::*;
-use redflag_agent::events::Event;
+use redflag_agent::log::events::Event;
 
 use crate::judge::FleetFigures;
 use crate::judge::fleet::BUCKET_MS;

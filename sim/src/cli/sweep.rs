@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::judge::Verdict;
-use crate::runner::run_one;
+use crate::runner::{RunOptions, run_with};
 use crate::scenario::{Scenario, ScenarioError};
 use crate::trace::write_jsonl_file;
 
@@ -176,7 +176,9 @@ pub fn sweep_with(
                     let Some(&(s, seed)) = work.get(i) else { break };
                     let scenario = &scenarios[s];
                     let started = std::time::Instant::now();
-                    let result = run_one(scenario, seed);
+                    // The trace is kept only when a failing run's must be written.
+                    let options = RunOptions { keep_records: traces.is_some(), ..RunOptions::default() };
+                    let result = run_with(scenario, seed, options);
                     let wall = started.elapsed();
                     let outcome = outcome(scenario, seed, &result, wall, traces);
                     on_run(&outcome);

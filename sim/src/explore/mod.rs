@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use toml_edit::DocumentMut;
 
 use crate::judge::Verdict;
-use crate::runner::{RunResult, run_one};
+use crate::runner::{RunOptions, RunResult, run_with};
 use crate::scenario::Scenario;
 use crate::scenario::explore::ExploreSpace;
 use schedule::Schedule;
@@ -98,7 +98,8 @@ impl Base {
     pub fn run(&self, schedule: &Schedule, run_seed: u64) -> Result<RunResult, String> {
         let text = self.text(schedule, run_seed, "");
         let scenario = Scenario::parse(&text, &self.out).map_err(|e| format!("explore wrote an invalid scenario (a bug): {e}\n{text}"))?;
-        run_one(&scenario, run_seed)
+        // Explore and shrink read the verdicts only: the trace is judged and dropped as it goes.
+        run_with(&scenario, run_seed, RunOptions::default())
     }
 }
 

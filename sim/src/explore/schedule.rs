@@ -16,11 +16,13 @@ use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config as ProptestConfig, RngAlgorithm, TestRng, TestRunner};
 
 use crate::scenario::explore::ExploreSpace;
-use crate::scenario::{Action, Direction, Fault, Scenario, Target, fmt_duration};
+use crate::scenario::{Action, ApiRoute, Direction, Fault, Scenario, Target, fmt_duration};
 use crate::seed::mix_seed;
 
 /// Statuses an explored `http_status` fault answers.
 pub const HTTP_STATUSES: [u16; 5] = [429, 500, 502, 503, 504];
+/// How a drawn `broken_route` (or `broken_health`) answers: hangs, or one of these statuses.
+pub const BROKEN_STATUSES: [Option<u16>; 4] = [None, Some(503), Some(500), Some(404)];
 /// The longest Retry-After an explored 429 or 503 carries, in seconds.
 pub const RETRY_AFTER_SECONDS_MAX: u64 = 20;
 /// Latency and slow delays are drawn between these, log-uniform.
@@ -146,7 +148,13 @@ fn plan(d: &Draw, space: &ExploreSpace, run: Duration) -> Planned {
         "setup_mode" => Action::SetupMode,
         "expire_tokens" => Action::ExpireTokens,
         "revoke_refresh" => Action::RevokeRefresh,
-        "broken_health" => Action::BrokenHealth { status: [None, Some(503), Some(500), Some(404)][d.a as usize % 4] },
+        "broken_health" => Action::BrokenRoute { route: ApiRoute::Health, status: BROKEN_STATUSES[d.a as usize % 4], delay: None },
+        // Four in five break the route (a status, or a hang); one in five makes it slow.
+        "broken_route" => Action::BrokenRoute {
+            route: ApiRoute::ALL[d.b as usize % ApiRoute::ALL.len()],
+            status: BROKEN_STATUSES.get(d.a as usize % 5).copied().flatten(),
+            delay: (d.a % 5 == 4).then(|| log_uniform(d.c, DELAY_MIN, DELAY_MAX)),
+        },
         other => unreachable!("[explore] validated its actions, got {other:?}"),
     };
     Planned { at, duration, target, action }

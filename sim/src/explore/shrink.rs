@@ -78,8 +78,13 @@ fn milder(action: &Action) -> Vec<(Action, String)> {
             out.push((Action::Partition { peer: *peer, direction: Direction::To }, "partition both ways -> one way (to)".into()));
             out.push((Action::Partition { peer: *peer, direction: Direction::From }, "partition both ways -> one way (from)".into()));
         }
-        Action::BrokenHealth { status: None } => {
-            out.push((Action::BrokenHealth { status: Some(503) }, "/health hangs -> answers 503".into()));
+        Action::BrokenRoute { route, status: None, delay: None } => {
+            let milder = Action::BrokenRoute { route: *route, status: Some(503), delay: None };
+            out.push((milder, format!("{} hangs -> answers 503", route.name())));
+        }
+        Action::BrokenRoute { route, status, delay: Some(d) } if halve(*d) >= DELAY_MIN => {
+            let milder = Action::BrokenRoute { route: *route, status: *status, delay: Some(halve(*d)) };
+            out.push((milder, format!("{} delay {} -> {}", route.name(), fmt_duration(*d), fmt_duration(halve(*d)))));
         }
         _ => {}
     }

@@ -50,13 +50,16 @@ fn fault_table(f: &Planned) -> Table {
             }
         }
         Action::Slow { delay } => t["delay"] = value(fmt_duration(*delay)),
-        Action::BrokenHealth { status: Some(s) } => t["status"] = value(i64::from(*s)),
-        Action::Crash
-        | Action::Restart
-        | Action::SetupMode
-        | Action::ExpireTokens
-        | Action::RevokeRefresh
-        | Action::BrokenHealth { status: None } => {}
+        Action::BrokenRoute { route, status, delay } => {
+            t["route"] = value(route.name());
+            if let Some(s) = status {
+                t["status"] = value(i64::from(*s));
+            }
+            if let Some(d) = delay {
+                t["delay"] = value(fmt_duration(*d));
+            }
+        }
+        Action::Crash | Action::Restart | Action::SetupMode | Action::ExpireTokens | Action::RevokeRefresh => {}
     }
     t
 }

@@ -16,8 +16,7 @@
 //! never closes again) passed them. Gaps that touch a fault window are judged by those checks,
 //! not here.
 
-
-use redflag_agent::commands::RAPID_POLLING_INTERVAL;
+use redflag_agent::commands::heartbeat::RAPID_POLLING_INTERVAL;
 
 use super::index::{Mark, TraceIndex, Window};
 use super::{Verdict, at, secs, summarize};

@@ -1,11 +1,26 @@
 //! Implicit in every run: each fault was *observed*: some agent request failed between the
-//! fault's start and the first success after it ended. A fault nobody noticed was probably never
-//! wired in, and must not let a scenario pass.
+//! fault's start and the first success after it ended (for a route that was only made slow, a
+//! `broken_route` with a `delay` and no status: some request to that route took at least the
+//! delay). A fault nobody noticed was probably never wired in, and must not let a scenario pass.
 
-use super::Verdict;
-use super::at;
+use redflag_agent::log::events::RequestKind;
+
 use super::index::TraceIndex;
-use crate::scenario::{Action, Scenario, Target};
+use super::{Verdict, at, secs};
+use crate::scenario::{Action, ApiRoute, Scenario, Target};
+
+/// For a route made slow but working (no status), the agent's request kind on it and the delay.
+fn slowed_route(action: &Action) -> Option<(RequestKind, u64)> {
+    let Action::BrokenRoute { route, status: None, delay: Some(d) } = action else { return None };
+    let kind = match route {
+        ApiRoute::Health => RequestKind::Health,
+        ApiRoute::Logs => RequestKind::Result,
+        ApiRoute::Renew => RequestKind::Renew,
+        // The agent does not post system information: only failures can show such a fault.
+        ApiRoute::SystemInfo => return None,
+    };
+    Some((kind, d.as_millis() as u64))
+}
 
 /// The implicit check: every fault was noticed by some agent.
 pub(super) fn faults_observed(idx: &TraceIndex, scenario: &Scenario, tol: u64) -> Vec<Verdict> {
@@ -51,6 +66,17 @@ pub(super) fn faults_observed(idx: &TraceIndex, scenario: &Scenario, tol: u64) -
                 Ok(format!("{restarted} agent loop(s) restarted, {silent} stayed down"))
             } else {
                 Err(format!("{} of {total} agents on the crashed hosts kept running as if nothing happened", total - restarted - silent))
+            }
+        } else if let Some((kind, delay_ms)) = slowed_route(&f.action) {
+            let slow = idx
+                .agents
+                .values()
+                .flat_map(|v| v.side_requests.iter())
+                .filter(|(t, k, elapsed)| *k == kind && *t >= start && *t <= until && *elapsed + tol >= delay_ms)
+                .count();
+            match slow {
+                0 => Err(format!("no {kind} request took the route's {} between {} and {}", secs(delay_ms), at(start), at(until))),
+                n => Ok(format!("{n} {kind} request(s) took at least {} between {} and {}", secs(delay_ms), at(start), at(until))),
             }
         } else {
             let failed: usize = idx

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use redflag_agent::events::RequestKind;
+use redflag_agent::log::events::RequestKind;
 
 use super::index::{Mark, TraceIndex};
 use super::{at, secs, summarize};

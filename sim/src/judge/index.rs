@@ -5,14 +5,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use redflag_agent::events::{Event, RequestKind};
+use redflag_agent::log::events::{Event, RequestKind};
 use serde::Serialize;
 
 use crate::scenario::{Fleet, cost_of};
 use crate::trace::{Record, SimEvent, WorkOutcome};
 
-/// The action of faults that leave the agent API working: only `/health` is broken.
-const API_UP_ACTION: &str = "broken_health";
+/// The actions of faults that leave the agent API working: one side route is broken
+/// (`broken_health` in traces written before `broken_route` generalised it).
+const API_UP_ACTIONS: [&str; 2] = ["broken_route", "broken_health"];
 
 /// A fault window as it happened (from the trace), in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +44,8 @@ pub(crate) struct AgentView {
     pub(crate) starts: Vec<u64>,
     pub(crate) requests: Vec<u64>,
     pub(crate) failed_requests: Vec<u64>,
+    /// Requests other than check-ins that got an answer, slow or not: (when, kind, how long).
+    pub(crate) side_requests: Vec<(u64, RequestKind, u64)>,
     pub(crate) successes: Vec<u64>,
     /// For each success, when its check-in request was sent.
     pub(crate) success_sent: Vec<u64>,
@@ -126,6 +129,8 @@ pub struct TraceIndex {
     pub(crate) server_work: Vec<WorkItem>,
     pub(crate) proxy_requests: Vec<u64>,
     pub(crate) run_end_ms: u64,
+    /// The latest `t_ms` of any line, `server_work` included.
+    pub(crate) trace_end_ms: u64,
 }
 
 /// One `server_work` line.
@@ -148,104 +153,13 @@ impl WorkItem {
 }
 
 impl TraceIndex {
+    /// Indexes a whole trace (see [`TraceIndexBuilder`] to index one as it is written).
     pub fn new(records: &[Record], fleet: &Fleet) -> Self {
-        let mut agents: BTreeMap<Arc<str>, AgentView> = BTreeMap::new();
-        for i in 0..fleet.agents {
-            agents.insert(Arc::from(Fleet::agent_name(i)), AgentView::default());
-        }
-        let mut idx = TraceIndex {
-            agents,
-            faults: BTreeMap::new(),
-            api_up: BTreeSet::new(),
-            host_down: BTreeMap::new(),
-            server_requests: Vec::new(),
-            server_answered: Vec::new(),
-            server_work: Vec::new(),
-            proxy_requests: Vec::new(),
-            run_end_ms: 0,
-        };
+        let mut builder = TraceIndexBuilder::new(fleet);
         for r in records {
-            // Wasted work is recorded at its finish time, which may lie past the run's end.
-            if !matches!(r.sim_event(), Some(SimEvent::ServerWork { .. })) {
-                idx.run_end_ms = idx.run_end_ms.max(r.t_ms);
-            }
-            if let Some(e) = r.sim_event() {
-                match e {
-                    SimEvent::FaultApplied { fault, action, .. } => {
-                        idx.faults.entry(*fault).or_insert((r.t_ms, None));
-                        if action == API_UP_ACTION {
-                            idx.api_up.insert(*fault);
-                        }
-                    }
-                    SimEvent::FaultEnded { fault, .. } => {
-                        if let Some(f) = idx.faults.get_mut(fault) {
-                            f.1.get_or_insert(r.t_ms);
-                        }
-                    }
-                    SimEvent::HostCrashed => idx.host_down.entry(r.host.clone()).or_default().push((r.t_ms, None)),
-                    SimEvent::HostRestarted => {
-                        if let Some(last) = idx.host_down.get_mut(&r.host).and_then(|v| v.last_mut()) {
-                            last.1.get_or_insert(r.t_ms);
-                        }
-                    }
-                    SimEvent::ServerRequest { path, .. } => {
-                        idx.server_requests.push(r.t_ms);
-                        idx.server_answered.push((r.t_ms, cost_of(path)));
-                    }
-                    SimEvent::ServerWork { outcome, cost, queued_ms } => {
-                        idx.server_work.push(WorkItem {
-                            t_ms: r.t_ms,
-                            outcome: *outcome,
-                            cost: *cost,
-                            queued_ms: *queued_ms,
-                            agent: r.agent.clone(),
-                        })
-                    }
-                    SimEvent::ProxyRequest { .. } => idx.proxy_requests.push(r.t_ms),
-                    SimEvent::LoopEnded { reason } => {
-                        if let Some(a) = r.agent.as_ref() {
-                            idx.agents.entry(a.clone()).or_default().ended.push((r.t_ms, reason.clone()));
-                        }
-                    }
-                    SimEvent::RunStarted { .. } | SimEvent::RunEnded => {}
-                    // Commands are judged by their own checks, from the records.
-                    SimEvent::CommandQueued { .. }
-                    | SimEvent::CommandDelivered { .. }
-                    | SimEvent::CommandAcknowledged { .. }
-                    | SimEvent::CommandResult { .. } => {}
-                }
-                continue;
-            }
-            let (Some(agent), Some(e)) = (r.agent.as_ref(), r.agent_event()) else { continue };
-            let view = idx.agents.entry(agent.clone()).or_default();
-            view.host.get_or_insert_with(|| r.host.clone());
-            if let Some(mark) = Mark::of(e) {
-                view.marks.push((r.t_ms, mark));
-            }
-            match e {
-                Event::AgentStarted { .. } => view.starts.push(r.t_ms),
-                Event::RequestStarted { kind } => {
-                    view.requests.push(r.t_ms);
-                    if *kind == RequestKind::Checkin {
-                        view.checkin_sent = r.t_ms;
-                    }
-                }
-                Event::RequestFinished { ok: false, .. } => view.failed_requests.push(r.t_ms),
-                Event::CheckinOk { .. } => {
-                    view.successes.push(r.t_ms);
-                    view.success_sent.push(view.checkin_sent.min(r.t_ms));
-                }
-                Event::Breaker { to, .. } if to == "open" => view.breaker_opened.push(r.t_ms),
-                Event::CommandStarted { .. } => view.command_started = Some(r.t_ms),
-                Event::CommandFinished { .. } => {
-                    if let Some(s) = view.command_started.take() {
-                        view.command_runs.push((s, r.t_ms));
-                    }
-                }
-                _ => {}
-            }
+            builder.push(r);
         }
-        idx
+        builder.finish()
     }
 
     /// Fault windows as they happened, merged where they overlap (or touch), in time order.
@@ -311,5 +225,197 @@ impl TraceIndex {
         self.host_down.get(host).is_some_and(|spans| {
             spans.iter().any(|(s, e)| *s <= to && e.is_none_or(|e| e >= from))
         })
+    }
+}
+
+/// Builds a [`TraceIndex`] one record at a time, in trace order, so a run can be judged while
+/// its trace is written and no one needs to hold the whole trace.
+///
+/// The fleet's agents (`agent-0` .. `agent-{n-1}`) are found by their number, not by a map
+/// lookup on their name: at a million agents that lookup was most of the index's cost. Any
+/// other agent name (a live trace may hold one) goes to a map. [`finish`](Self::finish) puts
+/// them all in the name-ordered map the checks iterate.
+pub struct TraceIndexBuilder {
+    idx: TraceIndex,
+    /// `fleet[i]` is `agent-i`'s view.
+    fleet: Vec<AgentView>,
+    /// Agents outside `agent-0` .. `agent-{n-1}`.
+    others: BTreeMap<Arc<str>, AgentView>,
+}
+
+impl TraceIndexBuilder {
+    pub fn new(fleet: &Fleet) -> Self {
+        TraceIndexBuilder {
+            idx: TraceIndex {
+                agents: BTreeMap::new(),
+                faults: BTreeMap::new(),
+                api_up: BTreeSet::new(),
+                host_down: BTreeMap::new(),
+                server_requests: Vec::new(),
+                server_answered: Vec::new(),
+                server_work: Vec::new(),
+                proxy_requests: Vec::new(),
+                run_end_ms: 0,
+                trace_end_ms: 0,
+            },
+            fleet: (0..fleet.agents).map(|_| AgentView::default()).collect(),
+            others: BTreeMap::new(),
+        }
+    }
+
+    /// The view of the agent named `name`.
+    fn view(&mut self, name: &Arc<str>) -> &mut AgentView {
+        match fleet_slot(name, self.fleet.len()) {
+            Some(i) => &mut self.fleet[i],
+            None => self.others.entry(name.clone()).or_default(),
+        }
+    }
+
+    /// Adds the next record of the trace.
+    pub fn push(&mut self, r: &Record) {
+        let idx = &mut self.idx;
+        idx.trace_end_ms = idx.trace_end_ms.max(r.t_ms);
+        // Wasted work is recorded at its finish time, which may lie past the run's end.
+        if !matches!(r.sim_event(), Some(SimEvent::ServerWork { .. })) {
+            idx.run_end_ms = idx.run_end_ms.max(r.t_ms);
+        }
+        if let Some(e) = r.sim_event() {
+            match e {
+                SimEvent::FaultApplied { fault, action, .. } => {
+                    idx.faults.entry(*fault).or_insert((r.t_ms, None));
+                    if API_UP_ACTIONS.contains(&action.as_str()) {
+                        idx.api_up.insert(*fault);
+                    }
+                }
+                SimEvent::FaultEnded { fault, .. } => {
+                    if let Some(f) = idx.faults.get_mut(fault) {
+                        f.1.get_or_insert(r.t_ms);
+                    }
+                }
+                SimEvent::HostCrashed => idx.host_down.entry(r.host.clone()).or_default().push((r.t_ms, None)),
+                SimEvent::HostRestarted => {
+                    if let Some(last) = idx.host_down.get_mut(&r.host).and_then(|v| v.last_mut()) {
+                        last.1.get_or_insert(r.t_ms);
+                    }
+                }
+                SimEvent::ServerRequest { path, .. } => {
+                    idx.server_requests.push(r.t_ms);
+                    idx.server_answered.push((r.t_ms, cost_of(path)));
+                }
+                SimEvent::ServerWork { outcome, cost, queued_ms } => {
+                    idx.server_work.push(WorkItem {
+                        t_ms: r.t_ms,
+                        outcome: *outcome,
+                        cost: *cost,
+                        queued_ms: *queued_ms,
+                        agent: r.agent.clone(),
+                    })
+                }
+                SimEvent::ProxyRequest { .. } => idx.proxy_requests.push(r.t_ms),
+                SimEvent::LoopEnded { reason } => {
+                    if let Some(a) = r.agent.as_ref() {
+                        self.view(a).ended.push((r.t_ms, reason.clone()));
+                    }
+                }
+                SimEvent::RunStarted { .. } | SimEvent::RunEnded => {}
+                // Commands are judged by their own checks, from the records.
+                SimEvent::CommandQueued { .. }
+                | SimEvent::CommandDelivered { .. }
+                | SimEvent::CommandAcknowledged { .. }
+                | SimEvent::CommandResult { .. } => {}
+            }
+            return;
+        }
+        let (Some(agent), Some(e)) = (r.agent.as_ref(), r.agent_event()) else { return };
+        let view = self.view(agent);
+        view.host.get_or_insert_with(|| r.host.clone());
+        if let Some(mark) = Mark::of(e) {
+            view.marks.push((r.t_ms, mark));
+        }
+        match e {
+            Event::AgentStarted { .. } => view.starts.push(r.t_ms),
+            Event::RequestStarted { kind } => {
+                view.requests.push(r.t_ms);
+                if *kind == RequestKind::Checkin {
+                    view.checkin_sent = r.t_ms;
+                }
+            }
+            Event::RequestFinished { ok: false, .. } => view.failed_requests.push(r.t_ms),
+            Event::RequestFinished { kind, elapsed_ms, .. } if *kind != RequestKind::Checkin => {
+                view.side_requests.push((r.t_ms, *kind, *elapsed_ms));
+            }
+            Event::CheckinOk { .. } => {
+                view.successes.push(r.t_ms);
+                view.success_sent.push(view.checkin_sent.min(r.t_ms));
+            }
+            Event::Breaker { to, .. } if to == "open" => view.breaker_opened.push(r.t_ms),
+            Event::CommandStarted { .. } => view.command_started = Some(r.t_ms),
+            Event::CommandFinished { .. } => {
+                if let Some(s) = view.command_started.take() {
+                    view.command_runs.push((s, r.t_ms));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The index of everything pushed.
+    pub fn finish(self) -> TraceIndex {
+        let TraceIndexBuilder { mut idx, fleet, others } = self;
+        idx.agents = fleet
+            .into_iter()
+            .enumerate()
+            .map(|(i, view)| (Arc::from(Fleet::agent_name(i as u32)), view))
+            .chain(others)
+            .collect();
+        idx
+    }
+}
+
+/// `Some(i)` when `name` is exactly `agent-{i}` (as [`Fleet::agent_name`] writes it) with
+/// `i < agents`.
+fn fleet_slot(name: &str, agents: usize) -> Option<usize> {
+    let digits = name.strip_prefix("agent-")?;
+    let canonical = !digits.is_empty()
+        && digits.len() <= 10
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits.len() == 1 || !digits.starts_with('0'));
+    if !canonical {
+        return None;
+    }
+    let i: usize = digits.parse().ok()?;
+    (i < agents).then_some(i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fleet_slots_are_exactly_the_fleet_names() {
+        assert_eq!(fleet_slot("agent-0", 3), Some(0));
+        assert_eq!(fleet_slot("agent-2", 3), Some(2));
+        assert_eq!(fleet_slot(&Fleet::agent_name(999_999), 1_000_000), Some(999_999));
+        for other in ["agent-3", "agent-02", "agent-", "agent-+1", "agent-1x", "agents-1", "agent-99999999999", "server"] {
+            assert_eq!(fleet_slot(other, 3), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn agents_outside_the_fleet_are_indexed_too_in_name_order() {
+        let fleet = Fleet { agents: 2, hosts: 1 };
+        let line = |agent: &str, t_ms| Record {
+            t_ms,
+            host: "agents-0".into(),
+            agent: Some(agent.into()),
+            event: crate::trace::TraceEvent::Agent(Event::RequestStarted { kind: RequestKind::Checkin }),
+        };
+        let idx = TraceIndex::new(&[line("agent-1", 5), line("agent-07", 6), line("agent-1", 7), line("agent-2", 8)], &fleet);
+        let names: Vec<&str> = idx.agents.keys().map(|k| &**k).collect();
+        assert_eq!(names, ["agent-0", "agent-07", "agent-1", "agent-2"]);
+        assert_eq!(idx.agents["agent-1"].requests, [5, 7]);
+        assert_eq!(idx.agents["agent-07"].requests, [6]);
+        assert!(idx.agents["agent-0"].requests.is_empty());
+        assert_eq!(idx.trace_end_ms, 8);
     }
 }

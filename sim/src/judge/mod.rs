@@ -47,6 +47,7 @@ mod never_gives_up;
 mod no_duplicate_execution;
 mod no_lost_commands;
 mod recovers_within;
+mod streaming;
 
 use std::time::Duration;
 
@@ -56,7 +57,8 @@ use crate::scenario::{Check, FleetBound, RateAt, Scenario, fmt_duration};
 use crate::trace::Record;
 
 pub use fleet::FleetFigures;
-pub use index::{Recovery, TraceIndex, Window};
+pub use index::{Recovery, TraceIndex, TraceIndexBuilder, Window};
+pub use streaming::TraceJudge;
 
 /// How many individual violations a failed check lists.
 const DETAILS_MAX: usize = 5;
@@ -140,7 +142,7 @@ pub fn evaluate_indexed(scenario: &Scenario, records: &[Record], idx: &TraceInde
                 Check::BreakerOpens => ("breaker_opens".to_string(), breaker_opens::breaker_opens(idx)),
                 Check::NoLostCommands { grace } => (
                     format!("no_lost_commands (grace {})", fmt_duration(*grace)),
-                    no_lost_commands::no_lost_commands(records, *grace),
+                    no_lost_commands::no_lost_commands(records, idx.trace_end_ms, *grace),
                 ),
                 Check::NoDuplicateExecution => {
                     ("no_duplicate_execution".to_string(), no_duplicate_execution::no_duplicate_execution(records))

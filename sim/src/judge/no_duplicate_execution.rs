@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use super::{at, summarize};
 use crate::trace::Record;
-use redflag_agent::events::Event;
+use redflag_agent::log::events::Event;
 
 pub(super) fn no_duplicate_execution(records: &[Record]) -> Result<String, String> {
     let mut runs: BTreeMap<(&str, &str), Vec<u64>> = BTreeMap::new();

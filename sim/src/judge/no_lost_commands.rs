@@ -20,13 +20,11 @@ struct Queued {
     results: u32,
 }
 
-pub(super) fn no_lost_commands(records: &[Record], grace: Duration) -> Result<String, String> {
+pub(super) fn no_lost_commands(records: &[Record], end_ms: u64, grace: Duration) -> Result<String, String> {
     let mut queued: BTreeMap<&str, Queued> = BTreeMap::new();
     let mut order: Vec<&str> = Vec::new();
     let mut duplicates = 0u64;
-    let mut end_ms = 0;
     for r in records {
-        end_ms = end_ms.max(r.t_ms);
         match r.sim_event() {
             Some(SimEvent::CommandQueued { id, .. }) => {
                 if !queued.contains_key(id.as_str()) {

@@ -17,7 +17,7 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use redflag_agent::events::Event;
+use redflag_agent::log::events::Event;
 use serde_json::Value;
 
 use crate::trace::{Record, TraceEvent};
@@ -203,19 +203,19 @@ fn event_keys(map: &serde_json::Map<String, Value>) -> Vec<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use redflag_agent::events::RequestKind;
+    use redflag_agent::log::events::RequestKind;
     use serde_json::Map;
 
     #[test]
     fn event_lines_become_events() {
-        let line = r#"{"timestamp":"2026-11-28T16:58:50.127937Z","level":"WARN","message":"check-in failed","event":"attempt_failed","agent":"agent-0","attempt":1,"max_attempts":5,"class":"connection_refused","verdict":"retry","delay_ms":42,"reason":"backoff","consecutive_failures":1,"target":"redflag_agent::events"}"#;
+        let line = r#"{"timestamp":"2026-11-28T16:58:50.127937Z","level":"WARN","message":"check-in failed","event":"attempt_failed","agent":"agent-0","attempt":1,"max_attempts":5,"class":"connection_refused","verdict":"retry","delay_ms":42,"reason":"backoff","consecutive_failures":1,"target":"redflag_agent::log::events"}"#;
         let Line::Event { unix_ms, event } = parse_line(line) else { panic!("not an event") };
         assert_eq!(unix_ms % 1000, 127);
         assert_eq!(rfc3339_unix_ms("1970-01-01T00:00:01.5Z"), Some(1500));
         assert!(matches!(event, Event::AttemptFailed { attempt: 1, delay_ms: 42, .. }), "{event:?}");
-        let line = r#"{"timestamp":"2026-11-28T16:58:50.127513Z","level":"DEBUG","message":"checkin request started","event":"request_started","agent":"agent-0","kind":"checkin","target":"redflag_agent::events"}"#;
+        let line = r#"{"timestamp":"2026-11-28T16:58:50.127513Z","level":"DEBUG","message":"checkin request started","event":"request_started","agent":"agent-0","kind":"checkin","target":"redflag_agent::log::events"}"#;
         assert_eq!(parse_line(line), Line::Event { unix_ms: rfc3339_unix_ms("2026-11-28T16:58:50.127513Z").unwrap(), event: Event::RequestStarted { kind: RequestKind::Checkin } });
-        let line = r#"{"timestamp":"2026-11-28T16:58:50.126262Z","level":"INFO","message":"started","event":"agent_started","agent_id":"agent-0","version":"0.1.0","target":"redflag_agent::events"}"#;
+        let line = r#"{"timestamp":"2026-11-28T16:58:50.126262Z","level":"INFO","message":"started","event":"agent_started","agent_id":"agent-0","version":"0.1.0","target":"redflag_agent::log::events"}"#;
         assert!(matches!(parse_line(line), Line::Event { event: Event::AgentStarted { .. }, .. }));
         let v: Map<String, Value> = serde_json::from_str(line).unwrap();
         assert_eq!(event_keys(&v), ["event", "agent_id", "version"]);

@@ -25,8 +25,8 @@
 
 use std::collections::BTreeMap;
 
-use super::modes::{HealthSpec, ProxyModeSpec, ServerModesSpec, StatusSpec};
-use crate::scenario::{Action, Direction, Fault, Fleet, Scenario, Target};
+use super::modes::{ProxyModeSpec, RouteSpec, ServerModesSpec, StatusSpec};
+use crate::scenario::{Action, ApiRoute, Direction, Fault, Fleet, Scenario, Target};
 use crate::trace::SimEvent;
 
 /// A process (or group of processes) faults act on.
@@ -135,7 +135,7 @@ pub struct LiveFaults {
     slow: Vec<(usize, u64)>,
     setup: Vec<usize>,
     revoke: Vec<usize>,
-    broken_health: Vec<(usize, HealthSpec)>,
+    broken_routes: Vec<(usize, ApiRoute, RouteSpec)>,
 }
 
 const HARNESS: &str = "harness";
@@ -157,7 +157,7 @@ impl LiveFaults {
             slow: Vec::new(),
             setup: Vec::new(),
             revoke: Vec::new(),
-            broken_health: Vec::new(),
+            broken_routes: Vec::new(),
         }
     }
 
@@ -172,7 +172,8 @@ impl LiveFaults {
             setup_mode: !self.setup.is_empty(),
             revoke_refresh: !self.revoke.is_empty(),
             http_status: self.server_status.last().map(|(_, s)| *s),
-            broken_health: self.broken_health.last().map(|(_, h)| *h),
+            // The latest fault on each route wins.
+            broken_routes: self.broken_routes.iter().map(|(_, r, spec)| (r.name().to_string(), *spec)).collect(),
         }
     }
 
@@ -287,8 +288,9 @@ impl LiveFaults {
                 self.revoke.push(idx);
                 self.push_server_modes(&mut out);
             }
-            Action::BrokenHealth { status } => {
-                self.broken_health.push((idx, HealthSpec { status: *status }));
+            Action::BrokenRoute { route, status, delay } => {
+                let spec = RouteSpec { status: *status, delay_ms: delay.map(|d| d.as_millis() as u64) };
+                self.broken_routes.push((idx, *route, spec));
                 self.push_server_modes(&mut out);
             }
         }
@@ -359,8 +361,8 @@ impl LiveFaults {
                 self.revoke.retain(|i| *i != idx);
                 self.push_server_modes(&mut out);
             }
-            Action::BrokenHealth { .. } => {
-                self.broken_health.retain(|(i, _)| *i != idx);
+            Action::BrokenRoute { .. } => {
+                self.broken_routes.retain(|(i, _, _)| *i != idx);
                 self.push_server_modes(&mut out);
             }
         }

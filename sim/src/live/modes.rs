@@ -6,38 +6,41 @@
 //! `control_http.rs` (answering) and `control_client.rs` (asking).
 //!
 //! Server: `{"slow_ms":1500,"setup_mode":false,"revoke_refresh":false,
-//! "http_status":{"status":503,"retry_after":5}}`; a missing key means "off", so a `PUT` always
+//! "http_status":{"status":503,"retry_after":5},"broken_routes":{"logs":{"status":500}}}`
+//! (`broken_routes` by route name, `{}` for a route that hangs); a missing key means "off", so a `PUT` always
 //! states the whole desired state and is idempotent.
 //!
 //! Proxy (toxiproxy style): `{"mode":"pass"}`, `{"mode":"refuse"}`, `{"mode":"blackhole"}`,
 //! `{"mode":"reset"}`, `{"mode":"latency","delay_ms":1500}`, `{"mode":"loss","rate":0.3}`,
 //! `{"mode":"http_status","status":502,"retry_after":5}`.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::models::proxy::{LATENCY_MAX, ProxyMode};
-use crate::models::server::{BrokenHealth, RETRY_AFTER_MAX_SECONDS, SLOW_DELAY_MAX, ServerModes};
+use crate::models::server::{Broken, RETRY_AFTER_MAX_SECONDS, SLOW_DELAY_MAX, ServerModes};
+use crate::scenario::ApiRoute;
 
-/// A broken `/health`: `{"status":503}` answers that status, `{}` (no status) hangs.
+/// A broken route: `{"status":503}` answers that status, `{"delay_ms":3000}` answers as usual
+/// 3 s late (both: the status, late), `{}` hangs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HealthSpec {
-    #[serde(default)]
+pub struct RouteSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
 }
 
-impl HealthSpec {
-    pub fn to_mode(self) -> BrokenHealth {
-        self.status.map_or(BrokenHealth::Hang, BrokenHealth::Status)
+impl RouteSpec {
+    pub fn to_mode(self) -> Broken {
+        Broken { status: self.status, delay: self.delay_ms.map(Duration::from_millis) }
     }
 
-    pub fn from_mode(mode: BrokenHealth) -> Self {
-        match mode {
-            BrokenHealth::Status(s) => HealthSpec { status: Some(s) },
-            BrokenHealth::Hang => HealthSpec { status: None },
-        }
+    pub fn from_mode(mode: Broken) -> Self {
+        RouteSpec { status: mode.status, delay_ms: mode.delay.map(|d| d.as_millis() as u64) }
     }
 }
 
@@ -78,9 +81,10 @@ pub struct ServerModesSpec {
     /// Answer this status to every agent route.
     #[serde(default)]
     pub http_status: Option<StatusSpec>,
-    /// Break `GET /health` alone (the `broken_health` fault).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub broken_health: Option<HealthSpec>,
+    /// Routes broken alone (the `broken_route` fault), by route name: `health`, `logs`,
+    /// `renew`, `system-info`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub broken_routes: BTreeMap<String, RouteSpec>,
 }
 
 impl ServerModesSpec {
@@ -93,8 +97,17 @@ impl ServerModesSpec {
         if let Some(s) = &self.http_status {
             s.validate().map_err(|e| format!("http_status: {e}"))?;
         }
-        if let Some(s) = self.broken_health.and_then(|h| h.status).filter(|s| !(100..=599).contains(s)) {
-            return Err(format!("broken_health.status must be an HTTP status between 100 and 599, got {s}"));
+        for (name, spec) in &self.broken_routes {
+            if ApiRoute::from_name(name).is_none() {
+                let names: Vec<&str> = ApiRoute::ALL.iter().map(|r| r.name()).collect();
+                return Err(format!("broken_routes: unknown route {name:?}; expected one of {}", names.join(", ")));
+            }
+            if let Some(s) = spec.status.filter(|s| !(100..=599).contains(s)) {
+                return Err(format!("broken_routes.{name}.status must be an HTTP status between 100 and 599, got {s}"));
+            }
+            if let Some(ms) = spec.delay_ms.filter(|ms| *ms > slow_max_ms) {
+                return Err(format!("broken_routes.{name}.delay_ms must be at most {slow_max_ms}, got {ms}"));
+            }
         }
         Ok(())
     }
@@ -105,7 +118,9 @@ impl ServerModesSpec {
         modes.set_setup_mode(self.setup_mode);
         modes.set_revoke_refresh(self.revoke_refresh);
         modes.set_http_status(self.http_status.map(|s| (s.status, s.retry_after)));
-        modes.set_broken_health(self.broken_health.map(HealthSpec::to_mode));
+        for route in ApiRoute::ALL {
+            modes.set_broken(route, self.broken_routes.get(route.name()).map(|s| s.to_mode()));
+        }
     }
 
     /// The model's switches as they are.
@@ -115,7 +130,11 @@ impl ServerModesSpec {
             setup_mode: modes.setup_mode(),
             revoke_refresh: modes.revoke_refresh(),
             http_status: modes.http_status().map(|(status, retry_after)| StatusSpec { status, retry_after }),
-            broken_health: modes.broken_health().map(HealthSpec::from_mode),
+            broken_routes: modes
+                .broken_routes()
+                .into_iter()
+                .map(|(route, b)| (route.name().to_string(), RouteSpec::from_mode(b)))
+                .collect(),
         }
     }
 }

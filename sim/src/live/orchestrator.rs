@@ -47,7 +47,6 @@ use super::processes::{self, Processes, Role, STOP_GRACE};
 use super::signals;
 use super::server_process;
 use super::trace_file;
-use crate::judge::{self, TraceIndex};
 use crate::clock::unix_now_ms;
 use crate::cli::report;
 use crate::runner::RunResult;
@@ -432,6 +431,8 @@ impl Live<'_> {
             .arg(self.scenario.delivery.mode.as_str())
             .arg("--redeliver-after")
             .arg(format!("{}ms", self.scenario.delivery.redeliver_after.as_millis()))
+            .arg("--commands-per-answer")
+            .arg(self.scenario.delivery.commands_per_answer.to_string())
             .args(server_process::capacity_args(self.scenario.server.capacity.as_ref()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -494,7 +495,7 @@ impl Live<'_> {
         };
         if !self.commands.is_empty() {
             let delay_ms = self.scenario.workload.execution_time.as_millis().to_string();
-            cmd.env(redflag_agent::runner::TEST_COMMAND_DELAY_ENV, delay_ms);
+            cmd.env(redflag_agent::commands::runner::TEST_COMMAND_DELAY_ENV, delay_ms);
         }
         cmd.arg("--config")
             .arg(&life.config)
@@ -668,7 +669,7 @@ impl Live<'_> {
             }
         } else {
             let db = ServerDb::open(&self.db_path, seed::server_db(self.seed)).map_err(harness)?;
-            db.queue_command(&agent, redflag_agent::protocol::Command { id: c.id.clone(), kind: c.kind.clone(), params: c.params.clone() })
+            db.queue_command(&agent, redflag_agent::server::protocol::Command { id: c.id.clone(), kind: c.kind.clone(), params: c.params.clone() })
         };
         if queued {
             let (_, name) = self.names[c.agent as usize].clone();
@@ -716,18 +717,7 @@ impl Live<'_> {
 
     fn judge_and_report(&self, args: &LiveArgs, records: Vec<Record>, counts: Counts, wall: Duration) -> u8 {
         let scenario = self.scenario;
-        let verdicts = judge::evaluate(scenario, &records, TOLERANCE);
-        let recoveries = TraceIndex::new(&records, &scenario.fleet).recoveries();
-        let result = RunResult {
-            seed: self.seed,
-            records,
-            verdicts,
-            recoveries,
-            steps: 0,
-            tick: TOLERANCE,
-            wall,
-            expect_failure: scenario.expect_failure,
-        };
+        let result = RunResult::judged(scenario, self.seed, records, TOLERANCE, wall);
         let trace_path = args.trace.clone().unwrap_or_else(|| {
             std::env::temp_dir().join("redflag-sim").join(format!("{}-live-seed-{}.jsonl", scenario.name, self.seed))
         });

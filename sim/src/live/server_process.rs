@@ -18,7 +18,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use http::{Method, StatusCode};
-use redflag_agent::protocol::Command;
+use redflag_agent::server::protocol::Command;
 use serde::Deserialize;
 
 use super::control_http::{self, Handler, error, require_loopback};
@@ -27,7 +27,10 @@ use super::service::{self, EXIT_INVALID};
 use crate::net::TokioNet;
 use crate::models::server::{ServerDb, ServerModes, run_server_with};
 use crate::scenario::server_limits::{CAPACITY_PER_SECOND_MAX, QUEUE_MAX_LIMIT, SHED_COST_MAX, SHED_RETRY_AFTER_MAX_SECONDS};
-use crate::scenario::{Capacity, DEFAULT_REDELIVER_AFTER, DeliveryMode, DeliverySpec, SHED_COST_DEFAULT, ShedRetryAfter};
+use crate::scenario::{
+    COMMANDS_PER_ANSWER_MAX, Capacity, DEFAULT_COMMANDS_PER_ANSWER, DEFAULT_REDELIVER_AFTER, DeliveryMode, DeliverySpec,
+    SHED_COST_DEFAULT, ShedRetryAfter,
+};
 
 const CONTROL_HELP: &str = "\
 Chaos control API (on --control, which must be a loopback address; peers that are not on
@@ -71,6 +74,10 @@ pub struct ServeArgs {
     /// With at-least-once delivery: when a command sent and not acknowledged goes out again.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_redeliver_after)]
     pub redeliver_after: Duration,
+    /// Commands one check-in answer carries, at most (the scenario's `[server]
+    /// commands_per_answer`).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_COMMANDS_PER_ANSWER, value_parser = parse_commands_per_answer)]
+    pub commands_per_answer: usize,
     /// Finite capacity: work units per second (a check-in 1, a /health probe 0.1), as a
     /// scenario's `[server] capacity_per_second`. Unlimited without it.
     #[arg(long, value_name = "UNITS")]
@@ -91,6 +98,13 @@ pub struct ServeArgs {
 
 fn parse_delivery(s: &str) -> Result<DeliveryMode, String> {
     DeliveryMode::parse(s).ok_or_else(|| format!("unknown delivery {s:?}; expected at-least-once or redflag-0.1.18"))
+}
+
+fn parse_commands_per_answer(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=COMMANDS_PER_ANSWER_MAX).contains(&n) => Ok(n),
+        _ => Err(format!("expected a number of commands from 1 to {COMMANDS_PER_ANSWER_MAX}, got {s:?}")),
+    }
 }
 
 fn parse_redeliver_after(s: &str) -> Result<Duration, String> {
@@ -189,7 +203,11 @@ pub fn main(args: ServeArgs) -> u8 {
             return EXIT_INVALID;
         }
     };
-    db.set_delivery(DeliverySpec { mode: args.delivery, redeliver_after: args.redeliver_after });
+    db.set_delivery(DeliverySpec {
+        mode: args.delivery,
+        redeliver_after: args.redeliver_after,
+        commands_per_answer: args.commands_per_answer,
+    });
     let server_modes = ServerModes::default();
     initial.apply_to(&server_modes);
     service::run(args.trace.clone(), move |trace| async move {

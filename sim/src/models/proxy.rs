@@ -39,7 +39,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use redflag_agent::transport::TransportError;
+use redflag_agent::server::transport::TransportError;
 use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};

@@ -4,8 +4,8 @@
 //!
 //! It must classify every failure exactly as the production `ReqwestTransport` does, so it maps
 //! errors *only* through `TransportError::from_io` / `TransportError::from_hyper`, reads bodies
-//! with the same `BoundedBody` and limit, and treats oversized 2xx and non-2xx answers the same
-//! way. `sim/tests/conformance.rs` runs one table of server behaviours against both transports
+//! with the same `BoundedBody` and limit (a longer body cut there, `body_truncated`), exactly as
+//! the production transport does. `sim/tests/conformance.rs` runs one table of server behaviours against both transports
 //! to prove it.
 //!
 //! One connection per request: connect, HTTP/1 handshake, send, read the answer, close. There is
@@ -21,8 +21,8 @@ use http::header::{AUTHORIZATION, CONTENT_TYPE, DATE, HOST, RETRY_AFTER, USER_AG
 use http_body_util::{BodyExt, Full};
 use hyper::body::Body as _;
 use hyper_util::rt::TokioIo;
-use redflag_agent::protocol::{AGENT_VERSION, RESPONSE_BODY_MAX_BYTES};
-use redflag_agent::transport::{BoundedBody, Method, Request, Response, Transport, TransportError};
+use redflag_agent::server::protocol::{AGENT_VERSION, RESPONSE_BODY_MAX_BYTES};
+use redflag_agent::server::transport::{BoundedBody, Method, Request, Response, Transport, TransportError};
 
 use crate::net::Net;
 
@@ -155,24 +155,20 @@ impl<N: Net> Transport for HyperTransport<N> {
             |name: http::header::HeaderName| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         let retry_after = header(RETRY_AFTER);
         let date = header(DATE);
-        let success = (200..300).contains(&status);
         let mut incoming = resp.into_body();
-        if success && incoming.size_hint().exact().is_some_and(|n| n > RESPONSE_BODY_MAX_BYTES as u64) {
-            return Err(TransportError::BodyTooLarge);
-        }
         let mut body = BoundedBody::new(RESPONSE_BODY_MAX_BYTES);
+        if let Some(n) = incoming.size_hint().exact() {
+            body.announced(n);
+        }
         while let Some(frame) = incoming.frame().await {
             let frame = frame.map_err(|e| TransportError::from_hyper(&e))?;
             let Ok(chunk) = frame.into_data() else { continue }; // trailers carry nothing we use
             if !body.push(&chunk) {
                 // Stop reading; the guard closes the connection.
-                return match success {
-                    true => Err(TransportError::BodyTooLarge),
-                    false => Ok(Response { status, retry_after, date, body: Vec::new() }),
-                };
+                break;
             }
         }
-        Ok(Response { status, retry_after, date, body: body.into_inner() })
+        Ok(body.into_response(status, retry_after, date))
     }
 }
 

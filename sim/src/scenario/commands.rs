@@ -1,4 +1,5 @@
-//! The command keys of a scenario: `[server]` (`delivery`, `redeliver_after`), `[[commands]]`
+//! The command keys of a scenario: `[server]` (`delivery`, `redeliver_after`,
+//! `commands_per_answer`), `[[commands]]`
 //! (commands queued at given times) and `[workload]` (a steady stream, and how long the
 //! simulated runner takes per command), validated with the file's line numbers; and the
 //! expansion of both into the run's list of queued commands ([`Scenario::command_schedule`]),
@@ -24,6 +25,8 @@ pub mod limits {
     use std::time::Duration;
     /// `[[commands]]` entries in one file.
     pub const COMMAND_ENTRIES_MAX: usize = 1_000;
+    /// `count` of one `[[commands]]` entry, at most (per agent).
+    pub const COUNT_MAX: u32 = 100_000;
     /// Commands queued in one run, all sources together (checked on the expected count).
     pub const COMMANDS_MAX: u64 = 200_000;
     pub const COMMANDS_PER_AGENT_PER_HOUR_MAX: f64 = 3_600.0;
@@ -31,11 +34,18 @@ pub mod limits {
     pub const REDELIVER_AFTER_MIN: Duration = Duration::from_secs(1);
     pub const REDELIVER_AFTER_MAX: Duration = Duration::from_secs(24 * 3600);
     pub const COMMAND_TYPE_MAX_LEN: usize = 64;
+    /// `commands_per_answer`, at most: a queue of this many sent in one answer is about 1 MiB
+    /// per 6,000 (UUID ids, short params), so this is well past the agent's read limit.
+    pub const COMMANDS_PER_ANSWER_MAX: usize = 100_000;
     pub const GRACE_MAX: Duration = Duration::from_secs(24 * 3600);
 }
+pub use limits::COMMANDS_PER_ANSWER_MAX;
 
 /// How long the simulated runner takes per command when `[workload]` does not say.
 pub const DEFAULT_EXECUTION_TIME: Duration = Duration::from_secs(2);
+/// `commands_per_answer` when `[server]` does not say. (RedFlag 0.1.18's `GetCommands` sends at
+/// most 10; the model's default is higher so that ordinary scenarios are not about paging.)
+pub const DEFAULT_COMMANDS_PER_ANSWER: usize = 256;
 /// `redeliver_after` when `[server]` does not say.
 pub const DEFAULT_REDELIVER_AFTER: Duration = Duration::from_secs(30);
 /// `[workload] type` when not given.
@@ -83,11 +93,17 @@ impl fmt::Display for DeliveryMode {
 pub struct DeliverySpec {
     pub mode: DeliveryMode,
     pub redeliver_after: Duration,
+    /// Commands one check-in answer carries, at most (the oldest due first).
+    pub commands_per_answer: usize,
 }
 
 impl Default for DeliverySpec {
     fn default() -> Self {
-        DeliverySpec { mode: DeliveryMode::AtLeastOnce, redeliver_after: DEFAULT_REDELIVER_AFTER }
+        DeliverySpec {
+            mode: DeliveryMode::AtLeastOnce,
+            redeliver_after: DEFAULT_REDELIVER_AFTER,
+            commands_per_answer: DEFAULT_COMMANDS_PER_ANSWER,
+        }
     }
 }
 
@@ -107,6 +123,9 @@ pub struct CommandEntry {
     pub kind: String,
     pub agents: CommandAgents,
     pub params: Value,
+    /// Commands of this entry each agent gets at once (`count`, default 1): a queue of
+    /// thousands is one entry.
+    pub count: u32,
 }
 
 /// `[workload]`.
@@ -152,7 +171,9 @@ impl Scenario {
                 CommandAgents::First(n) => n.min(self.fleet.agents),
             };
             for agent in 0..n {
-                out.push((c.at, agent, c.kind.clone(), c.params.clone()));
+                for _ in 0..c.count {
+                    out.push((c.at, agent, c.kind.clone(), c.params.clone()));
+                }
             }
         }
         let rate_per_second = self.workload.commands_per_agent_per_hour / 3600.0;
@@ -189,6 +210,7 @@ pub(super) struct RawCommand {
     kind: Spanned<String>,
     agents: Option<Spanned<toml::Value>>,
     params: Option<Spanned<toml::Table>>,
+    count: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -221,6 +243,17 @@ impl Parser<'_> {
             }
             spec.redeliver_after = d;
         }
+        if let Some(n) = &r.commands_per_answer {
+            spec.commands_per_answer = match usize::try_from(*n.get_ref()) {
+                Ok(v) if (1..=limits::COMMANDS_PER_ANSWER_MAX).contains(&v) => v,
+                _ => {
+                    return Err(self.at(
+                        n.span(),
+                        format!("commands_per_answer must be between 1 and {}, got {}", limits::COMMANDS_PER_ANSWER_MAX, n.get_ref()),
+                    ));
+                }
+            };
+        }
         Ok(spec)
     }
 
@@ -251,7 +284,14 @@ impl Parser<'_> {
             },
         };
         let params = c.params.as_ref().map_or(Value::Object(Default::default()), |p| toml_to_json(&toml::Value::Table(p.get_ref().clone())));
-        Ok(CommandEntry { line: self.line_of(raw.span().start), at, kind, agents, params })
+        let count = match &c.count {
+            None => 1,
+            Some(n) => match u32::try_from(*n.get_ref()) {
+                Ok(v) if (1..=limits::COUNT_MAX).contains(&v) => v,
+                _ => return Err(self.at(n.span(), format!("count must be from 1 to {}, got {}", limits::COUNT_MAX, n.get_ref()))),
+            },
+        };
+        Ok(CommandEntry { line: self.line_of(raw.span().start), at, kind, agents, params, count })
     }
 
     pub(super) fn workload(&self, raw: Option<&Spanned<RawWorkload>>) -> Result<Workload, ScenarioError> {
@@ -282,9 +322,12 @@ impl Parser<'_> {
     pub(super) fn check_command_count(&self, span: std::ops::Range<usize>, entries: &[CommandEntry], workload: &Workload, agents: u32, run: Duration) -> Result<(), ScenarioError> {
         let fixed: u64 = entries
             .iter()
-            .map(|c| match c.agents {
-                CommandAgents::All => u64::from(agents),
-                CommandAgents::First(n) => u64::from(n),
+            .map(|c| {
+                let agents = match c.agents {
+                    CommandAgents::All => u64::from(agents),
+                    CommandAgents::First(n) => u64::from(n),
+                };
+                agents * u64::from(c.count)
             })
             .sum();
         let streamed = workload.commands_per_agent_per_hour * f64::from(agents) * run.as_secs_f64() / 3600.0;

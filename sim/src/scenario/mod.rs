@@ -22,8 +22,8 @@ use toml::Spanned;
 mod commands;
 
 pub use commands::{
-    CommandAgents, CommandEntry, DEFAULT_EXECUTION_TIME, DEFAULT_GRACE, DEFAULT_REDELIVER_AFTER, DeliveryMode, DeliverySpec,
-    QueuedCommand, Workload, command_id,
+    COMMANDS_PER_ANSWER_MAX, CommandAgents, CommandEntry, DEFAULT_COMMANDS_PER_ANSWER, DEFAULT_EXECUTION_TIME, DEFAULT_GRACE,
+    DEFAULT_REDELIVER_AFTER, DeliveryMode, DeliverySpec, QueuedCommand, Workload, command_id,
 };
 use commands::{RawCommand, RawWorkload};
 pub mod explore;
@@ -37,7 +37,8 @@ pub use strategy::StrategyName;
 /// Limits, so that a typo cannot ask for a billion agents or a century of simulated time.
 pub mod limits {
     use std::time::Duration;
-    pub const AGENTS_MAX: u64 = 100_000;
+    /// A million agents run on one 24 GB machine (`scenarios/soak/million-agents.toml`).
+    pub const AGENTS_MAX: u64 = 1_000_000;
     pub const HOSTS_MAX: u64 = 1_000;
     pub const DURATION_MAX: Duration = Duration::from_secs(30 * 24 * 3600);
     pub const FAULTS_MAX: usize = 1_000;
@@ -65,6 +66,7 @@ pub const ACTIONS: &[&str] = &[
     "expire_tokens",
     "revoke_refresh",
     "broken_health",
+    "broken_route",
 ];
 pub const CHECKS: &[&str] = &[
     "recovers_within",
@@ -210,8 +212,58 @@ pub enum Action {
     SetupMode,
     ExpireTokens,
     RevokeRefresh,
-    /// `GET /health` alone is broken: it answers `status`, or hangs when there is none.
-    BrokenHealth { status: Option<u16> },
+    /// One route alone misbehaves (`broken_route`, or `broken_health` for `/health`): it answers
+    /// `status` instead of working, `delay` late (the work done first when there is no status),
+    /// or, with neither, hangs; every other route works. It opens no fault window.
+    BrokenRoute { route: ApiRoute, status: Option<u16>, delay: Option<Duration> },
+}
+
+/// A route of the agent API that a `broken_route` fault can break on its own. The check-in
+/// route is not one of them: breaking it is an outage (`http_status`), not a broken side route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ApiRoute {
+    /// `GET /health`.
+    Health,
+    /// `POST /api/v1/agents/{id}/logs`: command results.
+    Logs,
+    /// `POST /api/v1/agents/renew`.
+    Renew,
+    /// `POST /api/v1/agents/{id}/system-info`.
+    SystemInfo,
+}
+
+impl ApiRoute {
+    pub const ALL: [ApiRoute; 4] = [ApiRoute::Health, ApiRoute::Logs, ApiRoute::Renew, ApiRoute::SystemInfo];
+
+    /// The word scenario files use: `health`, `logs`, `renew`, `system-info`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ApiRoute::Health => "health",
+            ApiRoute::Logs => "logs",
+            ApiRoute::Renew => "renew",
+            ApiRoute::SystemInfo => "system-info",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<ApiRoute> {
+        ApiRoute::ALL.into_iter().find(|r| r.name() == name)
+    }
+
+    /// Whether a request path is this route.
+    pub fn matches(self, path: &str) -> bool {
+        use redflag_agent::server::protocol::{AGENTS_PREFIX, HEALTH_PATH, RENEW_PATH};
+        let agent_route = |suffix: &str| {
+            path.strip_prefix(AGENTS_PREFIX)
+                .and_then(|rest| rest.strip_suffix(suffix))
+                .is_some_and(|id| !id.is_empty() && !id.contains('/'))
+        };
+        match self {
+            ApiRoute::Health => path == HEALTH_PATH,
+            ApiRoute::Renew => path == RENEW_PATH,
+            ApiRoute::Logs => agent_route("/logs"),
+            ApiRoute::SystemInfo => agent_route("/system-info"),
+        }
+    }
 }
 
 impl Action {
@@ -227,7 +279,7 @@ impl Action {
             Action::SetupMode => "setup_mode",
             Action::ExpireTokens => "expire_tokens",
             Action::RevokeRefresh => "revoke_refresh",
-            Action::BrokenHealth { .. } => "broken_health",
+            Action::BrokenRoute { .. } => "broken_route",
         }
     }
 }
@@ -270,8 +322,14 @@ impl Fault {
             Action::HttpStatus { status, retry_after_seconds: Some(s) } => format!(" {status} Retry-After {s}"),
             Action::HttpStatus { status, retry_after_seconds: None } => format!(" {status}"),
             Action::Slow { delay } => format!(" +{}", fmt_duration(*delay)),
-            Action::BrokenHealth { status: Some(s) } => format!(" /health {s}"),
-            Action::BrokenHealth { status: None } => " /health hangs".to_string(),
+            Action::BrokenRoute { route, status, delay } => {
+                let late = delay.map(|d| format!(" after {}", fmt_duration(d))).unwrap_or_default();
+                match status {
+                    Some(s) => format!(" {} {s}{late}", route.name()),
+                    None if delay.is_some() => format!(" {} slow{late}", route.name()),
+                    None => format!(" {} hangs", route.name()),
+                }
+            }
             _ => String::new(),
         };
         let span = match self.duration {
@@ -472,6 +530,7 @@ struct RawFault {
     rate: Option<Spanned<f64>>,
     status: Option<Spanned<i64>>,
     retry_after: Option<Spanned<i64>>,
+    route: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -602,11 +661,31 @@ impl Parser<'_> {
     fn toml_error(&self, e: &toml::de::Error) -> ScenarioError {
         let line = e.span().map(|s| self.line_of(s.start));
         let mut message = e.message().trim().to_string();
+        // serde says "invalid type: string \"many\", expected i64"; say for which key.
+        if let Some(key) = e.span().and_then(|s| self.key_at(s.start)).filter(|_| message.starts_with("invalid")) {
+            message = format!("{key}: {message}");
+        }
         // serde says "unknown variant"/"unknown field"; add which section when we can tell.
         if message.starts_with("unknown field") {
             message = format!("{message}. Check the spelling; see scenarios/README.md for the schema");
         }
         ScenarioError { path: self.path.to_path_buf(), line, message }
+    }
+
+    /// The dotted key (`fleet.agents`) whose value starts at byte `at`, when it is written
+    /// `key = value` on its line under a `[table]` (or `[[table]]`) header or at the top.
+    fn key_at(&self, at: usize) -> Option<String> {
+        let text = self.text.get(..at)?;
+        let line_start = text.rfind('\n').map_or(0, |i| i + 1);
+        let key = text[line_start..].split_once('=')?.0.trim();
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.') {
+            return None;
+        }
+        let table = text[..line_start].lines().rev().map(str::trim).find(|l| l.starts_with('['));
+        Some(match table.map(|t| t.trim_matches(|c| c == '[' || c == ']').trim()) {
+            Some(t) if !t.is_empty() => format!("{t}.{key}"),
+            _ => key.to_string(),
+        })
     }
 
     fn duration(&self, s: &Spanned<String>, what: &str) -> Result<Duration, ScenarioError> {
@@ -867,15 +946,17 @@ impl Parser<'_> {
             "http_status" => &["status", "retry_after"],
             "slow" => &["delay"],
             "broken_health" => &["status"],
+            "broken_route" => &["route", "status", "delay"],
             _ => &[],
         };
-        let present: [(&str, Option<Range<usize>>); 6] = [
+        let present: [(&str, Option<Range<usize>>); 7] = [
             ("peer", f.peer.as_ref().map(|v| v.span())),
             ("direction", f.direction.as_ref().map(|v| v.span())),
             ("delay", f.delay.as_ref().map(|v| v.span())),
             ("rate", f.rate.as_ref().map(|v| v.span())),
             ("status", f.status.as_ref().map(|v| v.span())),
             ("retry_after", f.retry_after.as_ref().map(|v| v.span())),
+            ("route", f.route.as_ref().map(|v| v.span())),
         ];
         for (key, span) in present {
             if let Some(span) = span {
@@ -974,14 +1055,29 @@ impl Parser<'_> {
                 server_only("revoke_refresh")?;
                 Action::RevokeRefresh
             }
-            "broken_health" => {
-                server_only("broken_health")?;
+            "broken_health" | "broken_route" => {
+                server_only(action_name)?;
                 let status = match &f.status {
                     None => None,
                     Some(s) if (100..=599).contains(s.get_ref()) => Some(*s.get_ref() as u16),
                     Some(s) => return Err(self.at(s.span(), format!("status must be an HTTP status between 100 and 599, got {}", s.get_ref()))),
                 };
-                Action::BrokenHealth { status }
+                let route = match (&f.route, action_name) {
+                    (_, "broken_health") => ApiRoute::Health,
+                    (None, _) => {
+                        let routes: Vec<String> = ApiRoute::ALL.iter().map(|r| format!("{:?}", r.name())).collect();
+                        return Err(self.at(f.action.span(), format!("action \"broken_route\" needs a route: one of {}", routes.join(", "))));
+                    }
+                    (Some(r), _) => ApiRoute::from_name(r.get_ref().trim()).ok_or_else(|| {
+                        let routes: Vec<String> = ApiRoute::ALL.iter().map(|r| format!("{:?}", r.name())).collect();
+                        self.at(r.span(), format!("unknown route {:?}; expected one of {} (the check-in route breaks with http_status)", r.get_ref(), routes.join(", ")))
+                    })?,
+                };
+                let delay = match &f.delay {
+                    None => None,
+                    Some(d) => Some(self.duration(d, "delay")?),
+                };
+                Action::BrokenRoute { route, status, delay }
             }
             _ => unreachable!("checked against ACTIONS above"),
         };
@@ -1257,6 +1353,51 @@ limit = 50
         assert!(e.contains("\"delay\" does not apply to action \"partition\""), "{e}");
         let e = error(&GOOD.replace("at = \"10m\"", "at = \"30m\""));
         assert!(e.contains("not before the end"), "{e}");
+    }
+
+    #[test]
+    fn fleet_counts_are_bounded_and_a_bad_one_names_its_key_and_line() {
+        let s = parse(&GOOD.replace("agents = 4", "agents = 1000000")).unwrap();
+        assert_eq!(s.fleet.agents, 1_000_000);
+        for bad in ["1000001", "0", "-3"] {
+            let e = error(&GOOD.replace("agents = 4", &format!("agents = {bad}")));
+            assert!(e.starts_with("t.toml:8:") && e.contains("fleet.agents must be between 1 and 1000000") && e.contains(bad), "{e}");
+        }
+        let e = error(&GOOD.replace("agents = 4", "agents = \"many\""));
+        assert!(e.starts_with("t.toml:8: fleet.agents: invalid type") && e.contains("many"), "{e}");
+    }
+
+    #[test]
+    fn a_broken_route_names_its_route() {
+        let fault = |keys: &str| format!("{GOOD}\n[[faults]]\nat = \"1m\"\naction = \"broken_route\"\ntarget = \"server\"\n{keys}");
+        let s = parse(&fault("route = \"logs\"\nstatus = 500\n")).unwrap();
+        let f = s.faults.last().unwrap();
+        assert_eq!(f.action, Action::BrokenRoute { route: ApiRoute::Logs, status: Some(500), delay: None });
+        assert_eq!(f.describe(), "broken_route server logs 500");
+        let s = parse(&fault("route = \"system-info\"\n")).unwrap();
+        assert_eq!(s.faults.last().unwrap().action, Action::BrokenRoute { route: ApiRoute::SystemInfo, status: None, delay: None });
+        let s = parse(&fault("route = \"logs\"\ndelay = \"3s\"\n")).unwrap();
+        let slow = Action::BrokenRoute { route: ApiRoute::Logs, status: None, delay: Some(Duration::from_secs(3)) };
+        assert_eq!((&s.faults.last().unwrap().action, s.faults.last().unwrap().describe().as_str()), (&slow, "broken_route server logs slow after 3s"));
+        let e = error(&fault(""));
+        assert!(e.contains("needs a route") && e.contains("\"logs\""), "{e}");
+        let e = error(&fault("route = \"commands\"\n"));
+        assert!(e.contains("unknown route \"commands\"") && e.contains("http_status"), "{e}");
+        let e = error(&fault("route = \"logs\"\nstatus = 700\n"));
+        assert!(e.contains("between 100 and 599"), "{e}");
+        let e = error(&fault("route = \"logs\"\n").replace("target = \"server\"\nroute", "target = \"proxy\"\nroute"));
+        assert!(e.contains("its target must be \"server\""), "{e}");
+        // broken_health is broken_route for /health, and takes no route.
+        let s = parse(&fault("").replace("broken_route", "broken_health")).unwrap();
+        assert_eq!(s.faults.last().unwrap().action, Action::BrokenRoute { route: ApiRoute::Health, status: None, delay: None });
+        let e = error(&fault("route = \"logs\"\n").replace("broken_route", "broken_health"));
+        assert!(e.contains("\"route\" does not apply to action \"broken_health\""), "{e}");
+        for route in ApiRoute::ALL {
+            assert_eq!(ApiRoute::from_name(route.name()), Some(route));
+        }
+        assert!(ApiRoute::Logs.matches("/api/v1/agents/a-1/logs") && !ApiRoute::Logs.matches("/api/v1/agents/a-1/commands"));
+        assert!(ApiRoute::SystemInfo.matches("/api/v1/agents/a-1/system-info") && ApiRoute::Renew.matches("/api/v1/agents/renew"));
+        assert!(!ApiRoute::Logs.matches("/api/v1/agents//logs") && ApiRoute::Health.matches("/health"));
     }
 
     #[test]

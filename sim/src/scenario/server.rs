@@ -46,7 +46,7 @@ pub const SHED_COST_DEFAULT: f64 = 0.1;
 
 /// The work units a request to `path` costs.
 pub fn cost_of(path: &str) -> f64 {
-    if path == redflag_agent::protocol::HEALTH_PATH { COST_HEALTH } else { COST_REQUEST }
+    if path == redflag_agent::server::protocol::HEALTH_PATH { COST_HEALTH } else { COST_REQUEST }
 }
 
 /// What a shed 503 says in `Retry-After`.
@@ -135,6 +135,7 @@ pub(super) struct RawServer {
     /// How commands are delivered (read by `commands.rs`).
     pub(super) delivery: Option<Spanned<String>>,
     pub(super) redeliver_after: Option<Spanned<String>>,
+    pub(super) commands_per_answer: Option<Spanned<i64>>,
     capacity_per_second: Option<Spanned<f64>>,
     queue_max: Option<Spanned<i64>>,
     shed_retry_after: Option<Spanned<toml::Value>>,

@@ -1,5 +1,5 @@
 //! How a simulated agent host runs commands: [`SimRunner`], the simulation's
-//! `redflag_agent::runner::CommandRunner`.
+//! `redflag_agent::commands::runner::CommandRunner`.
 //!
 //! Every command type "executes" for the scenario's `[workload] execution_time` of simulated
 //! time and succeeds; `enable_heartbeat` and `disable_heartbeat` also switch rapid polling, as
@@ -10,9 +10,9 @@
 
 use std::time::Duration;
 
-use redflag_agent::commands::{self, Action};
-use redflag_agent::protocol::Command;
-use redflag_agent::runner::{CommandRunner, Execution};
+use redflag_agent::commands::kinds::{self, Action};
+use redflag_agent::server::protocol::Command;
+use redflag_agent::commands::runner::{CommandRunner, Execution};
 
 /// Runs every command in simulated time.
 #[derive(Debug, Clone, Copy)]
@@ -23,7 +23,7 @@ pub struct SimRunner {
 impl CommandRunner for SimRunner {
     async fn run(&mut self, command: &Command) -> Execution {
         tokio::time::sleep(self.execution_time).await;
-        let effect = match commands::decide(command) {
+        let effect = match kinds::decide(command) {
             Action::Skip { .. } => None,
             action => Some(action),
         };

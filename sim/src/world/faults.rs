@@ -12,8 +12,8 @@ use turmoil::Sim;
 
 use super::{LINK_LATENCY_MAX, LINK_LATENCY_MIN, Shared};
 use crate::models::proxy::ProxyMode;
-use crate::models::server::BrokenHealth;
-use crate::scenario::{Action, Direction, Fault, Fleet, Scenario, Target};
+use crate::models::server::Broken;
+use crate::scenario::{Action, ApiRoute, Direction, Fault, Fleet, Scenario, Target};
 use crate::trace::{SimEvent, TraceEvent};
 
 /// Which faults are in effect, so that overlapping faults on the same thing end together:
@@ -30,7 +30,7 @@ pub(super) struct FaultState {
     slow: Vec<(usize, Duration)>,
     setup: Vec<usize>,
     revoke: Vec<usize>,
-    broken_health: Vec<(usize, BrokenHealth)>,
+    broken_routes: Vec<(usize, ApiRoute, Broken)>,
     fleet: Fleet,
 }
 
@@ -45,7 +45,7 @@ impl FaultState {
             slow: Vec::new(),
             setup: Vec::new(),
             revoke: Vec::new(),
-            broken_health: Vec::new(),
+            broken_routes: Vec::new(),
             fleet: scenario.fleet,
         }
     }
@@ -170,10 +170,10 @@ impl FaultState {
                 self.revoke.push(fault.index);
                 world.modes.set_revoke_refresh(true);
             }
-            Action::BrokenHealth { status } => {
-                let broken = status.map_or(BrokenHealth::Hang, BrokenHealth::Status);
-                self.broken_health.push((fault.index, broken));
-                world.modes.set_broken_health(Some(broken));
+            Action::BrokenRoute { route, status, delay } => {
+                let broken = Broken { status: *status, delay: *delay };
+                self.broken_routes.push((fault.index, *route, broken));
+                world.modes.set_broken(*route, Some(broken));
             }
         }
     }
@@ -257,9 +257,10 @@ impl FaultState {
                 self.revoke.retain(|i| *i != fault.index);
                 world.modes.set_revoke_refresh(!self.revoke.is_empty());
             }
-            Action::BrokenHealth { .. } => {
-                self.broken_health.retain(|(i, _)| *i != fault.index);
-                world.modes.set_broken_health(self.broken_health.last().map(|(_, b)| *b));
+            Action::BrokenRoute { route, .. } => {
+                self.broken_routes.retain(|(i, _, _)| *i != fault.index);
+                let latest = self.broken_routes.iter().rev().find(|(_, r, _)| r == route).map(|(_, _, b)| *b);
+                world.modes.set_broken(*route, latest);
             }
         }
         Self::record(world, t_ms, fault, false);

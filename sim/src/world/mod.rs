@@ -39,10 +39,10 @@ use std::time::Duration;
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use redflag_agent::checkin::{CheckinLoop, Host, Settings};
-use redflag_agent::events::{Event, Observer};
-use redflag_agent::protocol::{Command, Metrics};
-use redflag_agent::secret::Secret;
+use redflag_agent::checkin::{CheckinLoop, Host, Io, Settings};
+use redflag_agent::log::events::{Event, Observer};
+use redflag_agent::server::protocol::{Command, Metrics};
+use redflag_agent::server::secret::Secret;
 use redflag_agent::store::{Status, Store};
 use turmoil::Sim;
 
@@ -81,14 +81,6 @@ pub const START_SPREAD_MAX: Duration = Duration::from_secs(10);
 /// Every port above the well-known ones is ephemeral (see the module comment on leaks).
 pub const EPHEMERAL_PORTS: std::ops::RangeInclusive<u16> = 1024..=65535;
 
-/// What a run produced.
-pub struct RunOutput {
-    /// The trace, ordered by time.
-    pub records: Vec<Record>,
-    pub steps: u64,
-}
-
-
 /// The tick a scenario runs with.
 pub fn tick_for(scenario: &Scenario) -> Duration {
     scenario.tick.unwrap_or(if scenario.duration > LONG_RUN { LONG_RUN_TICK } else { DEFAULT_TICK })
@@ -121,8 +113,10 @@ pub fn start_delay_within(seed: u64, index: u32, spread: Duration) -> Duration {
     spread.mul_f64(seed::start_fraction(seed, index))
 }
 
-/// Runs `scenario` with `seed` to its end and returns the trace.
-pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutput, String> {
+/// Runs `scenario` with `seed` to its end, handing every line of the trace to `on_line` in
+/// trace order as the run goes (see [`TraceSink::drain_before`]): after each step, the lines
+/// older than the simulation's time. Returns the number of steps.
+pub fn run(scenario: &Scenario, seed: u64, on_line: &mut dyn FnMut(Record)) -> Result<u64, String> {
     let tick = tick_for(scenario);
     let mut sim = turmoil_builder(scenario.duration, tick, seed).build();
 
@@ -147,6 +141,8 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutput, String> {
     let mut next_command = 0;
     let mut next = 0;
     let mut steps = 0u64;
+    let mut lines = Vec::new();
+    let end_ms = ms(scenario.duration);
     while sim.elapsed() < scenario.duration {
         let now = sim.elapsed();
         while next_command < commands.len() && commands[next_command].at <= now {
@@ -165,14 +161,21 @@ pub fn run(scenario: &Scenario, seed: u64) -> Result<RunOutput, String> {
         }
         sim.step().map_err(|e| format!("simulation error at {}ms: {e}", ms(sim.elapsed())))?;
         steps += 1;
+        // Every later line is at least this old: hosts' clocks start the next step here, the
+        // world records faults and commands at it, and the run's end line at `end_ms`.
+        trace.drain_before(ms(sim.elapsed()).min(end_ms), &mut lines);
+        lines.drain(..).for_each(&mut *on_line);
     }
-    trace.record_at(ms(scenario.duration), &world.names.harness, None, TraceEvent::Sim(SimEvent::RunEnded));
+    trace.record_at(end_ms, &world.names.harness, None, TraceEvent::Sim(SimEvent::RunEnded));
     drop(sim);
-    let mut records = trace.take();
-    // Hosts run one after another within a step, each through its whole tick, so lines from
-    // one step can be out of time order. A stable sort keeps same-time lines in run order.
-    records.sort_by_key(|r| r.t_ms);
-    Ok(RunOutput { records, steps })
+    trace.drain_before(u64::MAX, &mut lines);
+    lines.drain(..).for_each(&mut *on_line);
+    match trace.late() {
+        0 => Ok(steps),
+        late => Err(format!(
+            "{late} trace line(s) arrived after newer lines had been written (a harness bug: the trace would not be in time order)"
+        )),
+    }
 }
 
 fn ms(d: Duration) -> u64 {
@@ -408,7 +411,10 @@ fn register_hosts(shared: &Rc<Shared>, sim: &mut Sim<'_>) {
                 if world.is_down(&host_name) {
                     return dead_process(None).await;
                 }
-                for slot in world.agents.iter().filter(|s| world.fleet.host_of(s.index) == h) {
+                // Agent i runs on host i % hosts (`Fleet::host_of`): this host's agents are
+                // h, h + hosts, ... (not a scan of the whole fleet per host).
+                for slot in world.agents.iter().skip(h as usize).step_by(world.fleet.hosts as usize) {
+                    debug_assert_eq!(world.fleet.host_of(slot.index), h);
                     spawn_agent(&world, slot.clone(), host_name.clone());
                 }
                 idle().await
@@ -455,14 +461,13 @@ fn spawn_agent(world: &Rc<Shared>, slot: Rc<AgentSlot>, host: Arc<str>) {
     let observer = TraceObserver { trace: world.trace.clone(), host: host.clone(), agent: agent_name.clone() };
     let store = DiskStore { token: slot.saved_token.clone(), files: slot.files.clone() };
     // Every strategy, the production policy included, through the same hooks: what its system
-    // brings to the loop (a request timeout, a wait before the first check-in).
+    // brings to the loop (a wait before the first check-in here; its request timeout and
+    // whether the answer's rapid polling counts, in the loop).
     let strategy = baselines::build(world.strategy, &settings.policy);
-    if let Some(timeout) = strategy.request_timeout() {
-        settings.request_timeout = timeout;
-    }
     let mut start_rng = StdRng::seed_from_u64(seed::strategy_start(world.seed, slot.index, generation));
     let start_delay = slot.start_delay + strategy.first_attempt_delay(&mut start_rng);
-    let agent = CheckinLoop::with_strategy(settings, strategy, transport, store, SimHost, observer, rng).with_runner(world.runner);
+    let io = Io { transport, store, host: SimHost, observer, runner: world.runner };
+    let agent = CheckinLoop::new(settings, io, strategy, rng);
     let task = tokio::task::spawn_local(async move {
         tokio::time::sleep(start_delay).await;
         agent.run(std::future::pending()).await;

@@ -7,7 +7,7 @@ use crate::{Envelope, TRACING_TARGET};
 
 use bytes::Bytes;
 use indexmap::IndexMap;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Display;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -331,6 +331,11 @@ pub(crate) struct Tcp {
     /// Active stream sockets
     sockets: IndexMap<SocketPair, StreamSocket>,
 
+    /// redflag patch: how many of `sockets` use each local port, so that finding a free
+    /// ephemeral port does not scan every socket of the host for every candidate port (with
+    /// tens of thousands of connections on a proxy host, every connect scanned them all).
+    local_ports: HashMap<u16, u32>,
+
     /// TcpStream channel capacity
     socket_capacity: usize,
 }
@@ -429,13 +434,28 @@ impl Tcp {
         Self {
             binds: IndexMap::new(),
             sockets: IndexMap::new(),
+            local_ports: HashMap::new(),
             server_socket_capacity: capacity,
             socket_capacity: capacity,
         }
     }
 
     fn is_port_assigned(&self, port: u16) -> bool {
-        self.binds.keys().any(|p| *p == port) || self.sockets.keys().any(|a| a.local.port() == port)
+        // redflag patch: map lookups, the same answer as scanning `binds` and `sockets`.
+        self.binds.contains_key(&port) || self.local_ports.contains_key(&port)
+    }
+
+    /// redflag patch: keeps `local_ports` in step with a socket added or removed on local
+    /// port `port`. (The map is only looked up, never iterated.)
+    fn count_local_port(&mut self, port: u16, added: bool) {
+        if added {
+            *self.local_ports.entry(port).or_insert(0) += 1;
+        } else if let Some(n) = self.local_ports.get_mut(&port) {
+            *n -= 1;
+            if *n == 0 {
+                self.local_ports.remove(&port);
+            }
+        }
     }
 
     pub(crate) fn bind(&mut self, addr: SocketAddr) -> io::Result<TcpListener> {
@@ -467,6 +487,7 @@ impl Tcp {
         let exists = self.sockets.insert(pair, sock);
 
         assert!(exists.is_none(), "{pair:?} is already connected");
+        self.count_local_port(pair.local.port(), true);
 
         (rx, bidi)
     }
@@ -552,7 +573,9 @@ impl Tcp {
     /// Remove the stream socket without decrementing the half-close refcount.
     /// Used when sending RST: the connection is torn down immediately.
     pub(crate) fn reset_stream(&mut self, pair: SocketPair) {
-        self.sockets.swap_remove(&pair);
+        if self.sockets.swap_remove(&pair).is_some() {
+            self.count_local_port(pair.local.port(), false);
+        }
     }
 
     pub(crate) fn close_stream_half(&mut self, pair: SocketPair) {
@@ -563,6 +586,7 @@ impl Tcp {
 
             if sock.ref_ct == 0 {
                 self.sockets.swap_remove(&pair).unwrap();
+                self.count_local_port(pair.local.port(), false);
             }
         }
     }

@@ -7,7 +7,7 @@ use rand::rngs::SmallRng;
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 use tokio::task::LocalSet;
-use tokio::time::{sleep, Duration, Instant};
+use tokio::time::{sleep_until, Duration, Instant, Sleep};
 
 use super::Result;
 
@@ -48,6 +48,10 @@ pub struct Config {
 /// control over when and how to advance time. In particular, see [`Rt::tick`],
 /// which lets the runtime do a bit more work.
 pub struct Rt<'a> {
+    /// redflag patch: the timer that ends each tick, made in `tokio` (declared first so that
+    /// it is dropped before the runtime).
+    tick_sleep: Option<Pin<Box<Sleep>>>,
+
     pub kind: Kind<'a>,
 
     /// Handle to the Tokio runtime driving this simulated host. Each runtime
@@ -84,6 +88,7 @@ impl<'a> Rt<'a> {
             nodename,
             handle: Some(handle),
             config,
+            tick_sleep: None,
         }
     }
 
@@ -104,6 +109,7 @@ impl<'a> Rt<'a> {
             nodename,
             handle: Some(handle),
             config,
+            tick_sleep: None,
         }
     }
 
@@ -118,6 +124,7 @@ impl<'a> Rt<'a> {
             nodename: String::new().into(),
             handle: None,
             config,
+            tick_sleep: None,
         }
     }
 
@@ -149,7 +156,7 @@ impl<'a> Rt<'a> {
     // just sleeps and has no children! However, it's the _same `LocalSet`_ that
     // is used to run software on the host.
     //
-    // In this way, every time `tick` is called, the following unfolds:
+    // In this way, every time `tick_from` is called, the following unfolds:
     //
     // 1. Time advances on the runtime
     // 2. We schedule a new task that simply sleeps
@@ -160,13 +167,36 @@ impl<'a> Rt<'a> {
     // Returns whether the software has finished successfully or the error
     // that caused failure. Subsequent calls do not return the error as it is
     // expected to fail the simulation.
-    pub(crate) fn tick(&mut self, duration: Duration) -> Result<bool> {
-        self.tokio.block_on(async {
-            self.local
-                .run_until(async {
-                    sleep(duration).await;
-                })
-                .await
+    //
+    // redflag patch: `tick_from` calls `on_start` with the runtime's `now` as the tick starts,
+    // before any of its tasks runs (the simulation sets the host's timer with it instead of
+    // entering the runtime once more to read the clock). It replaces `tick(duration)`. The
+    // tick's sleep is one timer kept from tick to tick and reset to the tick's end, instead of
+    // a new timer entry per tick. It fires at the same instant, and `run_until` checks it
+    // before running the host's tasks either way, so the host's tasks run exactly as before.
+    pub(crate) fn tick_from(
+        &mut self,
+        duration: Duration,
+        on_start: impl FnOnce(Instant),
+    ) -> Result<bool> {
+        let Rt {
+            tokio,
+            local,
+            tick_sleep,
+            ..
+        } = self;
+        tokio.block_on(async {
+            let now = Instant::now();
+            on_start(now);
+            let end = now + duration;
+            let sleep = match tick_sleep {
+                Some(sleep) => {
+                    sleep.as_mut().reset(end);
+                    sleep
+                }
+                None => tick_sleep.insert(Box::pin(sleep_until(end))),
+            };
+            local.run_until(sleep.as_mut()).await
         });
 
         // pull for software completion
@@ -222,6 +252,8 @@ impl<'a> Rt<'a> {
     ///
     /// Both the [`Runtime`] and [`LocalSet`] are replaced with new instances.
     fn cancel_tasks(&mut self) {
+        // redflag patch: the tick's timer belongs to the old runtime's clock.
+        self.tick_sleep = None;
         let (tokio, local) = init(&mut self.config);
 
         _ = mem::replace(&mut self.tokio, tokio);

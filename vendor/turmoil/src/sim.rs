@@ -36,6 +36,10 @@ pub struct Sim<'a> {
     elapsed: Duration,
 
     steps: usize,
+
+    /// redflag patch: buffers for `step`'s hosts with and without running software.
+    running: Vec<usize>,
+    stopped: Vec<usize>,
 }
 
 impl<'a> Sim<'a> {
@@ -52,6 +56,8 @@ impl<'a> Sim<'a> {
             since_epoch,
             elapsed: Duration::ZERO,
             steps: 1, // bumped after each step
+            running: Vec::new(),
+            stopped: Vec::new(),
         }
     }
 
@@ -425,15 +431,53 @@ impl<'a> Sim<'a> {
         // completes, extract the result and return early if an error is
         // encountered.
 
-        let (mut running, stopped): (Vec<_>, Vec<_>) = self
-            .rts
-            .iter_mut()
-            .partition(|(_, rt)| rt.is_software_running());
+        // redflag patch: the hosts running software and the others, as indexes into `rts` in
+        // buffers kept from step to step (the same hosts in the same order as partitioning
+        // `rts`, without two allocations per step).
+        let mut running = std::mem::take(&mut self.running);
+        let mut stopped = std::mem::take(&mut self.stopped);
+        running.clear();
+        stopped.clear();
+        for (i, rt) in self.rts.values().enumerate() {
+            if rt.is_software_running() {
+                running.push(i);
+            } else {
+                stopped.push(i);
+            }
+        }
         if self.config.random_node_order {
             running.shuffle(&mut self.world.borrow_mut().rng);
         }
 
-        for (&addr, rt) in running {
+        let result = self.tick_hosts(tick, &running, &stopped, &mut is_finished);
+        self.running = running;
+        self.stopped = stopped;
+        result?;
+
+        self.elapsed += tick;
+        self.steps += 1;
+
+        if self.elapsed > self.config.duration && !is_finished {
+            return Err(format!(
+                "Ran for duration: {:?} steps: {} without completing",
+                self.config.duration, self.steps,
+            ))?;
+        }
+
+        Ok(is_finished)
+    }
+
+    /// Ticks the hosts of one step: `running` (indexes into `rts`) run their software for
+    /// `tick`, in that order; the clocks of `stopped` move on.
+    fn tick_hosts(
+        &mut self,
+        tick: Duration,
+        running: &[usize],
+        stopped: &[usize],
+        is_finished: &mut bool,
+    ) -> Result<()> {
+        for &index in running {
+            let (&addr, rt) = self.rts.get_index_mut(index).expect("index into rts");
             let _span_guard = tracing::span!(Level::INFO, "node", name = &*rt.nodename,).entered();
             {
                 let mut world = self.world.borrow_mut();
@@ -449,14 +493,18 @@ impl<'a> Sim<'a> {
 
                 // Set the current host (see method docs)
                 world.current = Some(addr);
-
-                world.current_host_mut().timer.now(rt.now());
             }
 
-            let is_software_finished = World::enter(&self.world, || rt.tick(tick))?;
+            // redflag patch: the host's timer learns the runtime's `now` as the tick starts,
+            // inside the runtime, instead of entering the runtime once more to read it.
+            let is_software_finished = World::enter(&self.world, || {
+                rt.tick_from(tick, |now| {
+                    World::current(|world| world.current_host_mut().timer.now(now))
+                })
+            })?;
 
             if rt.is_client() {
-                is_finished = is_finished && is_software_finished;
+                *is_finished = *is_finished && is_software_finished;
             }
 
             // Unset the current host
@@ -468,22 +516,12 @@ impl<'a> Sim<'a> {
 
         // Tick the nodes that are not actively running (i.e., crashed) to ensure their clock keeps up
         // with the rest of the simulation when they are restarted (bounced).
-        for (&addr, _rt) in stopped {
+        for &index in stopped {
+            let (&addr, _rt) = self.rts.get_index_mut(index).expect("index into rts");
             let mut world = self.world.borrow_mut();
             world.tick(addr, tick);
         }
-
-        self.elapsed += tick;
-        self.steps += 1;
-
-        if self.elapsed > self.config.duration && !is_finished {
-            return Err(format!(
-                "Ran for duration: {:?} steps: {} without completing",
-                self.config.duration, self.steps,
-            ))?;
-        }
-
-        Ok(is_finished)
+        Ok(())
     }
 }
 

@@ -6,7 +6,7 @@ use crate::{config, TRACING_TARGET};
 use indexmap::IndexMap;
 use rand::{Rng, RngCore};
 use rand_distr::{Distribution, Exp};
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::io::{Error, ErrorKind, Result};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -19,14 +19,27 @@ pub(crate) struct Topology {
     /// Specific configuration overrides between specific hosts.
     links: IndexMap<Pair, Link>,
 
-    /// redflag patch: each host's links, as indexes into `links` in ascending order (links are
-    /// only ever appended), so delivering to a host visits its own links, not every link.
-    by_host: IndexMap<IpAddr, Vec<usize>>,
+    /// redflag patch: the network time, advanced by `tick_by`. A link's own `now` is brought up
+    /// to it whenever the link is touched, instead of on every tick.
+    now: Instant,
 
-    /// We don't use a Rt for async. Right now, we just use it to tick time
-    /// forward in the same way we do it elsewhere. We'd like to represent
-    /// network state with async in the future.
-    rt: Rt<'static>,
+    /// redflag patch: indexes into `links` of the links with messages in flight (`sent` not
+    /// empty), so a tick visits those instead of every link of the world. Order does not
+    /// matter: a tick only moves each link's own due messages to its own `deliverable`.
+    in_flight: Vec<usize>,
+
+    /// redflag patch: per host, the indexes into `links` of the links holding messages ready
+    /// for it, in ascending order: delivering to a host visits those, in the same order as
+    /// visiting all of its links (links are only ever appended, so indexes are stable).
+    ready: IndexMap<IpAddr, BTreeSet<usize>>,
+
+}
+
+/// redflag patch: how far `sleep(duration)` moves a paused tokio clock that stands on a whole
+/// millisecond: to the next millisecond at or after the deadline (tokio's timer resolution).
+fn round_up_to_millis(duration: Duration) -> Duration {
+    let ms = duration.as_nanos().div_ceil(1_000_000);
+    Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX))
 }
 
 /// This type is used as the key in the [`Topology::links`] map. See [`new`]
@@ -156,8 +169,12 @@ struct Link {
     /// Messages that are ready to be delivered.
     deliverable: IndexMap<IpAddr, VecDeque<Envelope>>,
 
-    /// The current network time, moved forward with [`Link::tick`].
+    /// The current network time, moved forward with [`Link::tick`] (redflag patch: and brought
+    /// up to the topology's time whenever the link is touched).
     now: Instant,
+
+    /// redflag patch: whether this link's index is in [`Topology::in_flight`].
+    in_flight: bool,
 }
 
 /// States that a link between two nodes can be in.
@@ -178,23 +195,52 @@ enum State {
 
 impl Topology {
     pub(crate) fn new(config: config::Link) -> Topology {
+        // redflag patch: a runtime with no software was kept here only to tick its paused
+        // clock forward; its starting point is all that is needed (see `tick_by`).
+        let now = Rt::no_software().now();
         Topology {
             config,
             links: IndexMap::new(),
-            by_host: IndexMap::new(),
-            rt: Rt::no_software(),
+            now,
+            in_flight: Vec::new(),
+            ready: IndexMap::new(),
         }
     }
 
     /// Register a link between two hosts
     pub(crate) fn register(&mut self, a: IpAddr, b: IpAddr) {
         let pair = Pair::new(a, b);
-        assert!(self.links.insert(pair, Link::new(self.rt.now())).is_none());
-        let index = self.links.len() - 1;
-        self.by_host.entry(a).or_default().push(index);
-        if b != a {
-            self.by_host.entry(b).or_default().push(index);
-        }
+        assert!(self.links.insert(pair, Link::new(self.now)).is_none());
+    }
+
+    /// redflag patch: runs `f` on link `index` with the link's clock brought up to the network
+    /// time, then keeps [`Topology::in_flight`] and [`Topology::ready`] up to date with what
+    /// `f` did to it. Every mutation of a link's messages goes through here.
+    fn with_link<R>(
+        &mut self,
+        index: usize,
+        f: impl FnOnce(&mut Link, &config::Link) -> R,
+    ) -> Option<R> {
+        let Topology {
+            config,
+            links,
+            now,
+            in_flight,
+            ready,
+            ..
+        } = self;
+        let (_, link) = links.get_index_mut(index)?;
+        link.now = *now;
+        let out = f(link, config);
+        link.track(index, in_flight, ready);
+        Some(out)
+    }
+
+    fn index_of(&self, a: IpAddr, b: IpAddr) -> usize {
+        let pair = Pair::new(a, b);
+        self.links
+            .get_index_of(&pair)
+            .unwrap_or_else(|| panic!("unable to find link between {pair:?}"))
     }
 
     pub(crate) fn set_max_message_latency(&mut self, value: Duration) {
@@ -248,8 +294,11 @@ impl Topology {
         dst: SocketAddr,
         message: Protocol,
     ) -> Result<()> {
-        if let Some(link) = self.links.get_mut(&Pair::new(src.ip(), dst.ip())) {
-            link.enqueue_message(&self.config, rand, src, dst, message)
+        if let Some(index) = self.links.get_index_of(&Pair::new(src.ip(), dst.ip())) {
+            self.with_link(index, |link, config| {
+                link.enqueue_message(config, rand, src, dst, message)
+            })
+            .expect("index from get_index_of")
         } else {
             Err(Error::new(
                 ErrorKind::ConnectionRefused,
@@ -260,63 +309,100 @@ impl Topology {
 
     // Move messages from any network links to the `dst` host.
     pub(crate) fn deliver_messages(&mut self, rand: &mut dyn RngCore, dst: &mut Host) {
-        // redflag patch: the same links in the same (index) order as filtering every link by
-        // `pair.0 == dst.addr || pair.1 == dst.addr`, found through the host's own list.
-        let Topology { config, links, by_host, .. } = self;
-        let Some(indexes) = by_host.get(&dst.addr) else {
-            return;
-        };
-        for &index in indexes {
-            if let Some((_, link)) = links.get_index_mut(index) {
-                link.deliver_messages(config, rand, dst);
+        // redflag patch: the links that hold messages for `dst`, in ascending index order: the
+        // same links in the same order as visiting every link touching `dst` and skipping
+        // those with nothing for it. A link that gets new messages for `dst` while this runs
+        // is visited in this pass if its index is still ahead, as before.
+        let mut next = 0;
+        loop {
+            let Some(index) = self
+                .ready
+                .get_mut(&dst.addr)
+                .and_then(|set| set.range(next..).next().copied())
+            else {
+                return;
+            };
+            if let Some(set) = self.ready.get_mut(&dst.addr) {
+                set.remove(&index);
             }
+            next = index + 1;
+            self.with_link(index, |link, config| {
+                link.deliver_messages(config, rand, dst);
+            });
         }
     }
 
     pub(crate) fn hold(&mut self, a: IpAddr, b: IpAddr) {
-        self.get_link_mut(&Pair::new(a, b)).hold();
+        let index = self.index_of(a, b);
+        self.with_link(index, |link, _| link.hold());
     }
 
     pub(crate) fn release(&mut self, a: IpAddr, b: IpAddr) {
-        self.get_link_mut(&Pair::new(a, b)).release();
+        let index = self.index_of(a, b);
+        self.with_link(index, |link, _| link.release());
     }
 
     pub(crate) fn partition(&mut self, a: IpAddr, b: IpAddr) {
-        self.get_link_mut(&Pair::new(a, b)).explicit_partition();
+        let index = self.index_of(a, b);
+        self.with_link(index, |link, _| link.explicit_partition());
     }
 
     pub(crate) fn partition_oneway(&mut self, a: IpAddr, b: IpAddr) {
-        let link = &mut self.get_link_mut(&Pair::new(a, b));
-        link.partition_oneway(a, b);
+        let index = self.index_of(a, b);
+        self.with_link(index, |link, _| link.partition_oneway(a, b));
     }
 
     pub(crate) fn repair(&mut self, a: IpAddr, b: IpAddr) {
-        self.get_link_mut(&Pair::new(a, b)).explicit_repair();
+        let index = self.index_of(a, b);
+        self.with_link(index, |link, _| link.explicit_repair());
     }
 
     pub(crate) fn repair_oneway(&mut self, a: IpAddr, b: IpAddr) {
-        let link = &mut self.get_link_mut(&Pair::new(a, b));
-        link.repair_oneway(a, b);
+        let index = self.index_of(a, b);
+        self.with_link(index, |link, _| link.repair_oneway(a, b));
     }
 
     pub(crate) fn tick_by(&mut self, duration: Duration) {
-        let _ = self.rt.tick(duration);
-        for link in self.links.values_mut() {
-            link.tick(self.rt.now());
+        // redflag patch: the network clock is plain arithmetic. Ticking `rt` (a runtime with no
+        // software: a paused clock, always on a whole millisecond) with `sleep(duration)`
+        // advanced it by `duration` rounded up to whole milliseconds (tokio's timer
+        // resolution), and nothing else; that costs a runtime entry per step. Then only the
+        // links with messages in flight are ticked; the others' clocks catch up when touched.
+        self.now += round_up_to_millis(duration);
+        let Topology {
+            links,
+            now,
+            in_flight,
+            ready,
+            ..
+        } = self;
+        let mut i = 0;
+        while i < in_flight.len() {
+            let index = in_flight[i];
+            let (_, link) = links
+                .get_index_mut(index)
+                .expect("in_flight holds indexes of links");
+            link.now = *now;
+            link.process_deliverables();
+            link.mark_ready(index, ready);
+            if link.sent.is_empty() {
+                link.in_flight = false;
+                in_flight.swap_remove(i);
+            } else {
+                i += 1;
+            }
         }
     }
 
     pub(crate) fn iter_mut(&mut self) -> LinksIter<'_> {
+        // redflag patch: every link's clock is the network time, as when every tick set it.
+        let now = self.now;
+        for link in self.links.values_mut() {
+            link.now = now;
+        }
         LinksIter {
             iter: self.links.iter_mut(),
         }
-    }
-
-    #[inline]
-    fn get_link_mut(&mut self, pair: &Pair) -> &mut Link {
-        self.links
-            .get_mut(pair)
-            .unwrap_or_else(|| panic!("unable to find link between {pair:?}"))
     }
 }
 
@@ -348,6 +434,42 @@ impl Link {
             sent: VecDeque::new(),
             deliverable: IndexMap::new(),
             now,
+            in_flight: false,
+        }
+    }
+
+    /// redflag patch: after anything touched this link (it is number `index`), records whether
+    /// it has messages in flight and for which hosts it holds messages ready. Removes itself
+    /// from `in_flight` (by swapping the last entry into its place) once nothing is in flight.
+    fn track(
+        &mut self,
+        index: usize,
+        in_flight: &mut Vec<usize>,
+        ready: &mut IndexMap<IpAddr, BTreeSet<usize>>,
+    ) {
+        match (self.in_flight, self.sent.is_empty()) {
+            (false, false) => {
+                self.in_flight = true;
+                in_flight.push(index);
+            }
+            (true, true) => {
+                self.in_flight = false;
+                if let Some(at) = in_flight.iter().position(|&i| i == index) {
+                    in_flight.swap_remove(at);
+                }
+            }
+            _ => {}
+        }
+        self.mark_ready(index, ready);
+    }
+
+    /// redflag patch: records this link (number `index`) as holding messages ready for each
+    /// host it has some for.
+    fn mark_ready(&self, index: usize, ready: &mut IndexMap<IpAddr, BTreeSet<usize>>) {
+        for (host, queue) in &self.deliverable {
+            if !queue.is_empty() {
+                ready.entry(*host).or_default().insert(index);
+            }
         }
     }
 
@@ -421,11 +543,6 @@ impl Link {
 
         self.sent.push_back(sent);
         Ok(())
-    }
-
-    fn tick(&mut self, now: Instant) {
-        self.now = now;
-        self.process_deliverables();
     }
 
     fn process_deliverables(&mut self) {

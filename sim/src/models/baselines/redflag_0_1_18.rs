@@ -30,11 +30,12 @@
 //! * The round's jitter is drawn after the previous round, not before the next one: the same
 //!   wait, drawn from the agent's seeded RNG. Go seeds `math/rand` from the clock at start (Go
 //!   1.20+), so agents are independent; so are ours.
-//! * The check-in loop only wires the hooks it has today: until it posts `/system-info` for a
-//!   strategy that asks (it is the same work issue 16 needs), the model sends no system
-//!   information. What that leaves out: one request of 1 work unit per agent at start and per
-//!   hour, and, when the hour falls inside an outage, one more failed request per round until
-//!   the server is back.
+//! * No system information is sent in the simulation, for any strategy: the shared loop posts
+//!   `/system-info` on its own schedule (after a successful check-in, at start and hourly), but
+//!   only when its host describes the machine, and the simulated hosts describe nothing, so
+//!   [`Strategy::system_info_every`] is stated and not wired. What that leaves out: one request
+//!   of 1 work unit per agent at start and per hour, and, when the hour falls inside an outage,
+//!   one more failed request per round until the server is back.
 //! * Go's client keeps connections alive between rounds; the model opens one per request (the
 //!   server counts requests, not handshakes).
 //! * Time spent in the request counts in the round (Go sleeps after the check-in returns): a

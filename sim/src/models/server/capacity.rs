@@ -29,7 +29,7 @@ use tokio::time::Instant;
 
 use crate::scenario::{Capacity, ShedRetryAfter};
 use crate::scenario::server_limits::SHED_RETRY_AFTER_MAX_SECONDS;
-use crate::trace::{SimEvent, TraceEvent, TraceSink, WorkOutcome};
+use crate::trace::{SimEvent, TraceEvent, TraceHold, TraceSink, WorkOutcome};
 
 /// What the queue says to an arriving request.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -96,6 +96,9 @@ impl CapacityQueue {
 /// left and the server's work on it is wasted.
 pub struct WorkTicket {
     trace: TraceSink,
+    /// Keeps the trace open at `finish_ms` until this ticket is settled: a wasted line is
+    /// written then, at that (by then past) time.
+    _hold: TraceHold,
     host: Arc<str>,
     agent: Option<Arc<str>>,
     cost: f64,
@@ -110,7 +113,8 @@ impl WorkTicket {
     pub fn new(trace: &TraceSink, host: &Arc<str>, agent: Option<Arc<str>>, cost: f64, now: Instant, finish: Instant) -> Self {
         let queued_ms = ms(finish.saturating_duration_since(now));
         let finish_ms = trace.now_ms() + queued_ms;
-        WorkTicket { trace: trace.clone(), host: host.clone(), agent, cost, queued_ms, finish_ms, done: false }
+        let _hold = trace.hold(finish_ms);
+        WorkTicket { trace: trace.clone(), _hold, host: host.clone(), agent, cost, queued_ms, finish_ms, done: false }
     }
 
     /// The work is done and the answer goes to a client that waited: goodput.

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use std::time::Duration;
 
-use redflag_agent::protocol::{Command, UpdateLogRequest};
+use redflag_agent::server::protocol::{Command, UpdateLogRequest};
 use serde::{Deserialize, Serialize};
 
 use super::{AGENTS_MAX, COMMAND_QUEUE_MAX, DB_FILE_MAX_BYTES, TOKEN_TTL};

@@ -12,12 +12,13 @@
 //! * [`ServerModes`] are the fault switches; they belong to whoever injects faults (the world in
 //!   simulation, the control API in live mode), not to the server process.
 //!
-//! Routes (paths from `redflag_agent::protocol`, so both sides agree by construction):
+//! Routes (paths from `redflag_agent::server::protocol`, so both sides agree by construction):
 //!
 //! * `GET  /api/v1/agents/{id}/commands`, Bearer token: 401 for a missing, unknown or expired
 //!   token; 429 with `Retry-After` past [`RATE_LIMIT_CHECKINS_MAX`] check-ins in
-//!   [`RATE_LIMIT_WINDOW`]; otherwise 200 with up to `MAX_COMMANDS_PER_CHECKIN` queued commands,
-//!   chosen by the database's delivery mode after applying the body's `acknowledged_commands`.
+//!   [`RATE_LIMIT_WINDOW`]; otherwise 200 with up to the delivery's `commands_per_answer` queued
+//!   commands, chosen by the database's delivery mode after applying the body's
+//!   `acknowledged_commands`.
 //! * `POST /api/v1/agents/{id}/logs`, Bearer token, RedFlag's `UpdateLogRequest`: 401 as for
 //!   check-ins, 400 for a body that is not one (or lacks `action`/`result`, which RedFlag's
 //!   binding requires), otherwise 200: the first result per command id is kept, later ones are
@@ -34,8 +35,11 @@
 //!   token (the old one stops working), 401 for a wrong refresh token, 400 for a bad body.
 //! * `GET  /health`: 200 `{"status":"healthy"}`; in setup mode 200
 //!   `{"status":"waiting for configuration"}`, as RedFlag 0.1.18's unconfigured welcome mode
-//!   answers (the agent counts that as "not ready"); under the `broken_health` fault, another
-//!   status or no answer at all while the rest of the API works.
+//!   answers (the agent counts that as "not ready").
+//!
+//! Under a `broken_route` fault (`broken_health` for `/health`), one of `/health`, `/logs`,
+//! `/renew` or `/system-info` answers another status, or nothing at all for
+//! [`ROUTE_HANG_MAX`], while the rest of the API works.
 //!
 //! Every answered request is recorded in the trace as `server_request`; commands delivered and
 //! acknowledged in a check-in, and results received, as `command_delivered`,
@@ -54,7 +58,7 @@ mod rate_limit;
 pub use capacity::{Admission, CapacityQueue};
 
 pub use db::{CheckinCommands, RESULTS_KEPT_MAX, ResultOutcome, SENT_TIMEOUT, ServerDb, TokenCheck};
-pub use modes::{BrokenHealth, ServerModes};
+pub use modes::{Broken, ServerModes};
 use rate_limit::RateLimiter;
 
 use std::cell::RefCell;
@@ -70,8 +74,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use redflag_agent::protocol::{
-    AGENTS_PREFIX, CheckinBody, CommandsResponse, HEALTH_PATH, MAX_COMMANDS_PER_CHECKIN, RENEW_PATH, RenewRequest,
+use redflag_agent::server::protocol::{
+    AGENTS_PREFIX, CheckinBody, CommandsResponse, HEALTH_PATH, RENEW_PATH, RenewRequest,
     RenewResponse, UpdateLogRequest, WAITING_FOR_CONFIGURATION,
 };
 use tokio::time::Instant;
@@ -79,7 +83,7 @@ use tower::ServiceExt;
 
 use crate::clock;
 use crate::net::{Connections, Net};
-use crate::scenario::{Capacity, cost_of};
+use crate::scenario::{ApiRoute, Capacity, cost_of};
 use crate::trace::{SimEvent, TraceEvent, TraceSink, WorkOutcome};
 use capacity::WorkTicket;
 
@@ -96,8 +100,9 @@ pub const RATE_LIMIT_WINDOW: Duration = Duration::from_secs(10);
 pub const RATE_LIMIT_TRACKED_AGENTS_MAX: usize = 100_000;
 /// Largest request body accepted (check-in metrics and renewals are a few hundred bytes).
 pub const REQUEST_BODY_MAX_BYTES: usize = 64 * 1024;
-/// Commands queued per agent; further ones are dropped (and logged).
-pub const COMMAND_QUEUE_MAX: usize = 1024;
+/// Commands queued per agent; further ones are dropped (and logged). Room for "a queue of
+/// thousands" (the `big-queue` scenario queues 10,000 for one agent).
+pub const COMMAND_QUEUE_MAX: usize = 16_384;
 /// Agents the database holds.
 pub const AGENTS_MAX: usize = 1_000_000;
 /// The longest the slow mode holds a response.
@@ -107,9 +112,9 @@ pub const SLOW_DELAY_MAX: Duration = Duration::from_secs(60 * 60);
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Largest database file `load` reads.
 pub const DB_FILE_MAX_BYTES: u64 = 256 * 1024 * 1024;
-/// The longest a hanging `/health` (the `broken_health` fault without a status) holds a
-/// request before it answers 503: long past any client's timeout, and bounded.
-pub const HEALTH_HANG_MAX: Duration = Duration::from_secs(10 * 60);
+/// The longest a hanging route (a `broken_route` fault without a status) holds a request before
+/// it answers 503: long past any client's timeout, and bounded.
+pub const ROUTE_HANG_MAX: Duration = Duration::from_secs(10 * 60);
 /// A Retry-After the http_status mode sends is capped at one day.
 pub const RETRY_AFTER_MAX_SECONDS: u64 = 24 * 60 * 60;
 
@@ -166,7 +171,8 @@ async fn checkin(
     }
     // Metrics are optional and a body RedFlag cannot parse is ignored, as RedFlag does.
     let acks = serde_json::from_slice::<CheckinBody>(&metrics).map(|b| b.acknowledged_commands).unwrap_or_default();
-    let out = app.db.checkin_commands(&agent_id, &acks, clock::unix_now_ms(), MAX_COMMANDS_PER_CHECKIN);
+    let per_answer = app.db.delivery().commands_per_answer;
+    let out = app.db.checkin_commands(&agent_id, &acks, clock::unix_now_ms(), per_answer);
     let agent: Arc<str> = Arc::from(agent_id.as_str());
     for id in out.acknowledged {
         app.trace.record(&app.host, Some(&agent), TraceEvent::Sim(SimEvent::CommandAcknowledged { id }));
@@ -309,16 +315,27 @@ async fn answer(
 ) -> Response {
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
-    let broken_health = app.modes.broken_health().filter(|_| path == HEALTH_PATH);
-    if broken_health == Some(BrokenHealth::Hang) {
-        tokio::time::sleep(HEALTH_HANG_MAX).await;
-    }
-    let mut resp = if let Some(broken) = broken_health {
-        let status = match broken {
-            BrokenHealth::Status(s) => s,
-            BrokenHealth::Hang => 503,
-        };
-        status_response(status, None, r#"{"status":"unhealthy"}"#.into(), "application/json")
+    let broken = ApiRoute::ALL.into_iter().find(|r| r.matches(&path)).and_then(|r| app.modes.broken(r).map(|b| (r, b)));
+    let mut resp = if let Some((route, broken)) = broken {
+        match broken.status {
+            // A slow route: the work is done, the answer held (as `slow` does for all).
+            None if !broken.hangs() => {
+                let resp = match routes.oneshot(req.map(Body::new)).await {
+                    Ok(r) => r,
+                    Err(never) => match never {},
+                };
+                tokio::time::sleep(broken.delay.unwrap_or_default()).await;
+                resp
+            }
+            status => {
+                tokio::time::sleep(if broken.hangs() { ROUTE_HANG_MAX } else { broken.delay.unwrap_or_default() }).await;
+                let body = match route {
+                    ApiRoute::Health => r#"{"status":"unhealthy"}"#,
+                    _ => r#"{"error":"injected failure of this route"}"#,
+                };
+                status_response(status.unwrap_or(503), None, body.into(), "application/json")
+            }
+        }
     } else if is_agent_route(&path) && app.modes.setup_mode() {
         // RedFlag's welcome mode has no agent routes at all: gin's own plain-text 404.
         status_response(404, None, "404 page not found".into(), "text/plain")

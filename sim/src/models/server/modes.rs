@@ -1,19 +1,35 @@
 //! The server's fault switches ([`ServerModes`]): slow answers, setup mode, refused refresh
-//! tokens, an injected status, a broken `/health`. They belong to whoever injects faults (the world in simulation,
+//! tokens, an injected status, one broken route. They belong to whoever injects faults (the world in simulation,
 //! the control API in live mode), not to the server process, so a crash does not reset them.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::{RETRY_AFTER_MAX_SECONDS, SLOW_DELAY_MAX};
+use crate::scenario::ApiRoute;
 
-/// How `GET /health` is broken (the rest of the API works).
+/// How a broken route answers (the rest of the API works).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BrokenHealth {
-    /// Answer this status.
-    Status(u16),
-    /// Hold the request without answering (for at most [`super::HEALTH_HANG_MAX`]).
-    Hang,
+pub struct Broken {
+    /// Answer this status instead of doing the work; `None`: do the work and answer as usual.
+    pub status: Option<u16>,
+    /// Hold the answer this long (capped at [`SLOW_DELAY_MAX`]). With neither a status nor a
+    /// delay the route hangs: no answer for [`super::ROUTE_HANG_MAX`].
+    pub delay: Option<Duration>,
+}
+
+impl Broken {
+    pub const HANG: Broken = Broken { status: None, delay: None };
+
+    /// A route that answers `status` at once.
+    pub fn status(status: u16) -> Broken {
+        Broken { status: Some(status), delay: None }
+    }
+
+    pub fn hangs(&self) -> bool {
+        self.status.is_none() && self.delay.is_none()
+    }
 }
 
 /// The server's fault switches. Cheap to clone (shared); default: all off.
@@ -26,7 +42,7 @@ struct ModesState {
     setup_mode: bool,
     revoke_refresh: bool,
     http_status: Option<(u16, Option<u64>)>,
-    broken_health: Option<BrokenHealth>,
+    broken: BTreeMap<ApiRoute, Broken>,
 }
 
 impl ServerModes {
@@ -56,13 +72,23 @@ impl ServerModes {
         self.lock().http_status = status.map(|(code, ra)| (code, ra.map(|s| s.min(RETRY_AFTER_MAX_SECONDS))));
     }
 
-    /// Break `GET /health` alone; `None` mends it.
-    pub fn set_broken_health(&self, broken: Option<BrokenHealth>) {
-        self.lock().broken_health = broken;
+    /// Break `route` alone; `None` mends it.
+    pub fn set_broken(&self, route: ApiRoute, broken: Option<Broken>) {
+        let broken = broken.map(|b| Broken { delay: b.delay.map(|d| d.min(SLOW_DELAY_MAX)), ..b });
+        match broken {
+            Some(b) => self.lock().broken.insert(route, b),
+            None => self.lock().broken.remove(&route),
+        };
     }
 
-    pub fn broken_health(&self) -> Option<BrokenHealth> {
-        self.lock().broken_health
+    /// How `route` is broken, if it is.
+    pub fn broken(&self, route: ApiRoute) -> Option<Broken> {
+        self.lock().broken.get(&route).copied()
+    }
+
+    /// Every broken route, in route order.
+    pub fn broken_routes(&self) -> BTreeMap<ApiRoute, Broken> {
+        self.lock().broken.clone()
     }
 
     pub fn slow(&self) -> Option<Duration> {
