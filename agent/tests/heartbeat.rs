@@ -30,7 +30,9 @@ use tokio::time::Instant;
 use redflag_agent::checkin::{CheckinLoop, Host, Io, Settings};
 use redflag_agent::commands::runner::ProductionRunner;
 use redflag_agent::log::events::{Event, Observer, RequestKind};
-use redflag_agent::resilience::{BackoffConfig, BreakerConfig, Jitter, PolicyConfig};
+use redflag_agent::resilience::{
+    BackoffConfig, BreakerConfig, BreakerState, Decision, Gate, Jitter, Policy, PolicyConfig, Report, Strategy, Transition,
+};
 use redflag_agent::server::secret::Secret;
 use redflag_agent::store::MemoryStore;
 use redflag_agent::server::transport::{Request, Response, Transport, TransportError};
@@ -135,6 +137,17 @@ fn run_on(
     transport: impl FnOnce(&Log) -> Scripted,
     horizon: Duration,
 ) -> (Vec<Seen>, Vec<(Instant, Event)>, Instant) {
+    run_with(Policy::new(settings().policy), store, offset, transport, horizon)
+}
+
+/// [`run_on`] with any strategy (the production loop is [`Policy`]'s).
+fn run_with(
+    strategy: impl Strategy,
+    store: SharedStore,
+    offset: Duration,
+    transport: impl FnOnce(&Log) -> Scripted,
+    horizon: Duration,
+) -> (Vec<Seen>, Vec<(Instant, Event)>, Instant) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
     let log: Log = Rc::default();
     let events = Events::default();
@@ -143,7 +156,7 @@ fn run_on(
     let start = rt.block_on(async move {
         let start = Instant::now();
         let io = Io { transport, store, host: PausedWall { start, offset }, observer: recorded, runner: ProductionRunner::default() };
-        let agent = CheckinLoop::production(settings(), io, StdRng::seed_from_u64(11));
+        let agent = CheckinLoop::new(settings(), io, strategy, StdRng::seed_from_u64(11));
         let _ = tokio::time::timeout(horizon, agent.run(std::future::pending())).await;
         start
     });
@@ -262,6 +275,61 @@ fn rapid_polling_until_in_the_servers_local_time_is_honoured() {
     // the latest).
     let rapid = c.windows(2).filter(|w| w[1].at - w[0].at <= Duration::from_millis(5_600)).count();
     assert!(rapid >= 40, "{rapid} rapid check-ins in the 10-minute window");
+}
+
+/// The production policy, but deaf to the answer's rapid polling, as RedFlag 0.1.18's agent is.
+struct IgnoresAnswerWindow(Policy);
+
+impl Strategy for IgnoresAnswerWindow {
+    fn admit(&mut self, now: std::time::Instant) -> (Gate, Option<Transition>) {
+        self.0.admit(now)
+    }
+    fn complete(&mut self, now: std::time::Instant, report: Report, rng: &mut dyn rand::RngCore) -> Decision {
+        self.0.complete(now, report, rng)
+    }
+    fn breaker_state(&self) -> BreakerState {
+        self.0.breaker_state()
+    }
+    fn consecutive_failures(&self) -> u32 {
+        self.0.consecutive_failures()
+    }
+    fn follows_answer_rapid_polling(&self) -> bool {
+        false
+    }
+}
+
+#[test]
+fn a_strategy_that_ignores_the_answers_window_keeps_its_pace_but_not_past_a_heartbeat() {
+    let until = humantime::format_rfc3339_seconds(SystemTime::UNIX_EPOCH + Duration::from_secs(WALL_START_UNIX_SECONDS + 600));
+    let window = json!({"commands": [], "rapid_polling": {"enabled": true, "until": until.to_string()}}).to_string();
+    let deaf = || IgnoresAnswerWindow(Policy::new(settings().policy));
+    let (seen, events, _) = run_with(
+        deaf(),
+        SharedStore::default(),
+        Duration::ZERO,
+        |log| {
+            let mut t = Scripted::new(log);
+            t.checkins.push_back((200, window));
+            t
+        },
+        Duration::from_secs(700),
+    );
+    assert!(!events.iter().any(|(_, e)| matches!(e, Event::RapidPolling { .. })), "the answer's window was followed");
+    let c = checkins(&seen);
+    assert!(c.windows(2).all(|w| w[1].at - w[0].at >= Duration::from_secs(270)), "{:?}", c.iter().map(|s| s.at).collect::<Vec<_>>());
+    // Its own heartbeat command still switches rapid polling on.
+    let (seen, _, _) = run_with(
+        deaf(),
+        SharedStore::default(),
+        Duration::ZERO,
+        |log| {
+            let mut t = Scripted::new(log);
+            t.checkins.push_back((200, heartbeat_answer(10)));
+            t
+        },
+        Duration::from_secs(120),
+    );
+    assert!(checkins(&seen).len() >= 10, "{} check-ins in 2 minutes of heartbeat", checkins(&seen).len());
 }
 
 #[test]

@@ -68,10 +68,10 @@ enum Command {
         /// Scenario file.
         file: PathBuf,
         /// `all`, or strategy names separated by commas (default, redflag-0.1.18, seed-p4-001,
-        /// no-jitter, aws-standard, grpc).
+        /// no-jitter, aws-standard, aws-standard-2026, grpc, grpc-retry).
         #[arg(long, default_value = "all")]
         strategies: String,
-        /// Seed range: A..B (B excluded) or A..=B (default: the scenario's seed alone).
+        /// Seed range: A..B (B excluded) or A..=B (default: ten seeds from the scenario's).
         #[arg(long)]
         seeds: Option<String>,
         /// Parallel runs (default: every core).
@@ -80,7 +80,12 @@ enum Command {
         /// Print the rows as JSON instead of a table.
         #[arg(long)]
         json: bool,
-        /// Draw the first seed of each strategy as DIR/STRATEGY.svg, on shared axes.
+        /// Also write the rows as JSON to this file (the table still goes to stdout).
+        #[arg(long, value_name = "FILE")]
+        json_out: Option<PathBuf>,
+        /// Draw DIR/pareto.svg (recovery p99 against outage traffic and against
+        /// amplification, one point per strategy with its spread over seeds) and the first seed
+        /// of each strategy as DIR/STRATEGY.svg, on shared axes.
         #[arg(long, value_name = "DIR")]
         svg: Option<PathBuf>,
     },
@@ -143,8 +148,8 @@ fn main() -> ExitCode {
     }
     match cli.command {
         Command::Run { file, seed, trace, json, svg } => run(file.as_deref(), seed, trace, json, svg.as_deref()),
-        Command::Compare { file, strategies, seeds, jobs, json, svg } => {
-            compare_cmd(&file, &strategies, seeds.as_deref(), jobs, json, svg.as_deref())
+        Command::Compare { file, strategies, seeds, jobs, json, json_out, svg } => {
+            compare_cmd(&file, &strategies, seeds.as_deref(), jobs, json, json_out.as_deref(), svg.as_deref())
         }
         Command::Sweep { paths, seeds, jobs, shard, junit, json, traces } => {
             let out = SweepOutput { junit, json, traces };
@@ -324,16 +329,27 @@ fn sweep_cmd(paths: &[PathBuf], seeds: &str, jobs: Option<usize>, shard: Option<
     if summary.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILED) }
 }
 
-fn compare_cmd(file: &Path, strategies: &str, seeds: Option<&str>, jobs: Option<usize>, json: bool, svg_dir: Option<&Path>) -> ExitCode {
+fn compare_cmd(
+    file: &Path,
+    strategies: &str,
+    seeds: Option<&str>,
+    jobs: Option<usize>,
+    json: bool,
+    json_out: Option<&Path>,
+    svg_dir: Option<&Path>,
+) -> ExitCode {
     let parsed = (|| -> Result<_, String> {
         let scenario = Scenario::load(file).map_err(|e| e.to_string())?;
         let strategies = compare::parse_strategies(strategies)?;
         let seeds = match seeds {
             Some(s) => sweep::parse_seeds(s)?,
-            None => scenario.seed..scenario.seed + 1,
+            None => scenario.seed..scenario.seed.saturating_add(compare::SEEDS_DEFAULT),
         };
         if jobs == Some(0) {
             return Err("--jobs must be at least 1".into());
+        }
+        if let Some(dir) = json_out.and_then(Path::parent).filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
+            return Err(format!("--json-out: folder {} does not exist; create it or write elsewhere", dir.display()));
         }
         Ok((scenario, strategies, seeds))
     })();
@@ -362,13 +378,33 @@ fn compare_cmd(file: &Path, strategies: &str, seeds: Option<&str>, jobs: Option<
             return ExitCode::from(EXIT_HARNESS);
         }
     };
+    if let Some(path) = json_out {
+        if let Err(e) = std::fs::write(path, serde_json::to_string_pretty(&comparison.rows).unwrap_or_default()) {
+            eprintln!("error: cannot write --json-out {}: {e}", path.display());
+            return ExitCode::from(EXIT_HARNESS);
+        }
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&comparison.rows).unwrap_or_default());
     } else {
-        print!("{}", compare::table(&scenario, &seeds, &comparison.rows));
+        print!("{}", compare::table(&scenario, &seeds, &comparison));
         println!("{total} runs on {jobs} threads in {:.1}s", started.elapsed().as_secs_f64());
     }
     if let Some(dir) = svg_dir {
+        let points: Vec<_> = comparison.rows.iter().map(|r| r.pareto_point()).collect();
+        let title = format!("{}: {} agents, seeds {}..{} (median, and min-max over seeds)", scenario.name, scenario.fleet.agents, seeds.start, seeds.end);
+        let path = dir.join("pareto.svg");
+        let written = svg::pareto(&title, &points).and_then(|page| {
+            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            std::fs::write(&path, page).map_err(|e| format!("cannot write {}: {e}", path.display()))
+        });
+        if let Err(e) = written {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_HARNESS);
+        }
+        if !json {
+            println!("svg:    {}", path.display());
+        }
         let axes = svg::Axes::shared(comparison.pictures.iter().map(|(_, p)| p));
         for (name, picture) in &comparison.pictures {
             let path = dir.join(format!("{name}.svg"));

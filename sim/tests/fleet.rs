@@ -84,9 +84,11 @@ fn a_small_herd_is_served_through_the_queue_and_the_fleet_checks_pass() {
 
 #[test]
 fn a_synchronised_fleet_overruns_the_queue_and_is_shed() {
-    // No jitter at all: every agent fails at the same instant and retries at the same instant.
-    let scenario = parse(&HERD.replace("check_in_interval = 60", "check_in_interval = 60\nstrategy = \"seed-p4-001\""));
-    assert_eq!(scenario.strategy, StrategyName::SeedP4001);
+    // A fleet started within one second, with no random spread anywhere: every agent checks in
+    // at the same instant, fails at the same instant and retries at the same instant.
+    let in_step = HERD.replace("hosts = 4\n", "hosts = 4\nstart_spread = \"1s\"\n");
+    let scenario = parse(&in_step.replace("check_in_interval = 60", "check_in_interval = 60\nstrategy = \"no-jitter\""));
+    assert_eq!(scenario.strategy, StrategyName::NoJitter);
     let result = run_one(&scenario, 3).unwrap();
     let (_, shed, _) = outcomes(&result.records);
     assert!(shed > 0, "a queue of 20 cannot hold 120 synchronised retries");
@@ -176,6 +178,8 @@ fn bad_fleet_keys_exit_2_naming_file_line_and_key() {
         (HERD.replace("check_in_interval = 60", "check_in_interval = 60\nstrategy = \"exponential\""), "strategy", 9),
         (HERD.replace("limit_factor = 3", "limit_factor = 0.5"), "limit_factor", 20),
         (HERD.replace("[server]\n", "[server]\nshed_after = 3\n"), "shed_after", 10),
+        (HERD.replace("queue_max = 20", "queue_max = 20\nshed_cost = 1.5"), "shed_cost", 12),
+        (HERD.replace("limit = 0.2\n", "limit = 0.2\n[[expect]]\ncheck = \"max_peak_load\"\nlimit = 2\nduring = \"later\"\n"), "during", 34),
     ];
     for (i, (text, key, line)) in cases.iter().enumerate() {
         let file = write(dir.path(), &format!("bad{i}.toml"), text);
@@ -190,12 +194,12 @@ fn bad_fleet_keys_exit_2_naming_file_line_and_key() {
 }
 
 #[test]
-fn compare_prints_one_row_per_strategy_and_draws_each_on_shared_axes() {
+fn compare_prints_one_row_per_strategy_with_every_seed_and_draws_each_on_shared_axes() {
     let dir = tempfile::tempdir().unwrap();
     let file = write(dir.path(), "herd.toml", HERD);
     let svg_dir = dir.path().join("svg");
     let out = Command::new(bin())
-        .args(["compare", &file, "--strategies", "default,redflag-0.1.18", "--seeds", "1..2", "--json", "--svg"])
+        .args(["compare", &file, "--strategies", "default,redflag-0.1.18", "--seeds", "1..3", "--json", "--svg"])
         .arg(&svg_dir)
         .output()
         .unwrap();
@@ -205,12 +209,95 @@ fn compare_prints_one_row_per_strategy_and_draws_each_on_shared_axes() {
     let names: Vec<&str> = rows.as_array().unwrap().iter().map(|r| r["strategy"].as_str().unwrap()).collect();
     assert_eq!(names, ["default", "redflag-0.1.18"]);
     for row in rows.as_array().unwrap() {
-        assert!(row["recovery_max_ms"].as_u64().is_some() && row["peak_load_ratio"].as_f64().unwrap() > 0.0, "{row}");
+        let seeds: Vec<u64> = row["by_seed"].as_array().unwrap().iter().map(|s| s["seed"].as_u64().unwrap()).collect();
+        assert_eq!(seeds, [1, 2], "{row}");
+        for key in ["recovery_p99_ms", "peak_recovery_ratio", "outage_requests_per_agent_minute", "steady_requests_per_agent_minute"] {
+            let s = &row[key];
+            let (lo, mid, hi) = (s["min"].as_f64().unwrap(), s["median"].as_f64().unwrap(), s["max"].as_f64().unwrap());
+            assert!(lo <= mid && mid <= hi && lo > 0.0, "{key}: {row}");
+        }
+        assert_eq!(row["recovery_p99_censored"], false, "{row}");
     }
+    // Both sides of the trade: RedFlag 0.1.18 waits an interval plus 0-29 s whatever happens,
+    // so it sends one request per (60 + 14.5) s in steady running and in an outage alike;
+    // ours is faster back and costs more during the outage.
+    let steady = rows[1]["steady_requests_per_agent_minute"]["median"].as_f64().unwrap();
+    assert!((steady - 60.0 / 74.5).abs() < 0.05, "{steady}");
+    let outage = |r: usize| rows[r]["outage_requests_per_agent_minute"]["median"].as_f64().unwrap();
+    assert!(outage(0) > 2.0 * outage(1), "{} vs {}", outage(0), outage(1));
     for name in names {
         let svg = std::fs::read_to_string(svg_dir.join(format!("{name}.svg"))).unwrap();
         assert_svg_has_series(&svg);
     }
+    let pareto = std::fs::read_to_string(svg_dir.join("pareto.svg")).unwrap();
+    let doc = roxmltree::Document::parse(&pareto).unwrap_or_else(|e| panic!("not XML: {e}"));
+    let texts: Vec<String> = doc.descendants().filter(|n| n.has_tag_name("text")).filter_map(|n| n.text().map(|t| t.trim().to_string())).collect();
+    for label in ["default", "redflag-0.1.18", "recovery p99 (s)", "requests per agent-minute while faults last", "server work per recovered agent (shed cost included)"] {
+        assert!(texts.iter().filter(|t| *t == label).count() >= 1, "no {label:?} in {texts:?}");
+    }
+    // One point per strategy and panel.
+    assert_eq!(doc.descendants().filter(|n| n.has_tag_name("circle")).count() >= 4, true);
+}
+
+#[test]
+fn compare_extends_the_run_so_no_strategy_is_cut_short() {
+    // The herd's 6 minutes end 3 minutes after the outage: seed-p4-001 can be locked out for
+    // 5 + 10 + 20 + 40 + 80 s + one 60 s interval + 29 s, more than that.
+    let scenario = parse(HERD);
+    let (length, extension) = redflag_sim::cli::compare::run_length(&scenario);
+    let x = extension.expect("extended");
+    assert!(length > scenario.duration && x.strategy == StrategyName::SeedP4001, "{x:?}");
+    let mut seed = scenario.clone();
+    seed.strategy = StrategyName::SeedP4001;
+    let short = run_one(&seed, 1).unwrap();
+    let idx = TraceIndex::new(&short.records, &seed.fleet);
+    let cut: usize = FleetFigures::new(&idx, &seed, 20).windows.iter().map(|w| w.unrecovered.len()).sum();
+    seed.duration = length;
+    let long = run_one(&seed, 1).unwrap();
+    let idx = TraceIndex::new(&long.records, &seed.fleet);
+    let never: usize = FleetFigures::new(&idx, &seed, 20).windows.iter().map(|w| w.unrecovered.len()).sum();
+    assert!(cut > 0, "the file's length cuts some agents short");
+    assert_eq!(never, 0, "every agent is back in the extended run");
+}
+
+#[test]
+fn shedding_costs_work_in_amplification_and_load() {
+    // Half the capacity and a queue of 5: the returning herd is shed.
+    let dear = parse(
+        &HERD
+            .replace("capacity_per_second = 10", "capacity_per_second = 5")
+            .replace("queue_max = 20", "queue_max = 5")
+            .replace("shed_retry_after = \"auto\"", "shed_cost = 1"),
+    );
+    let r = run_one(&dear, 3).unwrap();
+    let idx = TraceIndex::new(&r.records, &dear.fleet);
+    // The same run's trace, priced with and without the cost of shedding.
+    let mut free = dear.clone();
+    free.server.capacity = free.server.capacity.map(|c| redflag_sim::scenario::Capacity { shed_cost: 0.0, ..c });
+    let (d, f) = (FleetFigures::new(&idx, &dear, 20), FleetFigures::new(&idx, &free, 20));
+    assert!(d.windows[0].shed > 0, "{:?}", d.windows[0]);
+    assert_eq!(f.totals.shed_work_units, 0.0);
+    assert!((d.totals.shed_work_units - d.totals.shed_units).abs() < 1e-9);
+    let amp = |f: &FleetFigures| f.windows[0].amplification.unwrap();
+    assert!(amp(&d) > amp(&f) + 0.01, "{} vs {}", amp(&d), amp(&f));
+    let done = |f: &FleetFigures| f.load.completed.iter().sum::<f64>();
+    assert!((done(&d) - done(&f) - d.totals.shed_units).abs() < 1e-6, "{} vs {}", done(&d), done(&f));
+}
+
+#[test]
+fn in_step_partition_shows_what_jitter_buys() {
+    let scenario = Scenario::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/in-step-partition.toml"))).unwrap();
+    let peak = |s: &Scenario| {
+        let r = run_one(s, 1).unwrap();
+        let v = r.verdicts.iter().find(|v| v.check == "max_peak_load").unwrap().clone();
+        (r.passed(), v)
+    };
+    let (passed, v) = peak(&scenario);
+    assert!(passed && v.passed, "{v:?}");
+    let mut in_step = scenario.clone();
+    in_step.strategy = StrategyName::NoJitter;
+    let (_, v) = peak(&in_step);
+    assert!(!v.passed, "without its random spreads the fleet comes back in step: {v:?}");
 }
 
 /// Parses the page as XML and finds every series by its legend label, and the lines drawn.

@@ -245,6 +245,36 @@ fn setup_mode_404s_agent_routes_but_not_health() {
 }
 
 #[test]
+fn system_info_is_accepted_with_a_token_and_refused_without() {
+    let mut sim = sim(6, Duration::from_millis(1), Duration::from_secs(60));
+    let (db, modes, trace) = (registered_db(), ServerModes::default(), trace_sink());
+    add_server(&mut sim, &db, &modes, &trace);
+    let records = trace.clone();
+    sim.client("agent", async move {
+        let mut t = direct();
+        // What RedFlag 0.1.18's Go agent posts (`client.SystemInfoReport`), abridged.
+        let report = br#"{"timestamp":"2025-11-13T10:00:00Z","cpu_model":"Xeon","cpu_cores":4,"memory_total":8589934592,
+            "uptime":"up 2 days","metadata":{"hostname":"h","os_type":"linux"}}"#;
+        let post = |token: Option<&str>, body: &[u8]| Request {
+            method: Method::Post,
+            path: format!("/api/v1/agents/{AGENT}/system-info"),
+            bearer: token.map(Secret::new),
+            json_body: Some(body.to_vec()),
+        };
+        let ok = send(&mut t, &post(Some(TOKEN), report), T).await.unwrap();
+        assert_eq!((ok.status, ok.body.as_slice()), (200, &br#"{"message":"system info updated successfully"}"#[..]));
+        assert_eq!(status(&send(&mut t, &post(None, report), T).await), Ok(401));
+        assert_eq!(status(&send(&mut t, &post(Some("wrong"), report), T).await), Ok(401));
+        assert_eq!(status(&send(&mut t, &post(Some(TOKEN), b"[1,2]"), T).await), Ok(400));
+        assert_eq!(status(&send(&mut t, &post(Some(TOKEN), br#"{"timestamp":5}"#), T).await), Ok(400));
+        Ok(())
+    });
+    sim.run().unwrap();
+    let seen = server_requests(&records.take());
+    assert_eq!(seen[0], (Some(AGENT.to_string()), "POST".into(), format!("/api/v1/agents/{AGENT}/system-info"), 200));
+}
+
+#[test]
 fn a_broken_route_fails_alone_while_the_rest_of_the_api_works() {
     let mut sim = sim(12, Duration::from_millis(1), Duration::from_secs(900));
     let (db, modes, trace) = (registered_db(), ServerModes::default(), trace_sink());

@@ -144,7 +144,10 @@ impl<IO: Parts, P: Strategy> CheckinLoop<IO, P> {
         }
         let taken = self.desk.take_answer(answer, &mut self.store);
         events.extend(taken.events);
-        if let Some(until) = answer.rapid_polling_until {
+        // A strategy whose system ignores the answer's window (RedFlag 0.1.18) keeps its pace;
+        // its own heartbeat command still switches rapid polling on.
+        let follows = self.strategy.follows_answer_rapid_polling();
+        if let Some(until) = answer.rapid_polling_until.filter(|_| follows) {
             if let Ok(window) = until.duration_since(wall) {
                 events.extend(self.rapid.extend(Instant::now().into_std(), window));
             }

@@ -147,16 +147,19 @@ impl<IO: Parts> CheckinLoop<IO, Policy> {
 }
 
 impl<IO: Parts, P: Strategy> CheckinLoop<IO, P> {
-    /// The loop deciding with `strategy`.
+    /// The loop deciding with `strategy`. Every request runs under the strategy's own timeout
+    /// if it brings one ([`Strategy::request_timeout`]; the [`Policy`] does not), otherwise
+    /// under `settings.request_timeout`.
     pub fn new(settings: Settings, io: IO, strategy: P, rng: StdRng) -> Self {
         let (transport, store, host, observer, runner) = io.split();
+        let request_timeout = strategy.request_timeout().unwrap_or(settings.request_timeout);
         let credentials =
             Credentials { agent_id: settings.agent_id.clone(), token: settings.token, refresh_token: settings.refresh_token };
         CheckinLoop {
             emitter: Emitter::new(settings.agent_id.clone(), observer),
             agent_id: settings.agent_id,
             strategy,
-            exchange: Exchange::new(transport, credentials, settings.request_timeout),
+            exchange: Exchange::new(transport, credentials, request_timeout),
             store,
             host,
             runner,

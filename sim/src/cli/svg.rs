@@ -279,3 +279,101 @@ fn shade<DB: DrawingBackend>(
     c.draw_series(faults.iter().map(|(a, b)| Rectangle::new([(*a, 0.0), (*b, top)], FAULT_SHADE.mix(0.35).filled())))?;
     Ok(())
 }
+
+// ---- the Pareto picture of a comparison -----------------------------------------------------
+
+/// One strategy in the Pareto picture: its recovery p99 against its outage traffic and its
+/// amplification, each as median over seeds with the spread (min-max).
+#[derive(Debug, Clone)]
+pub struct ParetoPoint {
+    pub strategy: String,
+    /// Recovery p99 in seconds: (median, min, max); `None` where censored (an agent never
+    /// recovered: drawn at the top edge, marked "> end").
+    pub recovery_p99_s: (Option<f64>, Option<f64>, Option<f64>),
+    pub outage_per_agent_minute: (Option<f64>, Option<f64>, Option<f64>),
+    pub amplification: (Option<f64>, Option<f64>, Option<f64>),
+}
+
+/// Page size of the Pareto picture, in pixels.
+const PARETO_WIDTH: u32 = 1400;
+const PARETO_HEIGHT: u32 = 620;
+
+/// One colour per strategy, in row order (colour-blind-safe Dark2, then greys).
+const PALETTE: [RGBColor; 10] = [
+    RGBColor(0x1b, 0x9e, 0x77),
+    RGBColor(0xd9, 0x5f, 0x02),
+    RGBColor(0x75, 0x70, 0xb3),
+    RGBColor(0xe7, 0x29, 0x8a),
+    RGBColor(0x66, 0xa6, 0x1e),
+    RGBColor(0xe6, 0xab, 0x02),
+    RGBColor(0xa6, 0x76, 0x1d),
+    RGBColor(0x33, 0x33, 0x33),
+    RGBColor(0x88, 0x88, 0x88),
+    RGBColor(0x00, 0x00, 0x00),
+];
+
+/// The Pareto picture of one scenario's comparison: recovery p99 (y) against outage traffic
+/// and against amplification (x), one point per strategy with its spread over seeds as error
+/// bars. Down and to the left is better on both panels; a point no other point is below and to
+/// the left of is on the front.
+pub fn pareto(title: &str, points: &[ParetoPoint]) -> Result<String, String> {
+    let mut svg = String::new();
+    draw_pareto(title, points, &mut svg).map_err(|e| format!("cannot draw the Pareto picture: {e}"))?;
+    Ok(svg)
+}
+
+fn draw_pareto(title: &str, points: &[ParetoPoint], svg: &mut String) -> DrawResult {
+    let root = SVGBackend::with_string(svg, (PARETO_WIDTH, PARETO_HEIGHT)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let root = root.titled(title, ("sans-serif", 22))?;
+    let panels = root.split_evenly((1, 2));
+    let finite = |v: Option<f64>| v.filter(|x| x.is_finite());
+    // Censored values sit on a line above every finite one; the legend has the space above it.
+    let y_censored = points
+        .iter()
+        .flat_map(|p| [p.recovery_p99_s.0, p.recovery_p99_s.2])
+        .filter_map(finite)
+        .fold(1.0, f64::max)
+        * 1.15;
+    let y_top = y_censored * 1.4;
+    type Axis = fn(&ParetoPoint) -> (Option<f64>, Option<f64>, Option<f64>);
+    let axes: [(&str, &str, bool, Axis); 2] = [
+        ("recovery p99 against outage traffic", "requests per agent-minute while faults last", true, |p| p.outage_per_agent_minute),
+        ("recovery p99 against amplification", "server work per recovered agent (shed cost included)", false, |p| p.amplification),
+    ];
+    for (panel, (caption, x_desc, from_zero, pick)) in panels.iter().zip(axes) {
+        let x_top = points.iter().flat_map(|p| [pick(p).0, pick(p).2]).filter_map(finite).fold(0.1, f64::max) * 1.1;
+        let x_low = points.iter().flat_map(|p| [pick(p).0, pick(p).1]).filter_map(finite).fold(x_top, f64::min);
+        let x_bottom = if from_zero { 0.0 } else { (x_low - 0.1 * (x_top - x_low)).max(0.0).min(x_top * 0.9) };
+        let mut c = ChartBuilder::on(panel)
+            .caption(caption, ("sans-serif", 16))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(x_bottom..x_top, 0f64..y_top)?;
+        c.configure_mesh().x_desc(x_desc).y_desc("recovery p99 (s)").light_line_style(WHITE).draw()?;
+        for (i, p) in points.iter().enumerate() {
+            let color = PALETTE[i % PALETTE.len()];
+            let (Some(x), x_lo, x_hi) = pick(p) else { continue };
+            let (y, y_lo, y_hi) = p.recovery_p99_s;
+            // A censored median sits on the censored line as a triangle: it is beyond the run.
+            let censored = y.is_none();
+            let y = y.unwrap_or(y_censored);
+            let bars = vec![
+                PathElement::new(vec![(x_lo.unwrap_or(x), y), (x_hi.unwrap_or(x), y)], color.stroke_width(2)),
+                PathElement::new(vec![(x, y_lo.unwrap_or(y)), (x, y_hi.unwrap_or(y_censored))], color.stroke_width(2)),
+            ];
+            c.draw_series(bars)?;
+            let s = if censored {
+                c.draw_series(std::iter::once(TriangleMarker::new((x, y), 7, color.filled())))?
+            } else {
+                c.draw_series(std::iter::once(Circle::new((x, y), 6, color.filled())))?
+            };
+            let label = if censored { format!("{} (> end)", p.strategy) } else { p.strategy.clone() };
+            s.label(label).legend(move |(lx, ly)| Circle::new((lx + 10, ly), 5, color.filled()));
+        }
+        c.configure_series_labels().border_style(BLACK).background_style(WHITE.mix(0.85)).position(SeriesLabelPosition::UpperRight).draw()?;
+    }
+    root.present()?;
+    Ok(())
+}

@@ -223,6 +223,7 @@ fn outcome(
                 line: 0,
                 passed: false,
                 reason: EXPECTED_FAILURE_MISSING.into(),
+                own_promise: false,
             }],
             None,
         ),

@@ -1,11 +1,13 @@
 //! Implicit in every run, like "fault observed": agents stay *alive between faults*.
 //!
 //! Outside fault windows, and once an agent has recovered from one, the gap between its
-//! successful check-ins never exceeds its regular interval plus 10% jitter plus one request
-//! timeout (the rapid-polling interval instead, while the server asked for rapid polling). After
-//! every fault window that ends, every agent checks in again within the longest wait its config
-//! permits plus the attempt in flight, the health probe and the check-in (unless the next fault
-//! begins first). A run that ends with an agent silent fails. Time spent running commands
+//! successful check-ins never exceeds its regular interval plus its spread (10% for the
+//! production agent, up to 29 s for RedFlag 0.1.18) plus one request timeout (the rapid-polling
+//! interval instead, while the server asked for rapid polling). After every fault window that
+//! ends, every agent checks in again within the longest wait its strategy permits plus the
+//! attempt in flight, the health probe and the check-in (unless the next fault begins first).
+//! Every bound is the strategy's own (`models/baselines` `Promises`): a system is judged by
+//! what it promises. A run that ends with an agent silent fails. Time spent running commands
 //! (`command_started` to `command_finished`) is added to a gap's bound: the loop runs the
 //! commands a check-in brought before it waits for the next one.
 //!
@@ -14,25 +16,25 @@
 //! never closes again) passed them. Gaps that touch a fault window are judged by those checks,
 //! not here.
 
-use std::time::Duration;
-
 use redflag_agent::commands::heartbeat::RAPID_POLLING_INTERVAL;
-use redflag_agent::resilience::policy::REGULAR_JITTER_FRACTION;
 
 use super::index::{Mark, TraceIndex, Window};
 use super::{Verdict, at, secs, summarize};
+use crate::models::baselines::Promises;
 use crate::scenario::{Scenario, fmt_duration};
 
 /// The verdict's `check` name.
 pub const CHECK: &str = "alive_between_faults";
 
 /// The longest gap allowed between two check-ins that started at `a`, where rapid polling was
-/// switched on over `rapid` (start, end) spans: one interval (+10%) and one request timeout.
-fn bound_after(a: u64, rapid: &[(u64, u64)], interval: Duration, request_timeout_ms: u64) -> u64 {
+/// switched on over `rapid` (start, end) spans: one interval (and its spread) and one request
+/// timeout.
+fn bound_after(a: u64, rapid: &[(u64, u64)], promises: &Promises) -> u64 {
     // Rapid polling counts from the check-in after the one that switched it on: the interval
     // of a check-in is decided with what was known before its answer was read.
+    let interval = promises.interval;
     let base = if rapid.iter().any(|&(s, e)| a > s && a < e) { RAPID_POLLING_INTERVAL.min(interval) } else { interval };
-    base.mul_f64(1.0 + REGULAR_JITTER_FRACTION).as_millis() as u64 + request_timeout_ms
+    (promises.regular_max(base) + promises.request_timeout).as_millis() as u64
 }
 
 fn touches(windows: &[Window], a: u64, b: u64) -> bool {
@@ -41,11 +43,9 @@ fn touches(windows: &[Window], a: u64, b: u64) -> bool {
 
 /// Judges every agent; one verdict for the run.
 pub(super) fn alive_between_faults(idx: &TraceIndex, scenario: &Scenario, tol: u64) -> Verdict {
-    let config = &scenario.agent_config;
-    let interval = config.check_in_interval;
-    let timeout_ms = config.resilience.request_timeout.as_millis() as u64;
+    let promises = crate::judge::promises_of(scenario);
     // After a fault: the attempt in flight, the longest wait, a health probe and the check-in.
-    let allowance = config.policy().max_wait().as_millis() as u64 + 3 * timeout_ms + tol;
+    let allowance = promises.recovery_max().as_millis() as u64 + tol;
     let windows: Vec<Window> = idx.merged_windows().into_iter().map(|(_, w)| w).collect();
     let end = idx.run_end_ms;
     let mut failures = Vec::new();
@@ -68,7 +68,7 @@ pub(super) fn alive_between_faults(idx: &TraceIndex, scenario: &Scenario, tol: u
         for pair in points.windows(2) {
             let (a, b) = (pair[0], pair[1]);
             // Commands a check-in brought run before the loop's next wait.
-            let bound = bound_after(a, &rapid, interval, timeout_ms) + view.command_time_between(a, b) + tol;
+            let bound = bound_after(a, &rapid, &promises) + view.command_time_between(a, b) + tol;
             if touches(&windows, a, b) {
                 continue;
             }
@@ -86,7 +86,7 @@ pub(super) fn alive_between_faults(idx: &TraceIndex, scenario: &Scenario, tol: u
             }
         }
         let last = *points.last().unwrap_or(&0);
-        let bound = bound_after(last, &rapid, interval, timeout_ms) + tol;
+        let bound = bound_after(last, &rapid, &promises) + tol;
         if !touches(&windows, last, end) && end - last > bound {
             failures.push(format!("{name} was silent from its last check-in at {} to the end of the run at {} (at most {} allowed)", at(last), at(end), secs(bound)));
         }
@@ -117,9 +117,9 @@ pub(super) fn alive_between_faults(idx: &TraceIndex, scenario: &Scenario, tol: u
         }
     }
     let subject = format!(
-        "agents alive between faults (a check-in every {} + 10% + one {} request timeout)",
-        fmt_duration(interval),
-        fmt_duration(config.resilience.request_timeout)
+        "agents alive between faults ({} + one {} request timeout)",
+        promises.describe_regular(),
+        fmt_duration(promises.request_timeout)
     );
     let passed = failures.is_empty();
     let reason = if !passed {
@@ -130,5 +130,5 @@ pub(super) fn alive_between_faults(idx: &TraceIndex, scenario: &Scenario, tol: u
             None => "no gap between check-ins fell outside a fault window".into(),
         }
     };
-    Verdict { check: CHECK.into(), subject, line: 0, passed, reason }
+    Verdict { check: CHECK.into(), subject, line: 0, passed, reason, own_promise: true }
 }

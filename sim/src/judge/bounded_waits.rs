@@ -18,13 +18,12 @@
 
 use std::time::Duration;
 
-use redflag_agent::resilience::PolicyConfig;
-use redflag_agent::resilience::policy::REGULAR_JITTER_FRACTION;
+use crate::models::baselines::Promises;
 
 use super::index::{Mark, TraceIndex};
 use super::{at, secs, summarize};
 
-/// The bounds, from an agent's policy.
+/// The bounds, from the strategy's promises (for the production policy: its config).
 pub(super) struct Bounds {
     /// After a retryable failure, before any Retry-After.
     pub(super) retry_ms: u64,
@@ -34,12 +33,12 @@ pub(super) struct Bounds {
 }
 
 impl Bounds {
-    pub(super) fn of(policy: &PolicyConfig) -> Self {
+    pub(super) fn of(promises: &Promises) -> Self {
         let ms = |d: Duration| d.as_millis() as u64;
         Bounds {
-            retry_ms: ms(policy.backoff.max_delay.max(policy.breaker.open_timeout)),
-            retry_after_max_ms: ms(policy.retry_after_max),
-            regular_ms: ms(policy.check_in_interval.mul_f64(1.0 + REGULAR_JITTER_FRACTION)),
+            retry_ms: ms(promises.after_failure_max),
+            retry_after_max_ms: ms(promises.retry_after_max.unwrap_or_default()),
+            regular_ms: ms(promises.regular_max(promises.interval)),
         }
     }
 

@@ -34,6 +34,7 @@ pub(super) fn faults_observed(idx: &TraceIndex, scenario: &Scenario, tol: u64) -
                 line: f.line,
                 passed: false,
                 reason: "the fault was never applied (the run ended first?)".into(),
+                own_promise: false,
             });
             continue;
         };
@@ -97,7 +98,7 @@ pub(super) fn faults_observed(idx: &TraceIndex, scenario: &Scenario, tol: u64) -
                 ))
             }
         };
-        out.push(Verdict { check: "fault_observed".into(), subject, line: f.line, passed: result.is_ok(), reason: result.unwrap_or_else(|e| e) });
+        out.push(Verdict { check: "fault_observed".into(), subject, line: f.line, passed: result.is_ok(), reason: result.unwrap_or_else(|e| e), own_promise: false });
     }
     out
 }

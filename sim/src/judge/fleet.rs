@@ -10,15 +10,32 @@
 //! * *offered* work: every request that reached the server process, at its cost (a check-in or
 //!   renewal 1 unit, a `/health` probe 0.1), at its arrival, whether it was then served, shed or
 //!   wasted. A server that is down (crashed) sees nothing.
-//! * *completed* work: served and wasted work, at the time it finished. Utilization is completed
-//!   work in a second ÷ the capacity in that second (warm-up included; 0 while down).
+//! * *done* work: served and wasted work at their cost, and shed requests at `[server]
+//!   shed_cost` of theirs (refusing is not free); *completed* work is done work at the time it
+//!   finished (a shed at its refusal). Utilization is completed work in a second ÷ the
+//!   capacity in that second (warm-up included; 0 while down).
 //! * the *physical limit* of a window: how long a server coming out of that window needs to do
 //!   one unit of work per disturbed agent at full use, warm-up included.
-//! * *amplification*: the work the server did (served and wasted, not shed: shedding is refusing
-//!   to work) on requests that arrived between the window's end and the fleet's recovery (the
-//!   slowest disturbed agent's first check-in), ÷ the disturbed agents that recovered. Shed
-//!   requests show in the shed count and the peak offered load instead.
+//! * *amplification*: the work the server did (served, wasted and shed at its cost) to bring
+//!   the disturbed agents back, ÷ those that recovered: each disturbed agent's requests from
+//!   the window's end to its own first check-in, and the requests no agent is named on (health
+//!   probes) from the window's end to the fleet's recovery (the slowest one's first check-in).
+//!   An agent's regular check-ins after it recovered are steady load, not amplification: a
+//!   slow fleet would otherwise be charged for its own next interval.
+//! * *recovery*: each disturbed agent's first check-in after the window; an agent with none
+//!   before the next window (or the end) recovered at +∞: it is never dropped, and a percentile
+//!   that falls on it is *censored* (known only to be beyond what the run could see).
+//! * *peak load at start* and *during recovery*: the busiest second of offered work ÷ full
+//!   capacity, before the first fault window, and from the first window's start to the end.
+//! * *outage traffic*: requests the agents sent during fault windows (probes included), per
+//!   agent and minute of window; for a crashed server, exactly what reached the proxy. *Steady
+//!   traffic*: requests per agent-minute over the agents' clean cycles (from one check-in to
+//!   the next with no failed request between, outside fault windows).
+//! * *late sheds*: shed requests that arrived more than [`SHED_LATE_AFTER_MS`] after a window
+//!   ended (and before the next began).
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -30,6 +47,9 @@ use crate::trace::WorkOutcome;
 
 /// Bucket width of the per-second series.
 pub const BUCKET_MS: u64 = 1000;
+/// A shed later than this after a window's end counts as late: by then the first wave has been
+/// answered, and a fleet that is still being shed is coming back in waves.
+pub const SHED_LATE_AFTER_MS: u64 = 10_000;
 
 /// The server's load, second by second from the run's start.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -71,12 +91,14 @@ pub struct WorkTotals {
     pub wasted_units: f64,
     /// Shed requests' units (work offered and refused).
     pub shed_units: f64,
+    /// The work refusing them took (`shed_units × shed_cost`).
+    pub shed_work_units: f64,
 }
 
 impl WorkTotals {
-    /// Wasted share of the work the server did (0 when it did none).
+    /// Wasted share of the work the server did, shedding included (0 when it did none).
     pub fn wasted_share(&self) -> f64 {
-        let done = self.served_units + self.wasted_units;
+        let done = self.served_units + self.wasted_units + self.shed_work_units;
         if done > 0.0 { self.wasted_units / done } else { 0.0 }
     }
 }
@@ -98,9 +120,20 @@ pub struct WindowFigures {
     pub slowest: Option<(String, u64)>,
     /// The physical limit (`None` when the server is unlimited).
     pub physical_limit_ms: Option<u64>,
-    /// Work done (served + wasted) per recovered agent, on requests that arrived from `end_ms`
-    /// to the fleet's recovery.
+    /// Work done (served + wasted + shed at its cost) per recovered agent, on requests that
+    /// arrived from `end_ms` to the fleet's recovery.
     pub amplification: Option<f64>,
+    /// Shed requests that arrived from `end_ms` to the horizon, and how many of them came more
+    /// than [`SHED_LATE_AFTER_MS`] after `end_ms`.
+    pub shed: u64,
+    pub shed_late: u64,
+}
+
+impl WindowFigures {
+    /// Every disturbed agent's recovery, the ones that never recovered at +∞ (`None`), in order.
+    pub fn recovery_with_censored(&self) -> impl Iterator<Item = Option<u64>> + '_ {
+        self.recovery_ms.iter().map(|&r| Some(r)).chain(self.unrecovered.iter().map(|_| None))
+    }
 }
 
 /// Everything the fleet checks and `compare` read from one run.
@@ -111,22 +144,31 @@ pub struct FleetFigures {
     pub windows: Vec<WindowFigures>,
     /// Seconds after which the server (re)started, from the trace (0 first).
     pub server_starts_ms: Vec<u64>,
+    /// When the first fault window started (the end of the run without one).
+    pub first_window_ms: u64,
+    /// Requests the agents sent during fault windows, per agent-minute of window (`None`: no
+    /// window).
+    pub outage_requests_per_agent_minute: Option<f64>,
+    /// Requests per agent-minute over clean cycles (`None`: no clean cycle).
+    pub steady_requests_per_agent_minute: Option<f64>,
 }
 
 impl FleetFigures {
     pub fn new(idx: &TraceIndex, scenario: &Scenario, tol_ms: u64) -> Self {
         let capacity = scenario.server.capacity;
+        let shed_cost = capacity.map_or(0.0, |c| c.shed_cost);
         let server_starts_ms = server_starts(idx);
         let load = load_series(idx, capacity.as_ref(), &server_starts_ms);
-        let totals = totals(idx);
-        let timeout_ms = scenario.agent_config.resilience.request_timeout.as_millis() as u64 + tol_ms;
-        let worked = worked(idx, capacity.is_some());
+        let totals = totals(idx, shed_cost);
+        let timeout_ms = crate::judge::promises_of(scenario).request_timeout.as_millis() as u64 + tol_ms;
+        let worked = worked(idx, capacity.as_ref());
         let merged = idx.merged_windows();
         let mut windows = Vec::new();
         for (n, (faults, w)) in merged.iter().enumerate() {
             let Some(end) = w.end_ms else { continue };
             let horizon = merged.get(n + 1).map_or(idx.run_end_ms, |(_, nw)| nw.start_ms).min(idx.run_end_ms);
             let mut recovery_ms = Vec::new();
+            let mut recovered_at: BTreeMap<&str, u64> = BTreeMap::new();
             let mut unrecovered = Vec::new();
             let mut slowest: Option<(String, u64)> = None;
             let mut disturbed_n = 0;
@@ -139,6 +181,7 @@ impl FleetFigures {
                     Some(t) => {
                         let took = t - end;
                         recovery_ms.push(took);
+                        recovered_at.insert(name, t);
                         if slowest.as_ref().is_none_or(|(_, s)| took > *s) {
                             slowest = Some((name.to_string(), took));
                         }
@@ -151,11 +194,24 @@ impl FleetFigures {
             let amplification = match &slowest {
                 Some((_, took)) if !recovery_ms.is_empty() => {
                     let until = end + took;
-                    let work: f64 = worked.iter().filter(|(t, _)| *t >= end && *t <= until).map(|(_, c)| c).sum();
+                    let work: f64 = worked
+                        .iter()
+                        .filter(|w| w.arrived_ms >= end && w.arrived_ms <= until)
+                        .filter(|w| match &w.agent {
+                            // Until that agent's own recovery; agents that were not disturbed
+                            // had nothing to recover from.
+                            Some(a) => recovered_at.get(a.as_ref()).is_some_and(|&t| w.arrived_ms <= t),
+                            None => true,
+                        })
+                        .map(|w| w.work)
+                        .sum();
                     Some(work / recovery_ms.len() as f64)
                 }
                 _ => None,
             };
+            let sheds = || idx.server_work.iter().filter(|w| w.outcome == WorkOutcome::Shed && w.t_ms >= end && w.t_ms < horizon);
+            let shed = sheds().count() as u64;
+            let shed_late = sheds().filter(|w| w.t_ms > end + SHED_LATE_AFTER_MS).count() as u64;
             windows.push(WindowFigures {
                 faults: faults.clone(),
                 start_ms: w.start_ms,
@@ -167,15 +223,53 @@ impl FleetFigures {
                 slowest,
                 physical_limit_ms,
                 amplification,
+                shed,
+                shed_late,
             });
         }
-        FleetFigures { load, totals, windows, server_starts_ms }
+        let first_window_ms = merged.first().map_or(idx.run_end_ms, |(_, w)| w.start_ms);
+        let outage_requests_per_agent_minute = outage_rate(idx, &merged);
+        let steady_requests_per_agent_minute = steady_rate(idx, &merged);
+        FleetFigures {
+            load,
+            totals,
+            windows,
+            server_starts_ms,
+            first_window_ms,
+            outage_requests_per_agent_minute,
+            steady_requests_per_agent_minute,
+        }
     }
 
     /// The highest offered load of any second ÷ full-strength capacity (`None`: unlimited).
     pub fn peak_load_ratio(&self) -> Option<f64> {
+        self.peak_between(0, usize::MAX)
+    }
+
+    /// The busiest second before the first fault window ÷ full capacity: a fleet starting.
+    pub fn peak_start_ratio(&self) -> Option<f64> {
+        self.peak_between(0, (self.first_window_ms / BUCKET_MS) as usize)
+    }
+
+    /// The busiest second from the first fault window's start to the end ÷ full capacity: a
+    /// fleet riding out faults and coming back (`None` without a window).
+    pub fn peak_recovery_ratio(&self) -> Option<f64> {
+        let from = (self.first_window_ms / BUCKET_MS) as usize;
+        if from >= self.load.seconds() {
+            return None;
+        }
+        self.peak_between(from, usize::MAX)
+    }
+
+    fn peak_between(&self, from_s: usize, to_s: usize) -> Option<f64> {
         let full = self.load.capacity_full?;
-        Some(self.load.offered.iter().copied().fold(0.0, f64::max) / full)
+        let to = to_s.min(self.load.offered.len());
+        Some(self.load.offered.get(from_s.min(to)..to).unwrap_or_default().iter().copied().fold(0.0, f64::max) / full)
+    }
+
+    /// Shed requests after windows ended, and those more than [`SHED_LATE_AFTER_MS`] after.
+    pub fn sheds_after_windows(&self) -> (u64, u64) {
+        self.windows.iter().fold((0, 0), |(a, l), w| (a + w.shed, l + w.shed_late))
     }
 
     /// Shed requests after `after_ms` (the first seconds of a recovery excluded, say).
@@ -200,16 +294,66 @@ fn server_down_at(idx: &TraceIndex, t: u64) -> bool {
     idx.host_down.get("server").is_some_and(|spans| spans.iter().any(|(s, e)| *s <= t && e.is_none_or(|e| t < e)))
 }
 
-/// The requests the server worked on (served or wasted), at their arrival, with their cost.
-fn worked(idx: &TraceIndex, limited: bool) -> Vec<(u64, f64)> {
-    if limited {
-        idx.server_work.iter().filter(|w| w.outcome != WorkOutcome::Shed).map(|w| (w.arrived_ms(), w.cost)).collect()
-    } else {
-        idx.server_answered.clone()
+/// The work the server did on one request, at the request's arrival.
+struct Worked<'a> {
+    arrived_ms: u64,
+    work: f64,
+    agent: Option<&'a Arc<str>>,
+}
+
+/// The work the server did on each request (served or wasted at its cost, shed at `shed_cost`
+/// of it). An unlimited server keeps no queue lines, so its answers name no agent.
+fn worked<'a>(idx: &'a TraceIndex, capacity: Option<&Capacity>) -> Vec<Worked<'a>> {
+    match capacity {
+        Some(c) => idx
+            .server_work
+            .iter()
+            .map(|w| Worked {
+                arrived_ms: w.arrived_ms(),
+                work: if w.outcome == WorkOutcome::Shed { w.cost * c.shed_cost } else { w.cost },
+                agent: w.agent.as_ref(),
+            })
+            .filter(|w| w.work > 0.0)
+            .collect(),
+        None => idx.server_answered.iter().map(|&(t, c)| Worked { arrived_ms: t, work: c, agent: None }).collect(),
     }
 }
 
-fn totals(idx: &TraceIndex) -> WorkTotals {
+/// Requests the agents sent inside fault windows, per agent-minute of window.
+fn outage_rate(idx: &TraceIndex, windows: &[(Vec<usize>, super::index::Window)]) -> Option<f64> {
+    let spans: Vec<(u64, u64)> = windows.iter().map(|(_, w)| (w.start_ms, w.end_ms.unwrap_or(idx.run_end_ms))).filter(|(a, b)| b > a).collect();
+    let minutes: f64 = spans.iter().map(|(a, b)| (b - a) as f64 / 60_000.0).sum();
+    if minutes <= 0.0 || idx.agents.is_empty() {
+        return None;
+    }
+    let sent: usize = idx
+        .agents
+        .values()
+        .map(|v| v.requests.iter().filter(|&&t| spans.iter().any(|&(a, b)| t >= a && t < b)).count())
+        .sum();
+    Some(sent as f64 / (minutes * idx.agents.len() as f64))
+}
+
+/// Requests per agent-minute over clean cycles: from one check-in to the next of the same
+/// agent, with no failed request between and no fault window touching them.
+fn steady_rate(idx: &TraceIndex, windows: &[(Vec<usize>, super::index::Window)]) -> Option<f64> {
+    let touches = |a: u64, b: u64| windows.iter().any(|(_, w)| w.start_ms <= b && w.end_ms.is_none_or(|e| e >= a));
+    let (mut requests, mut ms) = (0usize, 0u64);
+    for view in idx.agents.values() {
+        for pair in view.successes.windows(2) {
+            let (a, b) = (pair[0], pair[1]);
+            let failed = view.failed_requests.iter().any(|&t| t > a && t <= b);
+            if failed || touches(a, b) || view.starts.iter().any(|&s| s > a && s <= b) {
+                continue;
+            }
+            requests += view.requests.iter().filter(|&&t| t > a && t <= b).count();
+            ms += b - a;
+        }
+    }
+    (ms > 0).then(|| requests as f64 / (ms as f64 / 60_000.0))
+}
+
+fn totals(idx: &TraceIndex, shed_cost: f64) -> WorkTotals {
     let mut t = WorkTotals::default();
     for w in &idx.server_work {
         match w.outcome {
@@ -220,6 +364,7 @@ fn totals(idx: &TraceIndex) -> WorkTotals {
             WorkOutcome::Shed => {
                 t.shed += 1;
                 t.shed_units += w.cost;
+                t.shed_work_units += w.cost * shed_cost;
             }
             WorkOutcome::Wasted => {
                 t.wasted += 1;
@@ -270,7 +415,10 @@ fn load_series(idx: &TraceIndex, capacity: Option<&Capacity>, starts: &[u64]) ->
                 s.wasted[b] += 1;
                 s.completed[b] += w.cost;
             }
-            WorkOutcome::Shed => s.shed[b] += 1,
+            WorkOutcome::Shed => {
+                s.shed[b] += 1;
+                s.completed[b] += w.cost * capacity.map_or(0.0, |c| c.shed_cost);
+            }
         }
     }
     if let Some(c) = capacity {

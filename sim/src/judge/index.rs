@@ -134,13 +134,15 @@ pub struct TraceIndex {
 }
 
 /// One `server_work` line.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct WorkItem {
     /// When the work ended (or the request was shed).
     pub(crate) t_ms: u64,
     pub(crate) outcome: WorkOutcome,
     pub(crate) cost: f64,
     pub(crate) queued_ms: u64,
+    /// The agent the request came from, when its path names one (`/health` does not).
+    pub(crate) agent: Option<Arc<str>>,
 }
 
 impl WorkItem {
@@ -301,7 +303,13 @@ impl TraceIndexBuilder {
                     idx.server_answered.push((r.t_ms, cost_of(path)));
                 }
                 SimEvent::ServerWork { outcome, cost, queued_ms } => {
-                    idx.server_work.push(WorkItem { t_ms: r.t_ms, outcome: *outcome, cost: *cost, queued_ms: *queued_ms })
+                    idx.server_work.push(WorkItem {
+                        t_ms: r.t_ms,
+                        outcome: *outcome,
+                        cost: *cost,
+                        queued_ms: *queued_ms,
+                        agent: r.agent.clone(),
+                    })
                 }
                 SimEvent::ProxyRequest { .. } => idx.proxy_requests.push(r.t_ms),
                 SimEvent::LoopEnded { reason } => {

@@ -1,7 +1,7 @@
 //! `max_amplification`: for each fault window, the work the server did (served and wasted
-//! requests at their cost: 1 unit a check-in, 0.1 a probe; shed requests are refused, not worked
-//! on) on requests arriving from the window's end to the fleet's recovery, ÷ the disturbed agents
-//! that recovered, is at most `limit`. One probe and one check-in per agent is 1.1; a fleet whose
+//! requests at their cost: 1 unit a check-in, 0.1 a probe; shed requests at `[server]
+//! shed_cost` of theirs, since refusing is work too) on requests arriving from the window's end
+//! to the fleet's recovery, ÷ the disturbed agents that recovered, is at most `limit`. One probe and one check-in per agent is 1.1; a fleet whose
 //! retries time out in the queue, or that probes again and again, is far above.
 
 use super::fleet::FleetFigures;

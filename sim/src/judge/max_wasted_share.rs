@@ -11,7 +11,7 @@ pub(super) fn max_wasted_share(figures: &FleetFigures, limit: f64) -> Result<Str
         "{:.1}% of the work was wasted ({:.1} of {:.1} units; {} requests served, {} wasted, {} shed; limit {:.1}%)",
         share * 100.0,
         t.wasted_units,
-        t.served_units + t.wasted_units,
+        t.served_units + t.wasted_units + t.shed_work_units,
         t.served,
         t.wasted,
         t.shed,

@@ -24,7 +24,8 @@
 //! * fleet checks, from the figures in `fleet.rs`: `fleet_recovers_within` (every disturbed
 //!   agent within a time, or a factor of the physical limit), `max_amplification` (server work
 //!   per recovered agent), `load_settles` (utilization falls and stays below a level after each
-//!   fault: no metastable failure), `max_wasted_share` (work done for clients that had gone).
+//!   fault: no metastable failure), `max_wasted_share` (work done for clients that had gone),
+//!   `max_peak_load` (the busiest second ÷ capacity, at start or during recovery).
 //! * implicit in every run: each fault was *observed*: some agent request failed between the
 //!   fault's start and the first success after it ended. A fault nobody noticed was probably
 //!   never wired in, and must not let a scenario pass.
@@ -39,6 +40,7 @@ pub mod fleet;
 mod index;
 mod load_settles;
 mod max_amplification;
+mod max_peak_load;
 mod max_request_rate;
 mod max_wasted_share;
 mod never_gives_up;
@@ -62,6 +64,12 @@ pub use streaming::TraceJudge;
 const DETAILS_MAX: usize = 5;
 
 /// One verdict: an `[[expect]]` entry, or an implicit "fault observed" check.
+///
+/// `own_promise` tells the two kinds of bound apart: a check whose bound comes from the
+/// strategy's own rules (the implicit "alive between faults", `never_gives_up` without a
+/// `max_gap`, `bounded_waits`: see `models/baselines` `Promises`) judges a system by its own
+/// promises; every other check holds it to a target the scenario states. `compare` reports the
+/// two apart, so a baseline is never failed for not being the production agent.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Verdict {
     /// `recovers_within`, `never_gives_up`, ..., or `fault_observed`.
@@ -73,6 +81,15 @@ pub struct Verdict {
     pub passed: bool,
     /// Why it passed or failed, with simulated times.
     pub reason: String,
+    /// The bound came from the strategy's own promises, not from a target the scenario states.
+    #[serde(default)]
+    pub own_promise: bool,
+}
+
+/// What the scenario's strategy promises about its own waits and timeouts: the bounds its
+/// checks use (see [`Verdict::own_promise`]).
+pub fn promises_of(scenario: &Scenario) -> crate::models::baselines::Promises {
+    crate::models::baselines::promises(scenario.strategy, &scenario.agent_config)
 }
 
 pub(crate) fn secs(ms: u64) -> String {
@@ -96,6 +113,7 @@ pub fn evaluate_indexed(scenario: &Scenario, records: &[Record], idx: &TraceInde
     // The fleet figures are computed once, and only when a fleet check asks for them.
     let figures = std::cell::OnceCell::new();
     let fleet = || figures.get_or_init(|| FleetFigures::new(idx, scenario, tol));
+    let promises = crate::judge::promises_of(scenario);
     let mut out: Vec<Verdict> = scenario
         .expect
         .iter()
@@ -103,14 +121,14 @@ pub fn evaluate_indexed(scenario: &Scenario, records: &[Record], idx: &TraceInde
             let (subject, result) = match &e.check {
                 Check::RecoversWithin { within } => (
                     format!("recovers_within {}", fmt_duration(*within)),
-                    recovers_within::recovers_within(idx, *within, scenario.agent_config.resilience.request_timeout, tol),
+                    recovers_within::recovers_within(idx, *within, promises.request_timeout, tol),
                 ),
                 Check::NeverGivesUp { max_gap } => {
-                    let default_gap = scenario.agent_config.policy().max_wait() + scenario.agent_config.resilience.request_timeout;
+                    let default_gap = promises.max_wait() + promises.request_timeout;
                     let gap = max_gap.unwrap_or(default_gap);
                     let label = match max_gap {
                         Some(g) => format!("never_gives_up max_gap {}", fmt_duration(*g)),
-                        None => format!("never_gives_up (max_gap {} from the agent config)", fmt_duration(gap)),
+                        None => format!("never_gives_up (max_gap {} from the {} strategy's own waits)", fmt_duration(gap), scenario.strategy),
                     };
                     (label, never_gives_up::never_gives_up(idx, gap, tol))
                 }
@@ -137,7 +155,7 @@ pub fn evaluate_indexed(scenario: &Scenario, records: &[Record], idx: &TraceInde
                     )
                 }
                 Check::BoundedWaits => {
-                    let bounds = bounded_waits::Bounds::of(&scenario.agent_config.policy());
+                    let bounds = bounded_waits::Bounds::of(&promises);
                     (format!("bounded_waits ({})", bounds.describe()), bounded_waits::bounded_waits(idx, &bounds, tol))
                 }
                 Check::FleetRecoversWithin { within } => {
@@ -154,11 +172,23 @@ pub fn evaluate_indexed(scenario: &Scenario, records: &[Record], idx: &TraceInde
                     format!("load_settles below {:.0}% within {}", below * 100.0, fmt_duration(*within)),
                     load_settles::load_settles(fleet(), *below, *within),
                 ),
+                Check::MaxPeakLoad { limit, during } => (
+                    format!("max_peak_load during {} <= {limit}x capacity", during.as_str()),
+                    max_peak_load::max_peak_load(fleet(), *limit, *during),
+                ),
                 Check::MaxWastedShare { limit } => {
                     (format!("max_wasted_share <= {:.0}%", limit * 100.0), max_wasted_share::max_wasted_share(fleet(), *limit))
                 }
             };
-            Verdict { check: e.check.name().to_string(), subject, line: e.line, passed: result.is_ok(), reason: result.unwrap_or_else(|e| e) }
+            let own_promise = matches!(e.check, Check::NeverGivesUp { max_gap: None } | Check::BoundedWaits);
+            Verdict {
+                check: e.check.name().to_string(),
+                subject,
+                line: e.line,
+                passed: result.is_ok(),
+                reason: result.unwrap_or_else(|e| e),
+                own_promise,
+            }
         })
         .collect();
     out.extend(fault_observed::faults_observed(idx, scenario, tol));

@@ -26,10 +26,10 @@ use super::modes::{self, ServerModesSpec};
 use super::service::{self, EXIT_INVALID};
 use crate::net::TokioNet;
 use crate::models::server::{ServerDb, ServerModes, run_server_with};
-use crate::scenario::server_limits::{CAPACITY_PER_SECOND_MAX, QUEUE_MAX_LIMIT, SHED_RETRY_AFTER_MAX_SECONDS};
+use crate::scenario::server_limits::{CAPACITY_PER_SECOND_MAX, QUEUE_MAX_LIMIT, SHED_COST_MAX, SHED_RETRY_AFTER_MAX_SECONDS};
 use crate::scenario::{
     COMMANDS_PER_ANSWER_MAX, Capacity, DEFAULT_COMMANDS_PER_ANSWER, DEFAULT_REDELIVER_AFTER, DeliveryMode, DeliverySpec,
-    ShedRetryAfter,
+    SHED_COST_DEFAULT, ShedRetryAfter,
 };
 
 const CONTROL_HELP: &str = "\
@@ -91,6 +91,9 @@ pub struct ServeArgs {
     /// After every start, capacity ramps from 10% to 100% over this long (`60s`, `2m`).
     #[arg(long, value_name = "DURATION", requires = "capacity_per_second")]
     pub warmup: Option<String>,
+    /// What a shed 503 costs, as a share of the refused request's work (0-1; default 0.1).
+    #[arg(long, value_name = "SHARE", requires = "capacity_per_second")]
+    pub shed_cost: Option<f64>,
 }
 
 fn parse_delivery(s: &str) -> Result<DeliveryMode, String> {
@@ -134,6 +137,7 @@ pub fn capacity_args(capacity: Option<&Capacity>) -> Vec<String> {
         None => {}
     }
     args.extend(["--warmup".to_string(), format!("{}ms", c.warmup.as_millis())]);
+    args.extend(["--shed-cost".to_string(), c.shed_cost.to_string()]);
     args
 }
 
@@ -160,7 +164,12 @@ fn capacity_of(args: &ServeArgs) -> Result<Option<Capacity>, String> {
         None => Duration::ZERO,
         Some(w) => humantime::parse_duration(w.trim()).map_err(|e| format!("--warmup {w:?} is not a duration ({e}); write it like \"60s\""))?,
     };
-    Ok(Some(Capacity { per_second, queue_max, shed_retry_after, warmup }))
+    let shed_cost = match args.shed_cost {
+        None => SHED_COST_DEFAULT,
+        Some(c) if c.is_finite() && (0.0..=SHED_COST_MAX).contains(&c) => c,
+        Some(c) => return Err(format!("--shed-cost must be a share of one request's work between 0 and {SHED_COST_MAX}, got {c}")),
+    };
+    Ok(Some(Capacity { per_second, queue_max, shed_retry_after, warmup, shed_cost }))
 }
 
 /// Runs `redflag-sim serve` until SIGTERM/SIGINT; the exit code.

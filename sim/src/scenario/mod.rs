@@ -31,7 +31,7 @@ mod server;
 mod strategy;
 
 pub use server::limits as server_limits;
-pub use server::{COST_HEALTH, COST_REQUEST, Capacity, ServerSettings, ShedRetryAfter, cost_of};
+pub use server::{COST_HEALTH, COST_REQUEST, Capacity, SHED_COST_DEFAULT, ServerSettings, ShedRetryAfter, cost_of};
 pub use strategy::StrategyName;
 
 /// Limits, so that a typo cannot ask for a billion agents or a century of simulated time.
@@ -81,6 +81,7 @@ pub const CHECKS: &[&str] = &[
     "max_amplification",
     "load_settles",
     "max_wasted_share",
+    "max_peak_load",
 ];
 /// `[agent]` keys a scenario may override; the harness owns the rest (server_url, agent_id,
 /// token, refresh_token, state_dir).
@@ -365,6 +366,30 @@ pub enum Check {
     LoadSettles { below: f64, within: Duration },
     /// At most this share of the server's work went to clients that had gone.
     MaxWastedShare { limit: f64 },
+    /// The busiest second's offered work is at most `limit` × the server's full capacity,
+    /// over the part of the run `during` names.
+    MaxPeakLoad { limit: f64, during: PeakDuring },
+}
+
+/// The part of a run `max_peak_load` looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeakDuring {
+    /// Before the first fault window: the fleet starting.
+    Start,
+    /// From the first fault window's start to the end: riding out faults and coming back.
+    Recovery,
+    /// The whole run.
+    Run,
+}
+
+impl PeakDuring {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeakDuring::Start => "start",
+            PeakDuring::Recovery => "recovery",
+            PeakDuring::Run => "run",
+        }
+    }
 }
 
 /// The bound of `fleet_recovers_within`.
@@ -390,6 +415,7 @@ impl Check {
             Check::MaxAmplification { .. } => "max_amplification",
             Check::LoadSettles { .. } => "load_settles",
             Check::MaxWastedShare { .. } => "max_wasted_share",
+            Check::MaxPeakLoad { .. } => "max_peak_load",
         }
     }
 }
@@ -518,6 +544,7 @@ struct RawExpect {
     grace: Option<Spanned<String>>,
     limit_factor: Option<Spanned<f64>>,
     below: Option<Spanned<f64>>,
+    during: Option<Spanned<String>>,
 }
 
 // ---- reading -------------------------------------------------------------------------------
@@ -1072,6 +1099,7 @@ impl Parser<'_> {
             "fleet_recovers_within" => &["within", "limit_factor"],
             "max_amplification" | "max_wasted_share" => &["limit"],
             "load_settles" => &["below", "within"],
+            "max_peak_load" => &["limit", "during"],
             _ => &[],
         };
         let present = [
@@ -1082,6 +1110,7 @@ impl Parser<'_> {
             ("limit", e.limit.as_ref().map(|v| v.span())),
             ("limit_factor", e.limit_factor.as_ref().map(|v| v.span())),
             ("below", e.below.as_ref().map(|v| v.span())),
+            ("during", e.during.as_ref().map(|v| v.span())),
         ];
         for (key, span) in present {
             if let Some(span) = span {
@@ -1164,6 +1193,19 @@ impl Parser<'_> {
                 let w = e.within.as_ref().ok_or_else(|| self.at(e.check.span(), "check \"load_settles\" needs within, like within = \"2m\""))?;
                 Check::LoadSettles { below, within: self.duration(w, "within")? }
             }
+            "max_peak_load" => {
+                let limit = self.positive(e.limit.as_ref(), e, "max_peak_load", "a multiple of the server's capacity, like limit = 2")?;
+                let during = match e.during.as_ref().map(|d| (d, d.get_ref().trim())) {
+                    None => PeakDuring::Run,
+                    Some((_, "start")) => PeakDuring::Start,
+                    Some((_, "recovery")) => PeakDuring::Recovery,
+                    Some((_, "run")) => PeakDuring::Run,
+                    Some((d, other)) => {
+                        return Err(self.at(d.span(), format!("during of max_peak_load must be \"start\", \"recovery\" or \"run\", got {other:?}")));
+                    }
+                };
+                Check::MaxPeakLoad { limit, during }
+            }
             _ => unreachable!("checked against CHECKS above"),
         };
         Ok(Expectation { line, check })
@@ -1188,6 +1230,7 @@ impl Parser<'_> {
             Check::FleetRecoversWithin { within: FleetBound::LimitFactor(_) } => "fleet_recovers_within with limit_factor",
             Check::LoadSettles { .. } => "load_settles",
             Check::MaxWastedShare { .. } => "max_wasted_share",
+            Check::MaxPeakLoad { .. } => "max_peak_load",
             _ => return Ok(()),
         };
         let span = raw.get_ref().check.span();

@@ -21,6 +21,9 @@ pub mod limits {
     pub const QUEUE_MAX_LIMIT: u64 = 1_000_000;
     /// The longest `shed_retry_after`, and the cap on an `"auto"` one (seconds).
     pub const SHED_RETRY_AFTER_MAX_SECONDS: u64 = 3_600;
+    /// The most a shed request may cost, as a share of the request's own work: refusing a
+    /// request cannot cost more than doing it.
+    pub const SHED_COST_MAX: f64 = 1.0;
 }
 
 /// Work units of one request: a check-in, a renewal or any other agent route costs
@@ -32,6 +35,14 @@ pub const COST_HEALTH: f64 = 0.1;
 pub const WARMUP_START_SHARE: f64 = 0.1;
 /// `queue_max` when the scenario gives none: this many seconds of work at full strength.
 pub const QUEUE_MAX_DEFAULT_SECONDS: f64 = 2.0;
+/// `shed_cost` when the scenario gives none: what answering 503 costs the server, as a share of
+/// the work of the request it refuses. The same price as a `/health` probe ([`COST_HEALTH`]),
+/// for the same reason: the process accepts the connection, reads and parses the request head
+/// and writes a small answer, but does no authentication and no database work (RedFlag's
+/// check-in validates a JWT and reads and writes PostgreSQL several times). TLS is terminated
+/// in front of the server in this model; a server that pays a full TLS handshake per refused
+/// connection should say more (`shed_cost = 0.3` or higher).
+pub const SHED_COST_DEFAULT: f64 = 0.1;
 
 /// The work units a request to `path` costs.
 pub fn cost_of(path: &str) -> f64 {
@@ -58,6 +69,10 @@ pub struct Capacity {
     pub shed_retry_after: Option<ShedRetryAfter>,
     /// After every (re)start, capacity ramps from [`WARMUP_START_SHARE`] to full over this long.
     pub warmup: Duration,
+    /// What refusing a request with 503 costs, as a share of the request's own work (0-1). It
+    /// takes the server's time like any other work: it counts in utilization, amplification
+    /// and load, and delays the requests queued behind it.
+    pub shed_cost: f64,
 }
 
 impl Capacity {
@@ -125,6 +140,7 @@ pub(super) struct RawServer {
     queue_max: Option<Spanned<i64>>,
     shed_retry_after: Option<Spanned<toml::Value>>,
     warmup: Option<Spanned<String>>,
+    shed_cost: Option<Spanned<f64>>,
 }
 
 /// The validated `[server]` table.
@@ -144,6 +160,7 @@ impl super::Parser<'_> {
                 ("queue_max", s.queue_max.as_ref().map(|v| v.span())),
                 ("shed_retry_after", s.shed_retry_after.as_ref().map(|v| v.span())),
                 ("warmup", s.warmup.as_ref().map(|v| v.span())),
+                ("shed_cost", s.shed_cost.as_ref().map(|v| v.span())),
             ];
             if let Some((key, Some(span))) = other.into_iter().find(|(_, span)| span.is_some()) {
                 return Err(self.at(span, format!("[server] {key} shapes a finite capacity; set capacity_per_second too (the server is unlimited without it)")));
@@ -207,7 +224,23 @@ impl super::Parser<'_> {
                 d
             }
         };
-        Ok(ServerSettings { capacity: Some(Capacity { per_second, queue_max, shed_retry_after, warmup }) })
+        let shed_cost = match &s.shed_cost {
+            None => SHED_COST_DEFAULT,
+            Some(c) => {
+                let v = *c.get_ref();
+                if !(v.is_finite() && (0.0..=limits::SHED_COST_MAX).contains(&v)) {
+                    return Err(self.at(
+                        c.span(),
+                        format!(
+                            "[server] shed_cost must be a share of one request's work between 0 and {} (0.1 is a tenth of a check-in), got {v}",
+                            limits::SHED_COST_MAX
+                        ),
+                    ));
+                }
+                v
+            }
+        };
+        Ok(ServerSettings { capacity: Some(Capacity { per_second, queue_max, shed_retry_after, warmup, shed_cost }) })
     }
 }
 
@@ -216,7 +249,7 @@ mod tests {
     use super::*;
 
     fn cap(per_second: f64, warmup_s: u64) -> Capacity {
-        Capacity { per_second, queue_max: 10, shed_retry_after: None, warmup: Duration::from_secs(warmup_s) }
+        Capacity { per_second, queue_max: 10, shed_retry_after: None, warmup: Duration::from_secs(warmup_s), shed_cost: SHED_COST_DEFAULT }
     }
 
     #[test]

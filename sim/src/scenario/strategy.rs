@@ -15,23 +15,29 @@ pub enum StrategyName {
     Redflag0118,
     /// The seed document's Go snippets, as written.
     SeedP4001,
-    /// `default` with `jitter = "none"`.
+    /// `default` with every random spread removed (each draw at the middle of its range).
     NoJitter,
-    /// The AWS SDKs' standard retry mode.
+    /// The AWS SDKs' standard retry mode, as before November 2026.
     AwsStandard,
-    /// gRPC's connection backoff.
+    /// The AWS SDKs' standard retry mode as updated in 2026 (`AWS_NEW_RETRIES_2026`).
+    AwsStandard2026,
+    /// A gRPC channel: connection backoff for connection failures, no retry policy.
     Grpc,
+    /// A gRPC channel with gRFC A6's retry policy and retry throttling.
+    GrpcRetry,
 }
 
 impl StrategyName {
     /// Every strategy, `default` first: the order of `compare --strategies all`.
-    pub const ALL: [StrategyName; 6] = [
+    pub const ALL: [StrategyName; 8] = [
         StrategyName::Default,
         StrategyName::Redflag0118,
         StrategyName::SeedP4001,
         StrategyName::NoJitter,
         StrategyName::AwsStandard,
+        StrategyName::AwsStandard2026,
         StrategyName::Grpc,
+        StrategyName::GrpcRetry,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -41,7 +47,9 @@ impl StrategyName {
             StrategyName::SeedP4001 => "seed-p4-001",
             StrategyName::NoJitter => "no-jitter",
             StrategyName::AwsStandard => "aws-standard",
+            StrategyName::AwsStandard2026 => "aws-standard-2026",
             StrategyName::Grpc => "grpc",
+            StrategyName::GrpcRetry => "grpc-retry",
         }
     }
 
@@ -52,6 +60,12 @@ impl StrategyName {
     /// `default, redflag-0.1.18, ...`, for error messages.
     pub fn list() -> String {
         StrategyName::ALL.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")
+    }
+}
+
+impl serde::Serialize for StrategyName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 

@@ -460,29 +460,18 @@ fn spawn_agent(world: &Rc<Shared>, slot: Rc<AgentSlot>, host: Arc<str>) {
     let rng = StdRng::seed_from_u64(seed::agent_rng(world.seed, slot.index, generation));
     let observer = TraceObserver { trace: world.trace.clone(), host: host.clone(), agent: agent_name.clone() };
     let store = DiskStore { token: slot.saved_token.clone(), files: slot.files.clone() };
-    let start_delay = slot.start_delay;
-    let task = match world.strategy {
-        // The production policy, as the agent binary builds it.
-        StrategyName::Default => {
-            let io = Io { transport, store, host: SimHost, observer, runner: world.runner };
-            let agent = CheckinLoop::production(settings, io, rng);
-            tokio::task::spawn_local(async move {
-                tokio::time::sleep(start_delay).await;
-                agent.run(std::future::pending()).await;
-            })
-        }
-        name => {
-            let strategy = baselines::build(name, &settings.policy);
-            let mut start_rng = StdRng::seed_from_u64(seed::strategy_start(world.seed, slot.index, generation));
-            let start_delay = start_delay + baselines::startup_sleep(name, &mut start_rng);
-            let io = Io { transport, store, host: SimHost, observer, runner: world.runner };
-            let agent = CheckinLoop::new(settings, io, strategy, rng);
-            tokio::task::spawn_local(async move {
-                tokio::time::sleep(start_delay).await;
-                agent.run(std::future::pending()).await;
-            })
-        }
-    };
+    // Every strategy, the production policy included, through the same hooks: what its system
+    // brings to the loop (a wait before the first check-in here; its request timeout and
+    // whether the answer's rapid polling counts, in the loop).
+    let strategy = baselines::build(world.strategy, &settings.policy);
+    let mut start_rng = StdRng::seed_from_u64(seed::strategy_start(world.seed, slot.index, generation));
+    let start_delay = slot.start_delay + strategy.first_attempt_delay(&mut start_rng);
+    let io = Io { transport, store, host: SimHost, observer, runner: world.runner };
+    let agent = CheckinLoop::new(settings, io, strategy, rng);
+    let task = tokio::task::spawn_local(async move {
+        tokio::time::sleep(start_delay).await;
+        agent.run(std::future::pending()).await;
+    });
     let trace = world.trace.clone();
     tokio::task::spawn_local(async move {
         let reason = match task.await {

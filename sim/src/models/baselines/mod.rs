@@ -2,16 +2,22 @@
 //! harness can run the *same* fleet, loop, transport and trace under each and show why the
 //! production defaults are what they are (`redflag-sim compare`). They are models of other
 //! systems, not options of the production agent, which is why they live here and not in
-//! `agent/`. One file per baseline, each citing what it models:
+//! `agent/`. One file per baseline; each opens with its sources (URL or repository path and
+//! version) and every modelling choice its sources do not settle:
 //!
-//! * `redflag_0_1_18.rs`: the RedFlag agent today (fixed interval, a 0-29 s sleep, no backoff);
-//! * `seed_p4_001.rs`: the seed document's Go snippets, as written;
-//! * `no_jitter.rs`: the production policy with `jitter = "none"`;
-//! * `aws_standard.rs`: the AWS SDKs' standard retry mode (retry quota);
-//! * `grpc.rs`: gRPC's connection backoff.
+//! * `redflag_0_1_18.rs`: the RedFlag 0.1.18 Go agent (a 0-29 s sleep, then one interval, no
+//!   backoff, a 30 s HTTP client timeout);
+//! * `seed_p4_001.rs`: the seed document's Go snippets, in the `main.go` loop they plug into;
+//! * `no_jitter.rs`: the production policy with every random spread removed;
+//! * `aws_standard.rs`: the AWS SDKs' standard retry mode (retry quota), as before and as
+//!   updated in 2026;
+//! * `grpc.rs`: a gRPC channel (connection backoff), with and without gRFC A6's retry policy.
 //!
-//! `default` is the production [`Policy`] itself; the world builds it directly (the very same
-//! type the agent binary runs), so only the baselines come through [`build`].
+//! A baseline brings what its system has through the [`Strategy`] hooks (its request timeout,
+//! its first-check-in delay, ...), and is judged by its own promises ([`Promises`]), not by the
+//! production agent's intervals and gaps.
+//!
+//! `default` is the production [`Policy`] itself, the very type the agent binary runs.
 
 mod aws_standard;
 mod grpc;
@@ -22,35 +28,123 @@ mod seed_p4_001;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
+use redflag_agent::config::Config;
+use redflag_agent::resilience::policy::REGULAR_JITTER_FRACTION;
 use redflag_agent::resilience::{Decision, Policy, PolicyConfig, Recovery, Strategy, Transition, Verdict, WaitReason};
 
 use crate::scenario::StrategyName;
 
-pub use aws_standard::AwsStandard;
+pub use aws_standard::{AwsStandard, Generation as AwsGeneration};
 pub use grpc::Grpc;
+pub use no_jitter::NoJitter;
 pub use redflag_0_1_18::Redflag0118;
 pub use seed_p4_001::SeedP4001;
 
 /// The decision-maker for `name`, configured from the scenario's agent policy (its check-in
-/// interval, and for `no-jitter` everything else too).
+/// interval; for `default` and `no-jitter` everything else too).
 pub fn build(name: StrategyName, config: &PolicyConfig) -> Box<dyn Strategy> {
+    let interval = config.check_in_interval;
     match name {
         StrategyName::Default => Box::new(Policy::new(*config)),
-        StrategyName::NoJitter => Box::new(no_jitter::build(config)),
-        StrategyName::Redflag0118 => Box::new(Redflag0118::new(config.check_in_interval)),
-        StrategyName::SeedP4001 => Box::new(SeedP4001::new(config.check_in_interval)),
-        StrategyName::AwsStandard => Box::new(AwsStandard::new(config.check_in_interval)),
-        StrategyName::Grpc => Box::new(Grpc::new(config.check_in_interval)),
+        StrategyName::NoJitter => Box::new(NoJitter::new(config)),
+        StrategyName::Redflag0118 => Box::new(Redflag0118::new(interval)),
+        StrategyName::SeedP4001 => Box::new(SeedP4001::new(interval)),
+        StrategyName::AwsStandard => Box::new(AwsStandard::new(interval, AwsGeneration::Standard)),
+        StrategyName::AwsStandard2026 => Box::new(AwsStandard::new(interval, AwsGeneration::Standard2026)),
+        StrategyName::Grpc => Box::new(Grpc::new(interval, false)),
+        StrategyName::GrpcRetry => Box::new(Grpc::new(interval, true)),
     }
 }
 
-/// How long an agent running `name` sleeps after it starts, before its first attempt (on top of
-/// the world's start spread): RedFlag 0.1.18 sleeps 0-29 s before every check-in, the first
-/// included. The others start at once.
-pub fn startup_sleep(name: StrategyName, rng: &mut impl Rng) -> Duration {
+/// How far a regular wait (after a check-in) may exceed its base interval.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RegularSpread {
+    /// ±this share of the interval (the production agent's 10%).
+    Fraction(f64),
+    /// The interval plus up to this much (RedFlag 0.1.18's 0-29 s sleep).
+    PlusUpTo(Duration),
+}
+
+/// What a strategy's own rules promise about its waits: the bounds the judge holds its runs to
+/// (`never_gives_up` without a `max_gap`, `bounded_waits`, the implicit "alive between
+/// faults"), and the request timeout the loop runs it with. Each system is judged by its own
+/// promises, not by the production agent's: RedFlag 0.1.18 sleeps up to 29 s on top of its
+/// interval by design, and is not failed for it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Promises {
+    /// The timeout every request runs under.
+    pub request_timeout: Duration,
+    /// The regular check-in interval (before its spread).
+    pub interval: Duration,
+    pub regular: RegularSpread,
+    /// The longest wait from the end of a retryable failure to the next request (an open
+    /// breaker's lock-out included), a Retry-After aside.
+    pub after_failure_max: Duration,
+    /// The longest Retry-After it honours (`None`: it does not read Retry-After).
+    pub retry_after_max: Option<Duration>,
+}
+
+impl Promises {
+    /// The longest regular wait for a base interval (the configured one, or rapid polling's).
+    pub fn regular_max(&self, base: Duration) -> Duration {
+        match self.regular {
+            RegularSpread::Fraction(f) => base.mul_f64(1.0 + f),
+            RegularSpread::PlusUpTo(d) => base + d,
+        }
+    }
+
+    /// The longest wait between two attempts its rules allow, whatever happened.
+    pub fn max_wait(&self) -> Duration {
+        self.regular_max(self.interval).max(self.after_failure_max).max(self.retry_after_max.unwrap_or_default())
+    }
+
+    /// How long after a fault ends every agent must have checked in again: the attempt in
+    /// flight, the longest wait, a health probe and the check-in.
+    pub fn recovery_max(&self) -> Duration {
+        self.max_wait() + self.request_timeout * 3
+    }
+
+    /// "a check-in every 30s + 10%", "a check-in every 30s + up to 29s".
+    pub fn describe_regular(&self) -> String {
+        let every = crate::scenario::fmt_duration(self.interval);
+        match self.regular {
+            RegularSpread::Fraction(f) => format!("a check-in every {every} + {:.0}%", f * 100.0),
+            RegularSpread::PlusUpTo(d) => format!("a check-in every {every} + up to {}", crate::scenario::fmt_duration(d)),
+        }
+    }
+}
+
+/// The promises of `name` with the scenario's agent config.
+pub fn promises(name: StrategyName, config: &Config) -> Promises {
+    let policy = config.policy();
+    let agent_timeout = config.resilience.request_timeout;
+    let interval = policy.check_in_interval;
+    let ten_percent = RegularSpread::Fraction(REGULAR_JITTER_FRACTION);
+    let regular_max = interval.mul_f64(1.0 + REGULAR_JITTER_FRACTION);
     match name {
-        StrategyName::Redflag0118 => redflag_0_1_18::jitter_sleep(rng),
-        _ => Duration::ZERO,
+        StrategyName::Default | StrategyName::NoJitter => Promises {
+            request_timeout: agent_timeout,
+            interval,
+            regular: ten_percent,
+            after_failure_max: policy.backoff.max_delay.max(policy.breaker.open_timeout),
+            retry_after_max: Some(policy.retry_after_max),
+        },
+        StrategyName::Redflag0118 => redflag_0_1_18::promises(interval),
+        StrategyName::SeedP4001 => seed_p4_001::promises(interval),
+        StrategyName::AwsStandard | StrategyName::AwsStandard2026 => Promises {
+            request_timeout: agent_timeout,
+            interval,
+            regular: ten_percent,
+            after_failure_max: aws_standard::after_failure_max(name == StrategyName::AwsStandard2026).max(regular_max),
+            retry_after_max: None,
+        },
+        StrategyName::Grpc | StrategyName::GrpcRetry => Promises {
+            request_timeout: agent_timeout,
+            interval,
+            regular: ten_percent,
+            after_failure_max: grpc::after_failure_max().max(regular_max),
+            retry_after_max: None,
+        },
     }
 }
 
@@ -58,7 +152,7 @@ pub fn startup_sleep(name: StrategyName, rng: &mut impl Rng) -> Duration {
 /// a shorter rapid-polling one the server asked for), spread by ±10%.
 pub(crate) fn regular_delay(interval: Duration, asked: Option<Duration>, rng: &mut dyn rand::RngCore) -> Duration {
     let base = asked.map_or(interval, |fast| fast.min(interval));
-    let spread = redflag_agent::resilience::policy::REGULAR_JITTER_FRACTION;
+    let spread = REGULAR_JITTER_FRACTION;
     base.mul_f64(1.0 - spread + 2.0 * spread * rng.random::<f64>())
 }
 
@@ -116,106 +210,4 @@ pub(crate) fn decision(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use rand::SeedableRng;
-    use rand::rngs::StdRng;
-    use redflag_agent::resilience::{BreakerState, Gate, Outcome, Report};
-
-    const INTERVAL: Duration = Duration::from_secs(300);
-
-    fn fail(outcome: Outcome) -> Report {
-        Report { outcome: Some(outcome), ..Report::of(Verdict::Retry) }
-    }
-
-    /// Drives a strategy through `n` failed attempts from `now`, returning each wait.
-    fn waits(s: &mut dyn Strategy, now: &mut Instant, n: usize, report: Report) -> Vec<Duration> {
-        let mut rng = StdRng::seed_from_u64(1);
-        let mut out = Vec::new();
-        while out.len() < n {
-            match s.admit(*now).0 {
-                Gate::Go { .. } => {
-                    let d = s.complete(*now, report, &mut rng);
-                    out.push(d.delay);
-                    *now = d.next_attempt_at;
-                }
-                Gate::Wait { until } => {
-                    out.push(until - *now);
-                    *now = until;
-                }
-            }
-        }
-        out
-    }
-
-    #[test]
-    fn seed_p4_001_doubles_from_5s_opens_at_3_and_rests_an_interval() {
-        let mut s = SeedP4001::new(INTERVAL);
-        let mut now = Instant::now();
-        let got = waits(&mut s, &mut now, 6, fail(Outcome::Status(502)));
-        let secs: Vec<u64> = got.iter().map(|d| d.as_secs()).collect();
-        // 5, 10, 20 (the third failure opens the breaker), then two attempts fail at once while
-        // it is open (40 s, then 80 s + one interval: the burst is over), then a new burst.
-        assert_eq!(secs, [5, 10, 20, 40, 380, 5]);
-        assert_eq!(s.breaker_state(), BreakerState::Open);
-        // A 429 is a client error: no retry, one interval.
-        let mut s = SeedP4001::new(INTERVAL);
-        let d = s.complete(Instant::now(), fail(Outcome::Status(429)), &mut StdRng::seed_from_u64(1));
-        assert_eq!(d.delay, INTERVAL);
-    }
-
-    #[test]
-    fn redflag_waits_an_interval_plus_up_to_29s_whatever_happens() {
-        let mut s = Redflag0118::new(INTERVAL);
-        let mut now = Instant::now();
-        for d in waits(&mut s, &mut now, 50, fail(Outcome::Refused)) {
-            assert!(d >= INTERVAL && d <= INTERVAL + Duration::from_secs(29) && d.subsec_nanos() == 0, "{d:?}");
-        }
-    }
-
-    #[test]
-    fn grpc_grows_by_1_6_to_120s_with_20_percent_jitter() {
-        let mut s = Grpc::new(INTERVAL);
-        let mut now = Instant::now();
-        let got = waits(&mut s, &mut now, 20, fail(Outcome::Refused));
-        assert_eq!(got[0], Duration::from_secs(1));
-        let second = got[1].as_secs_f64();
-        assert!((1.6 * 0.8..=1.6 * 1.2).contains(&second), "{second}");
-        assert!(got.iter().all(|d| d.as_secs_f64() <= 120.0 * 1.2));
-        assert!(got[19].as_secs_f64() >= 120.0 * 0.8);
-    }
-
-    #[test]
-    fn aws_standard_makes_3_attempts_and_spends_its_quota() {
-        let mut s = AwsStandard::new(INTERVAL);
-        let mut now = Instant::now();
-        let got = waits(&mut s, &mut now, 3, fail(Outcome::Timeout));
-        assert!(got[0] <= Duration::from_secs(2) && got[1] <= Duration::from_secs(4), "{got:?}");
-        assert!(got[2] >= INTERVAL.mul_f64(0.9), "the third failure ends the operation: {got:?}");
-        // 500 tokens at 10 a timed-out retry: 50 retries, then none until a success refunds.
-        let mut s = AwsStandard::new(INTERVAL);
-        let got = waits(&mut s, &mut now, 200, fail(Outcome::Timeout));
-        let retries = got.iter().filter(|d| **d < INTERVAL.mul_f64(0.9)).count();
-        assert_eq!(retries, 50);
-    }
-
-    #[test]
-    fn no_jitter_is_the_production_policy_without_jitter() {
-        let config = redflag_agent::config::Config::from_json_str(
-            r#"{"server_url":"https://p","agent_id":"a","token":"t","refresh_token":"r"}"#,
-            "test",
-        )
-        .unwrap()
-        .policy();
-        let mut a = build(StrategyName::NoJitter, &config);
-        let mut b = build(StrategyName::NoJitter, &config);
-        let (mut ta, mut tb) = (Instant::now(), Instant::now());
-        let tb0 = tb;
-        let ta0 = ta;
-        let wa = waits(a.as_mut(), &mut ta, 8, fail(Outcome::Refused));
-        let wb = waits(b.as_mut(), &mut tb, 8, fail(Outcome::Refused));
-        assert_eq!(wa, wb, "two agents failing together retry together");
-        assert_eq!(ta - ta0, tb - tb0);
-        assert_eq!(wa[0], Duration::from_secs(1));
-    }
-}
+mod tests;

@@ -7,7 +7,10 @@
 //! arithmetic: admitting a request computes, once, when the server will have finished it (the
 //! FIFO's "virtual finish time": after everything ahead of it, at the rate of the curve), and the
 //! request's handler sleeps until then. Beyond `queue_max` waiting requests, a new one is shed at
-//! once with 503 (and `Retry-After` when configured).
+//! once with 503 (and `Retry-After` when configured). Refusing costs work too: `shed_cost` of
+//! the request's own cost is taken from the server's time at once, so requests admitted after a
+//! shed wait for it (the requests already queued keep their finish times; in aggregate the
+//! server loses the same time).
 //!
 //! A request is worked on even if its client has gone: its place in the queue is kept (the
 //! server does not know), so the work is done and *wasted*. That is recorded when the handler is
@@ -73,6 +76,11 @@ impl CapacityQueue {
                     drain.clamp(1, SHED_RETRY_AFTER_MAX_SECONDS)
                 }
             });
+            let shed_work = self.capacity.shed_cost * cost;
+            if shed_work > 0.0 {
+                let start = self.busy_until.max(now);
+                self.busy_until = self.started + self.capacity.finish_after(start - self.started, shed_work);
+            }
             return Admission::Shed { retry_after_seconds };
         }
         let start = self.busy_until.max(now);
@@ -145,7 +153,7 @@ mod tests {
     use super::*;
 
     fn capacity(queue_max: u32, shed: Option<ShedRetryAfter>) -> Capacity {
-        Capacity { per_second: 10.0, queue_max, shed_retry_after: shed, warmup: Duration::ZERO }
+        Capacity { per_second: 10.0, queue_max, shed_retry_after: shed, warmup: Duration::ZERO, shed_cost: 0.0 }
     }
 
     #[test]
@@ -165,6 +173,20 @@ mod tests {
         // Once the first is done there is room again, after the others.
         match q.admit(t0 + Duration::from_millis(150), 0.1) {
             Admission::Queued { finish } => assert_eq!(finish - t0, Duration::from_millis(310)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn shedding_takes_the_servers_time() {
+        let t0 = Instant::now();
+        let mut q = CapacityQueue::new(Capacity { shed_cost: 0.5, ..capacity(0, None) }, t0);
+        // One in service (100 ms), nothing may wait: the next is shed and costs 50 ms.
+        assert!(matches!(q.admit(t0, 1.0), Admission::Queued { .. }));
+        assert_eq!(q.admit(t0, 1.0), Admission::Shed { retry_after_seconds: None });
+        // Once the first is done, the next waits for the shed's work too: 100 + 50 + 100 ms.
+        match q.admit(t0 + Duration::from_millis(120), 1.0) {
+            Admission::Queued { finish } => assert_eq!(finish - t0, Duration::from_millis(250)),
             other => panic!("{other:?}"),
         }
     }

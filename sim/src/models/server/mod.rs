@@ -23,12 +23,19 @@
 //!   check-ins, 400 for a body that is not one (or lacks `action`/`result`, which RedFlag's
 //!   binding requires), otherwise 200: the first result per command id is kept, later ones are
 //!   answered 200 too.
+//! * `POST /api/v1/agents/{id}/system-info`, Bearer token, the Go agent's `SystemInfoReport`
+//!   (RedFlag's `ReportSystemInfo`): 401 as for check-ins, 400 for a body that is not a JSON
+//!   object (or whose `timestamp` is not a string, which gin's binding into `time.Time` refuses),
+//!   otherwise 200 `{"message":"system info updated successfully"}`. RedFlag stores the fields in
+//!   the agent's metadata; the model keeps nothing (nothing here reads them). One unit of work,
+//!   like a check-in: the real handler authenticates, reads the agent and writes it back. The
+//!   real route is rate-limited with the other agent reports (30 a minute per agent); like
+//!   `/logs`, the model does not limit it (an agent posts it hourly).
 //! * `POST /api/v1/agents/renew` `{"agent_id","refresh_token"}`: 200 `{"token"}` with a fresh
 //!   token (the old one stops working), 401 for a wrong refresh token, 400 for a bad body.
 //! * `GET  /health`: 200 `{"status":"healthy"}`; in setup mode 200
 //!   `{"status":"waiting for configuration"}`, as RedFlag 0.1.18's unconfigured welcome mode
 //!   answers (the agent counts that as "not ready").
-//! * `POST /api/v1/agents/{id}/system-info`: not modelled (404), except that it can be broken.
 //!
 //! Under a `broken_route` fault (`broken_health` for `/health`), one of `/health`, `/logs`,
 //! `/renew` or `/system-info` answers another status, or nothing at all for
@@ -131,6 +138,7 @@ fn router(app: App) -> Router {
     Router::new()
         .route("/api/v1/agents/{agent_id}/commands", get(checkin))
         .route("/api/v1/agents/{agent_id}/logs", post(report_log))
+        .route("/api/v1/agents/{agent_id}/system-info", post(system_info))
         .route(RENEW_PATH, post(renew))
         .route(HEALTH_PATH, get(health))
         .layer(DefaultBodyLimit::max(REQUEST_BODY_MAX_BYTES))
@@ -221,6 +229,25 @@ async fn report_log(State(app): State<App>, UrlPath(agent_id): UrlPath<String>, 
     axum::Json(serde_json::json!({ "message": "log recorded" })).into_response()
 }
 
+/// `POST /api/v1/agents/{id}/system-info`: the detailed system information RedFlag 0.1.18's Go
+/// agent posts at start and hourly (RedFlag's `ReportSystemInfo`).
+async fn system_info(State(app): State<App>, UrlPath(agent_id): UrlPath<String>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(refused) = authorize(&app, &agent_id, &headers) {
+        return refused;
+    }
+    let report: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("invalid system info: {e}")),
+    };
+    let Some(fields) = report.as_object() else {
+        return json_error(StatusCode::BAD_REQUEST, "invalid system info: expected a JSON object");
+    };
+    if fields.get("timestamp").is_some_and(|t| !t.is_string()) {
+        return json_error(StatusCode::BAD_REQUEST, "invalid system info: timestamp must be an RFC 3339 string");
+    }
+    axum::Json(serde_json::json!({ "message": "system info updated successfully" })).into_response()
+}
+
 async fn renew(State(app): State<App>, body: Bytes) -> Response {
     let req: RenewRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
@@ -238,11 +265,14 @@ async fn renew(State(app): State<App>, body: Bytes) -> Response {
     resp
 }
 
-/// The agent id in `/api/v1/agents/{id}/commands` or `/api/v1/agents/{id}/logs`, if the path
-/// is one.
+/// The agent id in `/api/v1/agents/{id}/commands`, `.../logs` or `.../system-info`, if the
+/// path is one.
 pub fn agent_id_from_path(path: &str) -> Option<&str> {
     let rest = path.strip_prefix(AGENTS_PREFIX)?;
-    let id = rest.strip_suffix("/commands").or_else(|| rest.strip_suffix("/logs"))?;
+    let id = rest
+        .strip_suffix("/commands")
+        .or_else(|| rest.strip_suffix("/logs"))
+        .or_else(|| rest.strip_suffix("/system-info"))?;
     (!id.is_empty() && !id.contains('/')).then_some(id)
 }
 
@@ -442,6 +472,7 @@ mod tests {
     fn agent_ids_in_paths() {
         assert_eq!(agent_id_from_path("/api/v1/agents/a-1/commands"), Some("a-1"));
         assert_eq!(agent_id_from_path("/api/v1/agents/a-1/logs"), Some("a-1"));
+        assert_eq!(agent_id_from_path("/api/v1/agents/a-1/system-info"), Some("a-1"));
         assert_eq!(agent_id_from_path("/api/v1/agents/renew"), None);
         assert_eq!(agent_id_from_path("/api/v1/agents//commands"), None);
         assert_eq!(agent_id_from_path("/health"), None);
