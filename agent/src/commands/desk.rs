@@ -517,6 +517,28 @@ mod tests {
     }
 
     #[test]
+    fn a_result_in_the_outbox_survives_a_journal_that_lost_its_command() {
+        // The journal was moved aside as corrupt (or had let the entry go); the outbox on disk
+        // still holds a result. It is delivered, not forgotten with the journal.
+        let mut store = MemoryStore::default();
+        let result = UpdateLogRequest {
+            command_id: "kept".into(),
+            action: "scan_updates".into(),
+            result: RESULT_SUCCESS.into(),
+            stdout: String::new(),
+            stderr: String::new(),
+            exit_code: 0,
+            duration_seconds: 1,
+        };
+        let mut outbox = Outbox::default();
+        let (_, saved) = outbox.push(result, &mut store);
+        saved.unwrap();
+        let (desk, _) = Desk::recover(&mut store);
+        assert_eq!(desk.pending_results(), 1);
+        assert_eq!(desk.next_result().map(|r| r.command_id), Some("kept".into()));
+    }
+
+    #[test]
     fn a_command_running_at_start_up_is_reported_failed_and_never_run() {
         let mut store = MemoryStore::default();
         let mut desk = Desk::default();
