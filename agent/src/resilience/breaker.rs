@@ -227,6 +227,17 @@ mod tests {
     }
 
     #[test]
+    fn a_half_open_breaker_with_its_probes_out_says_to_wait_a_whole_period() {
+        let t0 = Instant::now();
+        let mut b = breaker(1, 1);
+        b.on_failure(t0);
+        let later = t0 + Duration::from_secs(3);
+        assert_eq!(b.admit(later).0, Admission::Permit, "the half-open probe");
+        let (second, _) = b.admit(later);
+        assert_eq!(second, Admission::Reject { until: later + Duration::from_secs(3) }, "a second attempt while the probe is out");
+    }
+
+    #[test]
     fn failures_are_counted_while_closed() {
         let t0 = Instant::now();
         let mut b = breaker(3, 1);
