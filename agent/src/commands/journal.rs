@@ -143,6 +143,27 @@ pub struct Corrupt {
     pub moved_to: String,
 }
 
+/// Reads state file `name` through `parse`: a missing file is the default value; one that cannot
+/// be read or parsed is moved aside and replaced by the default, and the [`Corrupt`] says so.
+pub(crate) fn load_or_set_aside<S: Store + ?Sized, T: Default>(
+    store: &mut S,
+    name: &str,
+    parse: impl FnOnce(&[u8]) -> Result<T, String>,
+) -> (T, Option<Corrupt>) {
+    let parsed = match store.load_state(name) {
+        Ok(None) => return (T::default(), None),
+        Ok(Some(bytes)) => parse(&bytes),
+        Err(e) => Err(e),
+    };
+    match parsed {
+        Ok(value) => (value, None),
+        Err(error) => {
+            let moved_to = store.quarantine_state(name).unwrap_or_else(|e| format!("not moved: {e}"));
+            (T::default(), Some(Corrupt { file: name.into(), error, moved_to }))
+        }
+    }
+}
+
 /// The journal, in the order commands were received.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Journal {
@@ -155,18 +176,7 @@ impl Journal {
     /// commands it held as received or running, if the server sends them again, are run (they
     /// may have run once already), and results it held are re-sent only if the outbox has them.
     pub fn load<S: Store + ?Sized>(store: &mut S) -> (Journal, Option<Corrupt>) {
-        let parsed = match store.load_state(JOURNAL_FILE) {
-            Ok(None) => return (Journal::default(), None),
-            Ok(Some(bytes)) => Journal::parse(&bytes),
-            Err(e) => Err(e),
-        };
-        match parsed {
-            Ok(journal) => (journal, None),
-            Err(error) => {
-                let moved_to = store.quarantine_state(JOURNAL_FILE).unwrap_or_else(|e| format!("not moved: {e}"));
-                (Journal::default(), Some(Corrupt { file: JOURNAL_FILE.into(), error, moved_to }))
-            }
-        }
+        load_or_set_aside(store, JOURNAL_FILE, Journal::parse)
     }
 
     /// Parses and checks a journal file: the format tag, non-empty unique ids, and the fields

@@ -53,18 +53,7 @@ pub struct Outbox {
 impl Outbox {
     /// Reads the outbox from `store`; a corrupt one is moved aside and replaced by an empty one.
     pub fn load<S: Store + ?Sized>(store: &mut S) -> (Outbox, Option<Corrupt>) {
-        let parsed = match store.load_state(OUTBOX_FILE) {
-            Ok(None) => return (Outbox::default(), None),
-            Ok(Some(bytes)) => Outbox::parse(&bytes),
-            Err(e) => Err(e),
-        };
-        match parsed {
-            Ok(outbox) => (outbox, None),
-            Err(error) => {
-                let moved_to = store.quarantine_state(OUTBOX_FILE).unwrap_or_else(|e| format!("not moved: {e}"));
-                (Outbox::default(), Some(Corrupt { file: OUTBOX_FILE.into(), error, moved_to }))
-            }
-        }
+        super::journal::load_or_set_aside(store, OUTBOX_FILE, Outbox::parse)
     }
 
     /// Parses and checks an outbox file: format tag, non-empty unique ids, within the bounds.
