@@ -209,9 +209,18 @@ fn long_functions(rel: &Path, text: &str) -> Vec<String> {
     let mut out = Vec::new();
     for (i, line) in lines.iter().enumerate() {
         let trimmed = line.trim_start();
-        let is_fn = ["fn ", "pub fn ", "async fn ", "pub async fn ", "pub(crate) fn ", "pub(crate) async fn ", "pub(super) fn "]
-            .iter()
-            .any(|p| trimmed.starts_with(p));
+        // Any visibility, then any of async/const/unsafe, then `fn `.
+        let mut rest = trimmed;
+        if let Some(after) = rest.strip_prefix("pub") {
+            rest = match after.strip_prefix('(') {
+                Some(inner) => inner.split_once(") ").map_or("", |(_, r)| r),
+                None => after.trim_start(),
+            };
+        }
+        for qualifier in ["const ", "async ", "unsafe "] {
+            rest = rest.strip_prefix(qualifier).unwrap_or(rest);
+        }
+        let is_fn = rest.starts_with("fn ");
         if !is_fn || trimmed.ends_with(';') {
             continue;
         }

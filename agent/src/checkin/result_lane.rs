@@ -24,12 +24,12 @@
 
 use std::time::{Duration, Instant};
 
-use crate::resilience::BackoffConfig;
+use crate::resilience::{Backoff, BackoffConfig};
 
 /// The result lane's schedule: how many posts failed in a row, and when it may post again.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct ResultLane {
-    backoff: BackoffConfig,
+    backoff: Backoff,
     retry_after_max: Duration,
     failures: u32,
     retry_at: Option<Instant>,
@@ -37,7 +37,7 @@ pub struct ResultLane {
 
 impl ResultLane {
     pub fn new(backoff: BackoffConfig, retry_after_max: Duration) -> Self {
-        ResultLane { backoff, retry_after_max, failures: 0, retry_at: None }
+        ResultLane { backoff: Backoff::new(backoff), retry_after_max, failures: 0, retry_at: None }
     }
 
     /// Whether results may be posted at `now` (no backoff running).
@@ -49,8 +49,7 @@ impl ResultLane {
     /// lane posts again, which is also recorded.
     pub fn failed(&mut self, now: Instant, retry_after: Option<Duration>) -> Duration {
         self.failures = self.failures.saturating_add(1);
-        let growth = self.backoff.factor.powi(self.failures.saturating_sub(1).min(64) as i32);
-        let backoff = Duration::from_secs_f64((self.backoff.initial_delay.as_secs_f64() * growth).min(self.backoff.max_delay.as_secs_f64()));
+        let backoff = self.backoff.base_delay(self.failures - 1);
         let wait = backoff.max(retry_after.unwrap_or_default().min(self.retry_after_max));
         self.retry_at = Some(now + wait);
         wait

@@ -35,10 +35,6 @@ impl<O: Observer> Emitter<O> {
         Emitter { agent_id, observer }
     }
 
-    pub fn agent_id(&self) -> &str {
-        &self.agent_id
-    }
-
     /// Logs `event` and hands it to the observer.
     pub fn emit(&mut self, event: Event) {
         log_event(&self.agent_id, &event);

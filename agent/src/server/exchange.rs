@@ -47,10 +47,6 @@ impl<T: Transport> Exchange<T> {
         self.credentials.token = token;
     }
 
-    pub fn token(&self) -> &Secret {
-        &self.credentials.token
-    }
-
     /// The request of `kind`, with `body` for the kinds that carry one (check-in, result).
     fn request(&self, kind: RequestKind, body: Option<Vec<u8>>) -> Request {
         let c = &self.credentials;

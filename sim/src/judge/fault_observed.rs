@@ -16,10 +16,18 @@ fn slowed_route(action: &Action) -> Option<(RequestKind, u64)> {
         ApiRoute::Health => RequestKind::Health,
         ApiRoute::Logs => RequestKind::Result,
         ApiRoute::Renew => RequestKind::Renew,
-        // The agent does not post system information: only failures can show such a fault.
+        // Only failures show a slow /system-info (its report's timing is not traced).
         ApiRoute::SystemInfo => return None,
     };
     Some((kind, d.as_millis() as u64))
+}
+
+/// Failed requests of every agent in `[start, until]`.
+fn failed_between(idx: &TraceIndex, start: u64, until: u64) -> usize {
+    idx.agents
+        .values()
+        .map(|v| v.failed_requests.partition_point(|&t| t <= until) - v.failed_requests.partition_point(|&t| t < start))
+        .sum()
 }
 
 /// The implicit check: every fault was noticed by some agent.
@@ -74,20 +82,15 @@ pub(super) fn faults_observed(idx: &TraceIndex, scenario: &Scenario, tol: u64) -
                 .flat_map(|v| v.side_requests.iter())
                 .filter(|(t, k, elapsed)| *k == kind && *t >= start && *t <= until && *elapsed + tol >= delay_ms)
                 .count();
-            match slow {
-                0 => Err(format!("no {kind} request took the route's {} between {} and {}", secs(delay_ms), at(start), at(until))),
-                n => Ok(format!("{n} {kind} request(s) took at least {} between {} and {}", secs(delay_ms), at(start), at(until))),
+            // A delay past the request timeout shows as failed (timed-out) requests instead.
+            let timed_out = failed_between(idx, start, until);
+            match (slow, timed_out) {
+                (0, 0) => Err(format!("no {kind} request took the route's {} between {} and {}", secs(delay_ms), at(start), at(until))),
+                (0, n) => Ok(format!("{n} failed request(s) between {} and {}: the route's {} outlasts the request timeout", at(start), at(until), secs(delay_ms))),
+                (n, _) => Ok(format!("{n} {kind} request(s) took at least {} between {} and {}", secs(delay_ms), at(start), at(until))),
             }
         } else {
-            let failed: usize = idx
-                .agents
-                .values()
-                .map(|v| {
-                    let lo = v.failed_requests.partition_point(|&t| t < start);
-                    let hi = v.failed_requests.partition_point(|&t| t <= until);
-                    hi - lo
-                })
-                .sum();
+            let failed = failed_between(idx, start, until);
             if failed > 0 {
                 Ok(format!("{failed} failed request(s) between {} and the first check-in after it ended ({})", at(start), at(until)))
             } else {
