@@ -57,6 +57,8 @@ fn a_failing_system_info_never_delays_or_blocks_check_ins() {
     ] {
         let h = Harness::new(name);
         h.server.set_system_info(reply);
+        // From the start: the first report goes out at start, and must not hold a check-in back.
+        let since = Instant::now();
         let agent = h.spawn(LogFormat::Json);
         assert!(
             wait_until(SOON, || !agent.events_named("system_info_failed").is_empty()),
@@ -67,7 +69,6 @@ fn a_failing_system_info_never_delays_or_blocks_check_ins() {
         assert_eq!((failed.str("class"), failed.u64("retry_in_ms")), (class, retry_in_ms), "{name}: {}", failed.v);
         // Check-ins keep their 1 s pace (jittered by 10%) while the report fails, and nothing
         // about them fails: no breaker, no failed attempt.
-        let since = Instant::now();
         assert!(wait_until(SOON, || h.server.successful_checkins_since(Some(since)) >= 5), "{name}\n{}", agent.tail());
         let gap = longest_checkin_gap(&h, since);
         assert!(gap < Duration::from_millis(2_500), "{name}: a check-in waited {gap:?} at a 1 s interval\n{}", agent.tail());
